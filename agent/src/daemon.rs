@@ -1,0 +1,186 @@
+//! Wires the agent together: binds the listeners, starts the monitor, serves gRPC and
+//! metrics, and handles the lifecycle signals (SIGTERM/SIGINT drain, SIGHUP reload).
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use hoist_proto::v1::agent_server::AgentServer;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tonic::transport::Server;
+
+use crate::{atomic, authz::AuthzLayer, config, monitor, notify, server::AgentService, tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; is another hoistd running, or is `{what}` in the config wrong?"
+    )]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create state_dir {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs the agent until SIGTERM/SIGINT, then drains.
+pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    std::fs::create_dir_all(&config.agent.state_dir).map_err(|source| DaemonError::StateDir {
+        path: config.agent.state_dir.clone(),
+        source,
+    })?;
+    let (tls_tx, tls_rx) = watch::channel(tls::server_config(&config.tls)?);
+    let listener = TcpListener::bind(config.agent.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "listen",
+            addr: config.agent.listen,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        what: "listen",
+        addr: config.agent.listen,
+        source,
+    })?;
+    let metrics_listener = match config.agent.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    what: "metrics_listen",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let state_dir = config.agent.state_dir.clone();
+    let drain = config.agent.drain_timeout;
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(monitor::Snapshot::default()));
+    let monitor_task = tokio::spawn(monitor::run(config_rx.clone(), snap_tx));
+    let metrics_task = metrics_listener
+        .map(|l| tokio::spawn(crate::metrics::serve(l, config_rx.clone(), snap_rx.clone())));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentServer<AgentService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hoist_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DaemonError::Signals(std::io::Error::other(e)))?;
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let incoming = tls::incoming(listener, tls_rx);
+    let agent = AgentService::new(config_rx.clone(), snap_rx);
+    let server = Server::builder()
+        .layer(AuthzLayer)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AgentServer::new(agent))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        });
+    let mut server = tokio::spawn(server);
+
+    // Tell the operator (and test harnesses using port 0) where we listen.
+    let listen_file = state_dir.join("listen");
+    let mut listen = format!("grpc={grpc_addr}\n");
+    if let Some(addr) = metrics_addr {
+        listen.push_str(&format!("metrics={addr}\n"));
+    }
+    if let Err(err) = atomic::write_file(&listen_file, listen.as_bytes()) {
+        tracing::warn!(path = %listen_file.display(), error = %err, "cannot record listen addresses");
+    }
+    tracing::info!(grpc = %grpc_addr, metrics = ?metrics_addr, version = crate::VERSION, "hoistd ready");
+    notify::notify("READY=1");
+
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => reload(&config_path, &config_tx, &tls_tx),
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                notify::notify("WATCHDOG=1");
+            }
+            result = &mut server => {
+                monitor_task.abort();
+                return match result {
+                    Ok(r) => r.map_err(DaemonError::from),
+                    Err(join) => Err(DaemonError::Signals(std::io::Error::other(join))),
+                };
+            }
+        }
+    }
+
+    tracing::info!(timeout = ?drain, "draining: no new connections, waiting for calls to finish");
+    notify::notify("STOPPING=1");
+    let _ = stop_tx.send(true);
+    health_reporter
+        .set_not_serving::<AgentServer<AgentService>>()
+        .await;
+    monitor_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    match tokio::time::timeout(drain, &mut server).await {
+        Ok(_) => tracing::info!("drained; bye"),
+        Err(_) => {
+            tracing::warn!(timeout = ?drain, "drain timed out; closing remaining connections");
+            server.abort();
+        }
+    }
+    let _ = std::fs::remove_file(&listen_file);
+    Ok(())
+}
+
+/// SIGHUP: validate the config file first; keep the running config on any error.
+fn reload(
+    path: &std::path::Path,
+    config_tx: &watch::Sender<Arc<config::Config>>,
+    tls_tx: &watch::Sender<Arc<rustls::ServerConfig>>,
+) {
+    notify::notify("RELOADING=1");
+    match config::load(path) {
+        Err(err) => {
+            tracing::error!(path = %path.display(), "reload refused, keeping the running config:\n{err}");
+        }
+        Ok(new) => match tls::server_config(&new.tls) {
+            Err(err) => tracing::error!(error = %err, "reload refused, keeping the running config"),
+            Ok(tls_config) => {
+                let old = config_tx.borrow().clone();
+                if old.agent.listen != new.agent.listen
+                    || old.agent.metrics_listen != new.agent.metrics_listen
+                {
+                    tracing::warn!("listen addresses changed; they apply at the next restart");
+                }
+                tls_tx.send_replace(tls_config);
+                let apps = new.apps.len();
+                config_tx.send_replace(Arc::new(new));
+                tracing::info!(path = %path.display(), apps, "config reloaded");
+            }
+        },
+    }
+    notify::notify("READY=1");
+}

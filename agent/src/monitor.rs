@@ -1,0 +1,132 @@
+//! The monitor owns the agent's view of health: it samples host resources, probes
+//! services and runs checks every `health_interval`, and publishes an immutable
+//! snapshot that the Status RPC, WatchStatus and the metrics endpoint read.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures_util::future::join_all;
+use hoist_proto::v1::{AppStatus, CheckStatus, HostResources, ServiceStatus, StatusResponse};
+use tokio::sync::watch;
+
+use crate::{
+    checks,
+    config::{App, Config},
+    resources::Sampler,
+    services,
+};
+
+/// One round of background sampling.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub sampled_at: Option<SystemTime>,
+    pub resources: HostResources,
+    /// Per app: services and checks as of `sampled_at`.
+    pub apps: BTreeMap<String, AppHealth>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AppHealth {
+    pub services: Vec<ServiceStatus>,
+    pub checks: Vec<CheckStatus>,
+}
+
+/// The release `deploy_to/current` points at, and its commit (from the release's
+/// `REVISION` file), or empty strings before the first deploy.
+pub fn current_release(app: &App) -> (String, String) {
+    let current = app.deploy_to.join("current");
+    let Ok(target) = std::fs::read_link(&current) else {
+        return (String::new(), String::new());
+    };
+    let release = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let commit = std::fs::read_to_string(Path::new(&current).join("REVISION"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default();
+    (release, commit)
+}
+
+/// Runs forever, publishing a snapshot after every round.
+pub async fn run(config: watch::Receiver<Arc<Config>>, publish: watch::Sender<Arc<Snapshot>>) {
+    let mut sampler = Some(Sampler::new());
+    loop {
+        let cfg = config.borrow().clone();
+        let thresholds = cfg.thresholds.clone();
+        let mut s = sampler.take().unwrap_or_default();
+        let (s, resources) = tokio::task::spawn_blocking(move || {
+            let r = s.sample(&thresholds);
+            (s, r)
+        })
+        .await
+        .unwrap_or_else(|_| (Sampler::new(), HostResources::default()));
+        sampler = Some(s);
+        let apps = join_all(cfg.apps.iter().map(|app| async move {
+            let (services, checks) = tokio::join!(
+                join_all(app.services.iter().map(services::probe)),
+                join_all(app.checks.iter().map(|c| checks::run(app, c)))
+            );
+            for c in checks.iter().filter(|c| !c.ok) {
+                tracing::warn!(app = %app.name, check = %c.name, output = %c.output, "check failing");
+            }
+            (app.name.clone(), AppHealth { services, checks })
+        }))
+        .await
+        .into_iter()
+        .collect();
+        publish.send_replace(Arc::new(Snapshot {
+            sampled_at: Some(SystemTime::now()),
+            resources,
+            apps,
+        }));
+        tokio::time::sleep(cfg.agent.health_interval.max(Duration::from_millis(100))).await;
+    }
+}
+
+/// Builds a status answer: resources and checks from the last snapshot, current
+/// release and service states read now.
+pub async fn status(config: &Config, snapshot: &Snapshot, only_app: &str) -> StatusResponse {
+    let apps = config
+        .apps
+        .iter()
+        .filter(|a| only_app.is_empty() || a.name == only_app);
+    let apps = join_all(apps.map(|app| async move {
+        let (current_release, current_commit) = current_release(app);
+        let services = join_all(app.services.iter().map(services::probe)).await;
+        let checks = match snapshot.apps.get(&app.name) {
+            Some(h) if h.checks.len() == app.checks.len() => h.checks.clone(),
+            _ => app
+                .checks
+                .iter()
+                .map(|c| CheckStatus {
+                    name: c.name(),
+                    kind: c.kind().into(),
+                    output: "not run yet".into(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        AppStatus {
+            name: app.name.clone(),
+            current_release,
+            current_commit,
+            services,
+            checks,
+            lock: None,
+            running_job: String::new(),
+        }
+    }))
+    .await;
+    StatusResponse {
+        version: crate::VERSION.into(),
+        hostname: crate::hostname(),
+        sampled_at: snapshot.sampled_at.map(Into::into),
+        resources: Some(snapshot.resources.clone()),
+        apps,
+    }
+}

@@ -1,0 +1,38 @@
+//! The `hoistd` binary's command line: the shipped example config validates, and
+//! `--help` names the commands.
+
+use std::process::Command;
+
+fn hoistd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hoistd"))
+        .args(args)
+        .output()
+        .expect("run hoistd")
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.toml");
+    let out = hoistd(&["check-config", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
+
+#[test]
+fn missing_config_is_a_config_error() {
+    let out = hoistd(&["check-config", "/nonexistent/agent.toml"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
+}
+
+#[test]
+fn help_names_the_commands() {
+    let out = hoistd(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("check-config"), "{text}");
+    assert!(text.contains("--log-format"), "{text}");
+}

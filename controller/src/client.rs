@@ -1,0 +1,87 @@
+//! Connections to agents: gRPC over mutual TLS with the operator's certificate.
+
+use std::{error::Error as _, path::Path, time::Duration};
+
+use anyhow::Context as _;
+use hoist_proto::v1::agent_client::AgentClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::fleet::FleetTls;
+
+/// The operator's TLS material, read once per command.
+#[derive(Clone)]
+pub struct Credentials {
+    ca: Certificate,
+    identity: Identity,
+}
+
+impl Credentials {
+    pub fn load(tls: &FleetTls) -> anyhow::Result<Credentials> {
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).with_context(|| {
+                format!(
+                    "cannot read the {what} {} named in [tls] of the fleet file; \
+                     make certificates with `hoist ca init` and `hoist ca issue --user NAME --role deployer`",
+                    path.display()
+                )
+            })
+        };
+        let ca = read("CA certificate", &tls.ca)?;
+        let cert = read("client certificate", &tls.cert)?;
+        let key = read("client key", &tls.key)?;
+        Ok(Credentials {
+            ca: Certificate::from_pem(ca),
+            identity: Identity::from_pem(cert, key),
+        })
+    }
+}
+
+/// Opens a channel to one agent. `address` is `host:port`; the agent's certificate
+/// must carry `host` as a SAN.
+pub async fn connect(
+    address: &str,
+    creds: &Credentials,
+    timeout: Duration,
+) -> Result<AgentClient<Channel>, String> {
+    let host = address
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(address);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(creds.ca.clone())
+        .identity(creds.identity.clone())
+        .domain_name(host.to_string());
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|e| format!("bad address {address:?}: {}", chain(&e)))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| chain(&e))?;
+    Ok(AgentClient::new(channel))
+}
+
+/// An error and its sources on one line: tonic's top-level messages alone ("transport
+/// error") do not tell an operator what happened.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A gRPC error as an operator reads it.
+pub fn status_error(status: &tonic::Status) -> String {
+    if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
+        if let Some(source) = status.source() {
+            return format!("{} ({})", status.message(), chain(source));
+        }
+    }
+    format!("{:?}: {}", status.code(), status.message())
+}

@@ -1,0 +1,369 @@
+//! `hoist status`: ask every selected agent for its status concurrently (bounded, with a
+//! per-host timeout) and show one table, or JSON.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt as _, stream};
+use hoist_proto::v1::{
+    AppStatus, CheckStatus, HostResources, Level, ServiceState, StatusRequest, StatusResponse,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    client::{self, Credentials},
+    fleet::Host,
+    table::{self, Cell, Tone},
+};
+
+/// What one host answered.
+pub struct HostReport {
+    pub name: String,
+    pub address: String,
+    pub elapsed: Duration,
+    pub result: Result<StatusResponse, String>,
+}
+
+/// Fetches status from `hosts`, at most `concurrency` at a time, each bounded by
+/// `timeout` (connect + call). Results come back in the order of `hosts`.
+pub async fn fetch(
+    hosts: &[&Host],
+    creds: &Credentials,
+    app: &str,
+    timeout: Duration,
+    concurrency: usize,
+) -> Vec<HostReport> {
+    let mut reports: Vec<(usize, HostReport)> = stream::iter(hosts.iter().enumerate())
+        .map(|(i, host)| async move {
+            let started = Instant::now();
+            let call = async {
+                let mut client = client::connect(&host.address, creds, timeout).await?;
+                client
+                    .status(StatusRequest {
+                        app: app.to_string(),
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| client::status_error(&s))
+            };
+            let result = match tokio::time::timeout(timeout, call).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+            let report = HostReport {
+                name: host.name.clone(),
+                address: host.address.clone(),
+                elapsed: started.elapsed(),
+                result,
+            };
+            (i, report)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    reports.sort_by_key(|(i, _)| *i);
+    reports.into_iter().map(|(_, r)| r).collect()
+}
+
+fn level_tone(level: i32) -> Tone {
+    match Level::try_from(level).unwrap_or(Level::Unspecified) {
+        Level::Ok => Tone::Plain,
+        Level::Warn => Tone::Warn,
+        Level::Critical => Tone::Bad,
+        Level::Unspecified => Tone::Dim,
+    }
+}
+
+fn worst(levels: impl Iterator<Item = i32>) -> i32 {
+    levels.max().unwrap_or(Level::Ok as i32)
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+fn percent(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / total as f64
+    }
+}
+
+/// Resource cells: CPU, MEM, DISK (the fullest disk), LOAD.
+fn resource_cells(r: &HostResources) -> Vec<Cell> {
+    let disk = r
+        .disks
+        .iter()
+        .max_by(|a, b| {
+            percent(a.used_bytes, a.total_bytes).total_cmp(&percent(b.used_bytes, b.total_bytes))
+        })
+        .map(|d| {
+            Cell::new(
+                format!("{:.0}% {}", percent(d.used_bytes, d.total_bytes), d.mount),
+                level_tone(worst(r.disks.iter().map(|d| d.level))),
+            )
+        })
+        .unwrap_or_else(|| Cell::new("-", Tone::Dim));
+    vec![
+        Cell::new(format!("{:.0}%", r.cpu_percent), level_tone(r.cpu_level)),
+        Cell::new(
+            format!(
+                "{:.0}% of {}",
+                percent(r.memory_used_bytes, r.memory_total_bytes),
+                human_bytes(r.memory_total_bytes)
+            ),
+            level_tone(r.memory_level),
+        ),
+        disk,
+        Cell::new(format!("{:.2}", r.load1), Tone::Plain),
+    ]
+}
+
+fn service_cell(app: &AppStatus) -> Cell {
+    if app.services.is_empty() {
+        return Cell::new("-", Tone::Dim);
+    }
+    let running = app
+        .services
+        .iter()
+        .filter(|s| s.state == ServiceState::Running as i32)
+        .count();
+    let down: Vec<&str> = app
+        .services
+        .iter()
+        .filter(|s| s.state != ServiceState::Running as i32)
+        .map(|s| s.name.as_str())
+        .collect();
+    if down.is_empty() {
+        Cell::new(format!("{running}/{} up", app.services.len()), Tone::Good)
+    } else {
+        Cell::new(
+            format!(
+                "{running}/{} up (down: {})",
+                app.services.len(),
+                down.join(", ")
+            ),
+            Tone::Bad,
+        )
+    }
+}
+
+fn check_cell(checks: &[CheckStatus]) -> Cell {
+    if checks.is_empty() {
+        return Cell::new("-", Tone::Dim);
+    }
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.has_run && !c.ok)
+        .map(|c| c.name.as_str())
+        .collect();
+    let passing = checks.iter().filter(|c| c.ok).count();
+    if !failing.is_empty() {
+        Cell::new(
+            format!(
+                "{passing}/{} ok (failing: {})",
+                checks.len(),
+                failing.join(", ")
+            ),
+            Tone::Bad,
+        )
+    } else if checks.iter().any(|c| !c.has_run) {
+        Cell::new(
+            format!("{passing}/{} ok (pending)", checks.len()),
+            Tone::Warn,
+        )
+    } else {
+        Cell::new(format!("{passing}/{} ok", checks.len()), Tone::Good)
+    }
+}
+
+const HEADER: [&str; 10] = [
+    "HOST", "UP", "VERSION", "CPU", "MEM", "DISK", "LOAD", "APP", "RELEASE", "SERVICES",
+];
+
+/// The status table, with the failing checks' output and the unreachable hosts' errors
+/// listed underneath (the table alone cannot say why).
+pub fn render(reports: &[HostReport], colour: bool) -> String {
+    let mut header = HEADER.to_vec();
+    header.push("CHECKS");
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for report in reports {
+        let host = Cell::new(report.name.clone(), Tone::Plain);
+        match &report.result {
+            Err(err) => {
+                let mut row = vec![host, Cell::new("no", Tone::Bad)];
+                row.extend((2..header.len()).map(|_| Cell::new("-", Tone::Dim)));
+                rows.push(row);
+                notes.push(paint_note(
+                    &format!("{} ({}) unreachable: {err}", report.name, report.address),
+                    Tone::Bad,
+                    colour,
+                ));
+            }
+            Ok(status) => {
+                let mut base = vec![host, Cell::new("yes", Tone::Good)];
+                base.push(Cell::from(status.version.clone()));
+                base.extend(resource_cells(
+                    &status.resources.clone().unwrap_or_default(),
+                ));
+                if status.apps.is_empty() {
+                    let mut row = base.clone();
+                    row.extend((0..4).map(|_| Cell::new("-", Tone::Dim)));
+                    rows.push(row);
+                }
+                for (i, app) in status.apps.iter().enumerate() {
+                    let mut row = if i == 0 {
+                        base.clone()
+                    } else {
+                        (0..base.len()).map(|_| Cell::from("")).collect()
+                    };
+                    row.push(Cell::from(app.name.clone()));
+                    row.push(if app.current_release.is_empty() {
+                        Cell::new("(none)", Tone::Dim)
+                    } else {
+                        Cell::from(app.current_release.clone())
+                    });
+                    row.push(service_cell(app));
+                    row.push(check_cell(&app.checks));
+                    rows.push(row);
+                    for c in app.checks.iter().filter(|c| c.has_run && !c.ok) {
+                        notes.push(paint_note(
+                            &format!(
+                                "{} {}: check {} failing: {}",
+                                report.name,
+                                app.name,
+                                c.name,
+                                c.output.trim()
+                            ),
+                            Tone::Bad,
+                            colour,
+                        ));
+                    }
+                    for s in app
+                        .services
+                        .iter()
+                        .filter(|s| s.state != ServiceState::Running as i32)
+                    {
+                        notes.push(paint_note(
+                            &format!(
+                                "{} {}: {} {} is {}: {}",
+                                report.name,
+                                app.name,
+                                s.kind,
+                                s.name,
+                                state_name(s.state),
+                                s.detail
+                            ),
+                            Tone::Warn,
+                            colour,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = table::render(&header, &rows, colour);
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn paint_note(text: &str, tone: Tone, colour: bool) -> String {
+    table::paint(text, tone, colour)
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match ServiceState::try_from(state).unwrap_or(ServiceState::Unspecified) {
+        ServiceState::Running => "running",
+        ServiceState::Stopped => "stopped",
+        ServiceState::Failed => "failed",
+        ServiceState::Starting => "starting",
+        ServiceState::Unknown | ServiceState::Unspecified => "unknown",
+    }
+}
+
+fn level_name(level: i32) -> &'static str {
+    match Level::try_from(level).unwrap_or(Level::Unspecified) {
+        Level::Ok => "ok",
+        Level::Warn => "warn",
+        Level::Critical => "critical",
+        Level::Unspecified => "unknown",
+    }
+}
+
+fn timestamp(ts: &Option<prost_types::Timestamp>) -> Value {
+    ts.as_ref().map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+/// The machine-readable form of the same reports.
+pub fn to_json(reports: &[HostReport]) -> Value {
+    Value::Array(
+        reports
+            .iter()
+            .map(|r| match &r.result {
+                Err(err) => json!({
+                    "host": r.name, "address": r.address, "reachable": false, "error": err,
+                }),
+                Ok(s) => {
+                    let res = s.resources.clone().unwrap_or_default();
+                    json!({
+                        "host": r.name,
+                        "address": r.address,
+                        "reachable": true,
+                        "elapsed_ms": r.elapsed.as_millis() as u64,
+                        "version": s.version,
+                        "hostname": s.hostname,
+                        "sampled_at": timestamp(&s.sampled_at),
+                        "resources": {
+                            "cpu_percent": res.cpu_percent,
+                            "cpu_level": level_name(res.cpu_level),
+                            "load": [res.load1, res.load5, res.load15],
+                            "memory_used_bytes": res.memory_used_bytes,
+                            "memory_total_bytes": res.memory_total_bytes,
+                            "memory_level": level_name(res.memory_level),
+                            "swap_used_bytes": res.swap_used_bytes,
+                            "swap_total_bytes": res.swap_total_bytes,
+                            "uptime_seconds": res.uptime_seconds,
+                            "agent_resident_memory_bytes": res.agent_resident_memory_bytes,
+                            "disks": res.disks.iter().map(|d| json!({
+                                "mount": d.mount, "used_bytes": d.used_bytes,
+                                "total_bytes": d.total_bytes, "level": level_name(d.level),
+                            })).collect::<Vec<_>>(),
+                        },
+                        "apps": s.apps.iter().map(|a| json!({
+                            "name": a.name,
+                            "current_release": a.current_release,
+                            "current_commit": a.current_commit,
+                            "services": a.services.iter().map(|v| json!({
+                                "kind": v.kind, "name": v.name,
+                                "state": state_name(v.state), "detail": v.detail,
+                            })).collect::<Vec<_>>(),
+                            "checks": a.checks.iter().map(|c| json!({
+                                "name": c.name, "kind": c.kind, "ok": c.ok, "has_run": c.has_run,
+                                "last_run": timestamp(&c.last_run),
+                                "duration_ms": c.duration_ms, "output": c.output,
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })
+                }
+            })
+            .collect(),
+    )
+}

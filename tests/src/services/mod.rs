@@ -1,0 +1,6 @@
+//! Real external services started on loopback in temp dirs for the end-to-end tests;
+//! each is stopped when dropped.
+
+pub mod http_health;
+pub mod promtool;
+pub mod supervisor;
