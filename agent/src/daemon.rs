@@ -75,9 +75,10 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
 
     let state_dir = config.agent.state_dir.clone();
     let drain = config.agent.drain_timeout;
+    let (sampler, first) = monitor::first_sample(&config).await;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(monitor::Snapshot::default()));
-    let monitor_task = tokio::spawn(monitor::run(config_rx.clone(), snap_tx));
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
+    let monitor_task = tokio::spawn(monitor::run(config_rx.clone(), snap_tx, sampler));
     let metrics_task = metrics_listener
         .map(|l| tokio::spawn(crate::metrics::serve(l, config_rx.clone(), snap_rx.clone())));
 

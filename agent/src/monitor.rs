@@ -52,9 +52,32 @@ pub fn current_release(app: &App) -> (String, String) {
     (release, commit)
 }
 
+/// Takes the first resource sample, so status answers carry real figures from the
+/// start (checks follow in the first round of [`run`]).
+pub async fn first_sample(config: &Config) -> (Sampler, Snapshot) {
+    let thresholds = config.thresholds.clone();
+    let (sampler, resources) = tokio::task::spawn_blocking(move || {
+        let mut s = Sampler::new();
+        let r = s.sample(&thresholds);
+        (s, r)
+    })
+    .await
+    .unwrap_or_else(|_| (Sampler::new(), HostResources::default()));
+    let snapshot = Snapshot {
+        sampled_at: Some(SystemTime::now()),
+        resources,
+        apps: BTreeMap::new(),
+    };
+    (sampler, snapshot)
+}
+
 /// Runs forever, publishing a snapshot after every round.
-pub async fn run(config: watch::Receiver<Arc<Config>>, publish: watch::Sender<Arc<Snapshot>>) {
-    let mut sampler = Some(Sampler::new());
+pub async fn run(
+    config: watch::Receiver<Arc<Config>>,
+    publish: watch::Sender<Arc<Snapshot>>,
+    sampler: Sampler,
+) {
+    let mut sampler = Some(sampler);
     loop {
         let cfg = config.borrow().clone();
         let thresholds = cfg.thresholds.clone();

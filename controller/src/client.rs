@@ -78,10 +78,12 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 
 /// A gRPC error as an operator reads it.
 pub fn status_error(status: &tonic::Status) -> String {
-    if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
-        if let Some(source) = status.source() {
-            return format!("{} ({})", status.message(), chain(source));
-        }
+    if matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown
+    ) && let Some(source) = status.source()
+    {
+        return format!("{} ({})", status.message(), chain(source));
     }
     format!("{:?}: {}", status.code(), status.message())
 }

@@ -68,7 +68,7 @@ async fn authorization_matrix() {
             assert!(
                 matches!(
                     code,
-                    Code::Unavailable | Code::Unknown | Code::Unauthenticated
+                    Code::Unavailable | Code::Unknown | Code::Unauthenticated | Code::Cancelled
                 ),
                 "{who:?} {rpc:?}: {code:?} {msg}"
             );

@@ -72,7 +72,7 @@ async fn sighup_reloads_good_config_and_keeps_old_on_error() {
 
     // Good: a second app appears without a restart.
     let text = std::fs::read_to_string(&agent.config).unwrap();
-    let two = format!("{text}{}", APP.replace("\"web\"", "\"api\""));
+    let two = format!("{text}{}", APP.replace("web", "api"));
     std::fs::write(&agent.config, &two).unwrap();
     agent.signal(Signal::SIGHUP);
     e2e::eventually("reload adds app api", Duration::from_secs(10), || {
