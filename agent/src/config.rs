@@ -22,6 +22,8 @@ use std::{
     time::Duration,
 };
 
+pub use hoist_config::{Diagnostic, de_duration, parse_duration};
+use hoist_config::{Hints, checked_str, hinted, is_host_port, is_name, line_column, render};
 use serde::{
     Deserialize, Deserializer,
     de::{self, Error as _},
@@ -40,39 +42,6 @@ pub enum ConfigError {
     },
     #[error("{}", render(errors))]
     Invalid { errors: Vec<Diagnostic> },
-}
-
-/// One problem in a config file, at a 1-based line and column.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (path, line, column) = (self.path.display(), self.line, self.column);
-        write!(f, "{path}:{line}:{column}: {}", self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-fn render(errors: &[Diagnostic]) -> String {
-    let lines: Vec<String> = errors.iter().map(Diagnostic::to_string).collect();
-    lines.join("\n")
-}
-
-/// Separates a message from its hint inside a serde error, which carries only text.
-const HINT: &str = "\nhint: ";
-
-fn hinted(message: impl fmt::Display, hint: impl fmt::Display) -> String {
-    format!("{message}{HINT}{hint}")
 }
 
 // === the config ===
@@ -359,19 +328,13 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: Option<String>) {
-        let (line, column) = line_column(self.text, span.start);
-        self.errors.push(Diagnostic {
-            path: self.origin.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-            hint,
-        });
+        let diagnostic = Diagnostic::at(self.origin, self.text, span.start, message, hint);
+        self.errors.push(diagnostic);
     }
 
     fn toml_error(&mut self, err: &toml::de::Error) {
-        let (message, hint) = explain(err.message());
-        self.error(err.span().unwrap_or(0..0), message, hint);
+        let diagnostic = Diagnostic::from_toml(self.origin, self.text, err, &HINTS);
+        self.errors.push(diagnostic);
     }
 
     fn into_error(mut self) -> ConfigError {
@@ -382,84 +345,40 @@ impl Report<'_> {
     }
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
-}
+/// The agent config's own hints for toml's and serde's errors.
+const HINTS: Hints = Hints {
+    unknown_key: Some(kind_keys),
+    missing_key: &[
+        (
+            "tls",
+            "add a [tls] table with `ca`, `cert` and `key` (PEM files; \
+             `hoist ca issue --agent NAME` makes them)",
+        ),
+        (
+            "kind",
+            "set `kind` first; it decides which keys the entry takes",
+        ),
+    ],
+    message: &[(
+        "invalid type: map, expected a sequence",
+        "write `[[app]]` (a list of tables), not `[app]`",
+    )],
+};
 
-/// Rewrites serde's and toml's messages for an operator: "key" instead of "field",
-/// the expected keys or values as a hint.
-fn explain(message: &str) -> (String, Option<String>) {
-    if let Some((message, hint)) = message.split_once(HINT) {
-        return (message.to_string(), Some(hint.to_string()));
-    }
-    let expected = |rest: &str| {
-        rest.strip_prefix("one of ")
-            .unwrap_or(rest)
-            .replace('`', "")
-    };
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((key, rest)) = rest.split_once('`')
-    {
-        let keys = expected(
-            rest.trim_start_matches(", expected ")
-                .trim_start_matches(", "),
-        );
-        // Service and check entries: the union of every kind's keys would mislead.
-        let by_kind = [
-            ("pidfile", "services", SERVICE_KEYS),
-            ("expect_json", "checks", CHECK_KEYS),
-        ]
-        .into_iter()
-        .find(|(marker, _, _)| keys.starts_with("kind, ") && keys.contains(marker));
-        let hint = match by_kind {
-            Some((_, what, kinds)) => kinds
-                .iter()
-                .map(|(kind, keys)| format!("{kind} {what} take {}", keys.join(", ")))
-                .collect::<Vec<_>>()
-                .join("; "),
-            None if keys == "there are no fields" => "this table takes no keys".to_string(),
-            None => format!("valid keys here: {keys}"),
-        };
-        return (format!("unknown key `{key}`"), Some(hint));
-    }
-    if let Some(rest) = message.strip_prefix("unknown variant `")
-        && let Some((value, rest)) = rest.split_once("`, expected ")
-    {
-        let values = expected(rest);
-        return (
-            format!("unknown value `{value}`"),
-            Some(format!("valid values: {values}")),
-        );
-    }
-    if let Some(key) = message
-        .strip_prefix("missing field `")
-        .and_then(|k| k.strip_suffix('`'))
-    {
-        let hint = match key {
-            "tls" => Some(
-                "add a [tls] table with `ca`, `cert` and `key` (PEM files; \
-                 `hoist ca issue --agent NAME` makes them)"
-                    .to_string(),
-            ),
-            "kind" => Some("set `kind` first; it decides which keys the entry takes".into()),
-            _ => None,
-        };
-        return (format!("missing key `{key}`"), hint);
-    }
-    if message == "invalid type: map, expected a sequence" {
-        let hint = "write `[[app]]` (a list of tables), not `[app]`".to_string();
-        return (message.to_string(), Some(hint));
-    }
-    match message.split_once('\n') {
-        Some((first, rest)) => (first.to_string(), Some(rest.replace('\n', "; "))),
-        None => (message.to_string(), None),
-    }
+/// The hint for an unknown key of a service or check entry: the keys of each kind, as
+/// the union of every kind's keys (all serde knows) would mislead.
+fn kind_keys(keys: &str) -> Option<String> {
+    let (_, what, kinds) = [
+        ("pidfile", "services", SERVICE_KEYS),
+        ("expect_json", "checks", CHECK_KEYS),
+    ]
+    .into_iter()
+    .find(|(marker, _, _)| keys.starts_with("kind, ") && keys.contains(marker))?;
+    let hints: Vec<String> = kinds
+        .iter()
+        .map(|(kind, keys)| format!("{kind} {what} take {}", keys.join(", ")))
+        .collect();
+    Some(hints.join("; "))
 }
 
 // === the raw document and the validation pass ===
@@ -1212,55 +1131,6 @@ impl Check {
 
 // === durations ===
 
-/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1h30m"`, `"2d"`: numbers with units,
-/// largest unit first, each unit at most once.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, u64); 5] = [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let bad = || {
-        format!(
-            "invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d), \
-             e.g. \"500ms\", \"30s\", \"5m\", \"1h30m\""
-        )
-    };
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut last_unit = None;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let letters = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        let (number, unit) = (&rest[..digits], &rest[digits..digits + letters]);
-        rest = &rest[digits + letters..];
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        let index = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        if last_unit.is_some_and(|last| index <= last) {
-            return Err(bad());
-        }
-        last_unit = Some(index);
-        total = n
-            .checked_mul(UNITS[index].1)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(bad)?;
-    }
-    Ok(Duration::from_millis(total))
-}
-
-/// Serde helper for a duration field: `#[serde(deserialize_with = "config::de_duration")]`.
-pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    Dur::deserialize(d).map(|d| d.0)
-}
-
 /// Like [`de_duration`], but zero is an error (a timeout or interval of nothing).
 fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     Timeout::deserialize(d).map(|t| t.0)
@@ -1276,9 +1146,8 @@ macro_rules! checked_str {
     ($name:ident($inner:ty), $check:expr) => {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
                 let check: fn(String) -> Result<$inner, String> = $check;
-                check(s).map($name).map_err(D::Error::custom)
+                checked_str(d, check).map($name)
             }
         }
     };
@@ -1299,11 +1168,7 @@ checked_str!(Timeout(Duration), |s| match parse_duration(&s)? {
 /// An app or compose project name: `^[a-z0-9][a-z0-9_-]{0,62}$`.
 struct Name(String);
 checked_str!(Name(String), |s| {
-    let ok = s.len() <= 63
-        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if is_name(&s) {
         Ok(s)
     } else {
         Err(hinted(
@@ -1485,16 +1350,7 @@ checked_str!(HttpUrl(String), |s| {
 /// `host:port`, with IPv6 hosts in brackets.
 struct HostPort(String);
 checked_str!(HostPort(String), |s| {
-    let valid = s.rsplit_once(':').is_some_and(|(host, port)| {
-        let host_ok = match host.strip_prefix('[') {
-            Some(v6) => v6
-                .strip_suffix(']')
-                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-            None => !host.is_empty() && !host.contains(':') && !host.contains(char::is_whitespace),
-        };
-        host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
-    });
-    if valid {
+    if is_host_port(&s) {
         Ok(s)
     } else {
         Err(hinted(
@@ -1685,44 +1541,6 @@ interval = "0s"
             "command php artisan about --only=environment --j…"
         );
         assert_eq!(app.checks[1].interval(), Duration::ZERO);
-    }
-
-    #[test]
-    fn durations() {
-        let ok = [
-            ("500ms", 500),
-            ("30s", 30_000),
-            ("5m", 300_000),
-            ("1h", 3_600_000),
-            ("1h30m", 5_400_000),
-            ("1d2h3m4s5ms", 93_784_005),
-            ("0s", 0),
-        ];
-        for (text, ms) in ok {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(ms)),
-                "{text}"
-            );
-        }
-        for bad in [
-            "",
-            "30",
-            "s",
-            "1.5s",
-            "5 m",
-            "5x",
-            "30m1h",
-            "1m1m",
-            "-1s",
-            "99999999999999999999d",
-        ] {
-            let err = parse_duration(bad).expect_err(bad);
-            assert!(
-                err.contains(&format!("{bad:?}")) && err.contains("\"1h30m\""),
-                "{err}"
-            );
-        }
     }
 
     #[test]

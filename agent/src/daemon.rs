@@ -11,7 +11,9 @@ use tokio::{
 };
 use tonic::transport::Server;
 
-use crate::{atomic, authz::AuthzLayer, config, monitor, notify, server::AgentService, tls};
+use crate::{
+    apps::Apps, atomic, authz::AuthzLayer, config, jobs, monitor, notify, server::AgentService, tls,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -75,10 +77,20 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
 
     let state_dir = config.agent.state_dir.clone();
     let drain = config.agent.drain_timeout;
+    let registry = Arc::new(
+        jobs::Registry::new(&config.agent.state_dir).map_err(|source| DaemonError::StateDir {
+            path: config.agent.state_dir.join("jobs"),
+            source,
+        })?,
+    );
     let (sampler, first) = monitor::first_sample(&config).await;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
     let monitor_task = tokio::spawn(monitor::run(config_rx.clone(), snap_tx, sampler));
+    let apps = Apps::new(config_rx.clone(), registry);
+    for job in apps.recover() {
+        tracing::warn!(job = %job, "job marked interrupted: hoistd stopped while it ran");
+    }
     let metrics_task = metrics_listener
         .map(|l| tokio::spawn(crate::metrics::serve(l, config_rx.clone(), snap_rx.clone())));
 
@@ -93,7 +105,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let incoming = tls::incoming(listener, tls_rx);
-    let agent = AgentService::new(config_rx.clone(), snap_rx);
+    let agent = AgentService::new(config_rx.clone(), snap_rx, apps);
     let server = Server::builder()
         .layer(AuthzLayer)
         .add_service(health_service)

@@ -8,7 +8,7 @@ use hyper::{Request, Response, body::Bytes, server::conn::http1, service::servic
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{config::Config, monitor, monitor::Snapshot, resources};
+use crate::{config::Config, journal::Journal, monitor, monitor::Snapshot, resources};
 
 /// Renders every metric of SPEC §6 from the latest snapshot.
 pub fn render(config: &Config, snap: &Snapshot) -> String {
@@ -138,6 +138,37 @@ pub fn render(config: &Config, snap: &Snapshot) -> String {
             );
         }
     }
+    let journals: Vec<(&str, Journal)> = config
+        .apps
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                Journal::load(&Journal::path(&config.agent.state_dir, &a.name)),
+            )
+        })
+        .collect();
+    for (app, journal) in &journals {
+        for (result, count) in &journal.deploys {
+            m.sample(
+                "hoist_deploys_total",
+                "counter",
+                "Deploys finished on this host, by result.",
+                &[("app", app), ("result", result)],
+                *count as f64,
+            );
+        }
+    }
+    for (app, journal) in &journals {
+        if let Some(last) = journal.last_deploy() {
+            m.gauge(
+                "hoist_deploy_duration_seconds",
+                "Duration of the app's last deploy.",
+                &[("app", app)],
+                last.duration_ms as f64 / 1000.0,
+            );
+        }
+    }
     m.out
 }
 
@@ -151,8 +182,12 @@ impl Metrics {
     /// Appends one sample; HELP/TYPE are written once, before a family's first sample
     /// (callers emit each family's samples together).
     fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample(name, "gauge", help, labels, value);
+    }
+
+    fn sample(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], value: f64) {
         if self.last != name {
-            let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             self.last = name.to_string();
         }
         self.out.push_str(name);

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     ffi::CString,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -48,6 +48,14 @@ pub struct RunAs {
 }
 
 impl RunAs {
+    pub fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub fn gid(&self) -> Gid {
+        self.gid
+    }
+
     /// Resolves `user` and optional `group` (default: the user's primary group).
     pub fn resolve(user: &str, group: Option<&str>) -> Result<RunAs, ProcessError> {
         let u = User::from_name(user)?.ok_or_else(|| ProcessError::NoUser(user.into()))?;
@@ -106,19 +114,9 @@ pub async fn run(
     spec: &Spec,
     lines: mpsc::UnboundedSender<(Stream, String)>,
 ) -> Result<Outcome, ProcessError> {
-    let started = Instant::now();
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&spec.shell)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+    cmd.arg("-c").arg(&spec.shell);
+    prepare(&mut cmd, &spec.cwd, &spec.env);
     if let Some(run_as) = &spec.run_as {
         let home = User::from_uid(run_as.uid)
             .ok()
@@ -133,8 +131,50 @@ pub async fn run(
             set_identity(&mut cmd, run_as.clone());
         }
     }
+    execute(cmd, &spec.shell, spec.timeout, lines).await
+}
+
+/// Runs a program with arguments (never through a shell: arguments may come from a
+/// request, like a git ref) as the agent itself, with the same clean environment,
+/// timeout and process-group kill as hooks.
+pub async fn run_argv(
+    argv: &[&str],
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+    lines: mpsc::UnboundedSender<(Stream, String)>,
+) -> Result<Outcome, ProcessError> {
+    let (program, args) = argv.split_first().ok_or_else(|| ProcessError::Spawn {
+        command: String::new(),
+        source: std::io::Error::other("empty command"),
+    })?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    prepare(&mut cmd, cwd, env);
+    execute(cmd, &argv.join(" "), timeout, lines).await
+}
+
+fn prepare(cmd: &mut Command, cwd: &Path, env: &BTreeMap<String, String>) {
+    cmd.current_dir(cwd)
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+}
+
+async fn execute(
+    mut cmd: Command,
+    label: &str,
+    timeout: Duration,
+    lines: mpsc::UnboundedSender<(Stream, String)>,
+) -> Result<Outcome, ProcessError> {
+    let started = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-        command: spec.shell.clone(),
+        command: label.to_string(),
         source,
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
@@ -144,7 +184,7 @@ pub async fn run(
         .map(|s| pump(s, Stream::Stdout, lines.clone()));
     let err = child.stderr.take().map(|s| pump(s, Stream::Stderr, lines));
 
-    let (status, timed_out) = match tokio::time::timeout(spec.timeout, child.wait()).await {
+    let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => (status.ok(), false),
         Err(_) => {
             if let Some(pgid) = pgid {

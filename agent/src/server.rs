@@ -1,19 +1,26 @@
 //! The `hoist.v1.Agent` gRPC service. Handlers validate, read the owners' published
 //! state, and answer; authorization already happened in [`crate::authz`].
 
-use std::{pin::Pin, sync::Arc, time::Duration, time::SystemTime};
+use std::{sync::Arc, time::Duration, time::SystemTime};
 
 use hoist_proto::v1::{
-    self as pb, GetInfoRequest, GetInfoResponse, JobEvent, StatusRequest, StatusResponse,
-    WatchStatusRequest, agent_server::Agent,
+    self as pb, GetInfoRequest, GetInfoResponse, StatusRequest, StatusResponse, WatchStatusRequest,
+    agent_server::Agent,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::jobs::EventStream;
 use tonic::{Request, Response, Status};
 
-use crate::{config::Config, monitor, tls::Peer, tls::Role};
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
+use crate::{
+    apps::Apps,
+    config::Config,
+    deploy, envfile,
+    journal::Journal,
+    monitor, release,
+    tls::{Peer, Role},
+};
 
 /// Shortest WatchStatus interval a client may ask for.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -22,6 +29,7 @@ const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 pub struct AgentService {
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<monitor::Snapshot>>,
+    apps: Apps,
     started_at: SystemTime,
 }
 
@@ -29,10 +37,12 @@ impl AgentService {
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
         snapshot: watch::Receiver<Arc<monitor::Snapshot>>,
+        apps: Apps,
     ) -> Self {
         AgentService {
             config,
             snapshot,
+            apps,
             started_at: SystemTime::now(),
         }
     }
@@ -56,16 +66,14 @@ impl AgentService {
         let config = self.config.borrow().clone();
         Self::check_app(&config, app)?;
         let snapshot = self.snapshot.borrow().clone();
-        Ok(monitor::status(&config, &snapshot, app).await)
+        let mut status = monitor::status(&config, &snapshot, app).await;
+        for app in &mut status.apps {
+            let (lock, running) = self.apps.state(&app.name).await;
+            app.lock = lock;
+            app.running_job = running.unwrap_or_default();
+        }
+        Ok(status)
     }
-}
-
-/// The deploy engine's RPCs are part of the contract but not served by this build.
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "{method} is not available in hoistd {}: this agent does not run deploy jobs yet",
-        crate::VERSION
-    ))
 }
 
 #[tonic::async_trait]
@@ -130,79 +138,318 @@ impl Agent for AgentService {
     }
 
     type DeployStream = EventStream;
-    async fn deploy(&self, _: Request<pb::DeployRequest>) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("Deploy"))
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let who = who(&request);
+        let req = request.into_inner();
+        release::validate_ref(&req.r#ref)?;
+        let job = self
+            .apps
+            .start(
+                &req.app,
+                &req.deploy_id,
+                &who,
+                deploy::Request::Deploy {
+                    r#ref: req.r#ref,
+                    migrate: req.migrate,
+                    allow_missing_env: req.allow_missing_env,
+                    forced: req.forced,
+                    reason: req.reason,
+                },
+            )
+            .await?;
+        Ok(Response::new(job.follow()))
     }
 
     type RollbackStream = EventStream;
     async fn rollback(
         &self,
-        _: Request<pb::RollbackRequest>,
+        request: Request<pb::RollbackRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("Rollback"))
+        let who = who(&request);
+        let req = request.into_inner();
+        if !req.to_release.is_empty() {
+            release::validate_release_id(&req.to_release)?;
+        }
+        if req.restore_db && !req.confirm_restore {
+            return Err(Status::invalid_argument(
+                "restoring the database replaces everything written since that release's backup; \
+                 confirm with --yes",
+            ));
+        }
+        let job_id = job_id_or_new(&req.job_id, "rollback");
+        let job = self
+            .apps
+            .start(
+                &req.app,
+                &job_id,
+                &who,
+                deploy::Request::Rollback {
+                    to_release: req.to_release,
+                    migrate: req.migrate,
+                    restore_db: req.restore_db,
+                    reason: req.reason,
+                },
+            )
+            .await?;
+        Ok(Response::new(job.follow()))
     }
 
     type RestartStream = EventStream;
     async fn restart(
         &self,
-        _: Request<pb::RestartRequest>,
+        request: Request<pb::RestartRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("Restart"))
+        let who = who(&request);
+        let req = request.into_inner();
+        {
+            let config = self.config.borrow().clone();
+            Self::check_app(&config, &req.app)?;
+            let app = config.apps.iter().find(|a| a.name == req.app);
+            let names: Vec<String> = app
+                .map(|a| a.services.iter().map(|s| s.display_name()).collect())
+                .unwrap_or_default();
+            if !req.service.is_empty() && !names.contains(&req.service) {
+                return Err(Status::not_found(format!(
+                    "app {} has no service {:?}; its services: {}",
+                    req.app,
+                    req.service,
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        let job_id = job_id_or_new(&req.job_id, "restart");
+        let job = self
+            .apps
+            .start(
+                &req.app,
+                &job_id,
+                &who,
+                deploy::Request::Restart {
+                    service: req.service,
+                },
+            )
+            .await?;
+        Ok(Response::new(job.follow()))
     }
 
     type AttachStream = EventStream;
-    async fn attach(&self, _: Request<pb::AttachRequest>) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("Attach"))
+    async fn attach(
+        &self,
+        request: Request<pb::AttachRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let id = request.into_inner().job_id;
+        crate::jobs::validate_id(&id)?;
+        let job = self.apps.registry().get(&id).ok_or_else(|| {
+            Status::not_found(format!(
+                "no job {id} on this host; `hoist log APP` lists the jobs"
+            ))
+        })?;
+        Ok(Response::new(job.follow()))
     }
 
     async fn job_log(
         &self,
-        _: Request<pb::JobLogRequest>,
+        request: Request<pb::JobLogRequest>,
     ) -> Result<Response<pb::JobLogResponse>, Status> {
-        Err(not_yet("JobLog"))
+        let req = request.into_inner();
+        let config = self.config.borrow().clone();
+        Self::check_app(&config, &req.app)?;
+        if req.app.is_empty() {
+            return Err(Status::invalid_argument("name the app whose log you want"));
+        }
+        if req.job_id.is_empty() {
+            let journal = Journal::load(&Journal::path(&config.agent.state_dir, &req.app));
+            let limit = if req.limit == 0 {
+                20
+            } else {
+                req.limit as usize
+            };
+            return Ok(Response::new(pb::JobLogResponse {
+                jobs: journal.summaries(&req.app, limit),
+                events: Vec::new(),
+            }));
+        }
+        crate::jobs::validate_id(&req.job_id)?;
+        let job = self
+            .apps
+            .registry()
+            .get(&req.job_id)
+            .filter(|j| j.app == req.app || j.app.is_empty())
+            .ok_or_else(|| {
+                Status::not_found(format!("app {} has no job {}", req.app, req.job_id))
+            })?;
+        Ok(Response::new(pb::JobLogResponse {
+            jobs: Vec::new(),
+            events: job.events(),
+        }))
     }
 
     async fn list_releases(
         &self,
-        _: Request<pb::ListReleasesRequest>,
+        request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
-        Err(not_yet("ListReleases"))
+        let req = request.into_inner();
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, &req.app)?;
+        let layout = release::Layout::new(&app.deploy_to);
+        let journal = Journal::load(&Journal::path(&config.agent.state_dir, &app.name));
+        let releases = journal.list(
+            &layout.list(),
+            &layout.current().unwrap_or_default(),
+            &layout.previous().unwrap_or_default(),
+        );
+        Ok(Response::new(pb::ListReleasesResponse { releases }))
     }
 
     async fn lock(
         &self,
-        _: Request<pb::LockRequest>,
+        request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
-        Err(not_yet("Lock"))
+        let who = who(&request);
+        let req = request.into_inner();
+        let id = if req.deploy_id.is_empty() {
+            format!("lock-{who}")
+        } else {
+            req.deploy_id
+        };
+        let ttl = (req.ttl_ms > 0).then(|| Duration::from_millis(req.ttl_ms));
+        let lock = self
+            .apps
+            .lock(&req.app, &who, &id, &req.reason, ttl)
+            .await?;
+        Ok(Response::new(pb::LockResponse { lock: Some(lock) }))
     }
 
     async fn unlock(
         &self,
-        _: Request<pb::UnlockRequest>,
+        request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        Err(not_yet("Unlock"))
+        let who = who(&request);
+        let req = request.into_inner();
+        let id = if req.deploy_id.is_empty() {
+            format!("lock-{who}")
+        } else {
+            req.deploy_id
+        };
+        self.apps.unlock(&req.app, &id, req.force).await?;
+        Ok(Response::new(pb::UnlockResponse {}))
     }
 
     async fn env_list(
         &self,
-        _: Request<pb::EnvListRequest>,
+        request: Request<pb::EnvListRequest>,
     ) -> Result<Response<pb::EnvListResponse>, Status> {
-        Err(not_yet("EnvList"))
+        let role = request.extensions().get::<Peer>().and_then(|p| p.role);
+        let req = request.into_inner();
+        if req.show && role != Some(Role::Deployer) {
+            return Err(Status::permission_denied(
+                "showing env values needs role deployer; without --show the keys are listed",
+            ));
+        }
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, &req.app)?;
+        let path = release::Layout::new(&app.deploy_to).shared().join(".env");
+        let vars = envfile::list(&path, req.show).map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::EnvListResponse { vars }))
     }
 
     type EnvSetStream = EventStream;
     async fn env_set(
         &self,
-        _: Request<pb::EnvSetRequest>,
+        request: Request<pb::EnvSetRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("EnvSet"))
+        let who = who(&request);
+        let req = request.into_inner();
+        let mut set = Vec::new();
+        for var in req.vars {
+            envfile::check_assignment(&var.key, &var.value).map_err(Status::invalid_argument)?;
+            set.push((var.key, var.value));
+        }
+        if set.is_empty() {
+            return Err(Status::invalid_argument("nothing to set; pass KEY=VALUE"));
+        }
+        let job_id = job_id_or_new(&req.job_id, "env");
+        let job = self
+            .apps
+            .start(
+                &req.app,
+                &job_id,
+                &who,
+                deploy::Request::Env {
+                    set,
+                    unset: Vec::new(),
+                    restart: req.restart,
+                },
+            )
+            .await?;
+        Ok(Response::new(job.follow()))
     }
 
     type EnvUnsetStream = EventStream;
     async fn env_unset(
         &self,
-        _: Request<pb::EnvUnsetRequest>,
+        request: Request<pb::EnvUnsetRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("EnvUnset"))
+        let who = who(&request);
+        let req = request.into_inner();
+        for key in &req.keys {
+            envfile::check_assignment(key, "").map_err(Status::invalid_argument)?;
+        }
+        if req.keys.is_empty() {
+            return Err(Status::invalid_argument("nothing to unset; pass KEY"));
+        }
+        let job_id = job_id_or_new(&req.job_id, "env");
+        let job = self
+            .apps
+            .start(
+                &req.app,
+                &job_id,
+                &who,
+                deploy::Request::Env {
+                    set: Vec::new(),
+                    unset: req.keys,
+                    restart: req.restart,
+                },
+            )
+            .await?;
+        Ok(Response::new(job.follow()))
+    }
+}
+
+/// The caller's name from its certificate: the author of jobs and holder of locks.
+fn who<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn find_app<'a>(config: &'a Config, name: &str) -> Result<&'a crate::config::App, Status> {
+    AgentService::check_app(config, name)?;
+    config
+        .apps
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| Status::invalid_argument("name the app"))
+}
+
+/// The controller names its jobs; older or hand-made clients may not.
+fn job_id_or_new(id: &str, kind: &str) -> String {
+    if id.is_empty() {
+        format!(
+            "{kind}-{}-{:x}",
+            release::utc_stamp(crate::journal::now_ms() / 1000),
+            crate::journal::now_ms() % 0xffffff
+        )
+    } else {
+        id.to_string()
     }
 }

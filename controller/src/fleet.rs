@@ -16,6 +16,10 @@ use std::{
     time::Duration,
 };
 
+pub use hoist_config::{Diagnostic, parse_duration};
+use hoist_config::{
+    Hints, checked_str, de_duration, hinted, is_host_port, is_name, line_column, render,
+};
 use serde::{
     Deserialize, Deserializer,
     de::{self, Error as _},
@@ -39,39 +43,6 @@ pub enum FleetError {
     UnknownGroup { name: String, known: String },
     #[error("none of the hosts {hosts} is in group `{group}`")]
     EmptySelection { hosts: String, group: String },
-}
-
-/// One problem in the fleet file, at a 1-based line and column.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (path, line, column) = (self.path.display(), self.line, self.column);
-        write!(f, "{path}:{line}:{column}: {}", self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-fn render(errors: &[Diagnostic]) -> String {
-    let lines: Vec<String> = errors.iter().map(Diagnostic::to_string).collect();
-    lines.join("\n")
-}
-
-/// Separates a message from its hint inside a serde error, which carries only text.
-const HINT: &str = "\nhint: ";
-
-fn hinted(message: impl fmt::Display, hint: impl fmt::Display) -> String {
-    format!("{message}{HINT}{hint}")
 }
 
 // === the fleet ===
@@ -257,20 +228,10 @@ pub fn load(path: &Path) -> Result<Fleet, FleetError> {
 /// resolve against its directory.
 pub fn parse(text: &str, origin: &Path) -> Result<Fleet, FleetError> {
     let diagnostic = |span: Range<usize>, message: String, hint: Option<String>| {
-        let (line, column) = line_column(text, span.start);
-        let path = origin.to_path_buf();
-        Diagnostic {
-            path,
-            line,
-            column,
-            message,
-            hint,
-        }
+        Diagnostic::at(origin, text, span.start, message, hint)
     };
-    let raw: RawFleet = toml::from_str(text).map_err(|err| {
-        let (message, hint) = explain(err.message());
-        let errors = vec![diagnostic(err.span().unwrap_or(0..0), message, hint)];
-        FleetError::Invalid { errors }
+    let raw: RawFleet = toml::from_str(text).map_err(|err| FleetError::Invalid {
+        errors: vec![Diagnostic::from_toml(origin, text, &err, &HINTS)],
     })?;
 
     let mut errors = Vec::new();
@@ -329,54 +290,15 @@ pub fn parse(text: &str, origin: &Path) -> Result<Fleet, FleetError> {
     })
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
-}
-
-/// Rewrites serde's messages for an operator: "key" instead of "field", and the
-/// expected keys or values as a hint.
-fn explain(message: &str) -> (String, Option<String>) {
-    if let Some((message, hint)) = message.split_once(HINT) {
-        return (message.into(), Some(hint.into()));
-    }
-    let list = |rest: &str| rest.trim_start_matches("one of ").replace('`', "");
-    let quoted = |rest: &str| {
-        rest.split_once('`')
-            .map(|(q, r)| (q.to_string(), r.to_string()))
-    };
-    if let Some((key, rest)) = message.strip_prefix("unknown field `").and_then(quoted) {
-        let keys = list(rest.trim_start_matches(", expected "));
-        return (
-            format!("unknown key `{key}`"),
-            Some(format!("valid keys here: {keys}")),
-        );
-    }
-    if let Some((value, rest)) = message.strip_prefix("unknown variant `").and_then(quoted) {
-        let values = list(rest.trim_start_matches(", expected "));
-        return (
-            format!("unknown value `{value}`"),
-            Some(format!("valid values: {values}")),
-        );
-    }
-    if let Some((key, _)) = message.strip_prefix("missing field `").and_then(quoted) {
-        let hint = (key == "tls").then(|| {
-            "add a [tls] table with the CA and your client certificate and key \
-             (`hoist ca issue --user NAME --role deployer` makes them)"
-                .to_string()
-        });
-        return (format!("missing key `{key}`"), hint);
-    }
-    match message.split_once('\n') {
-        Some((first, rest)) => (first.into(), Some(rest.replace('\n', "; "))),
-        None => (message.into(), None),
-    }
-}
+/// The fleet file's own hints for toml's and serde's errors.
+const HINTS: Hints = Hints {
+    missing_key: &[(
+        "tls",
+        "add a [tls] table with the CA and your client certificate and key \
+         (`hoist ca issue --user NAME --role deployer` makes them)",
+    )],
+    ..Hints::NONE
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -861,53 +783,7 @@ impl<'de> Deserialize<'de> for Webhook {
     }
 }
 
-// === durations and other checked values ===
-
-/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1h30m"`, `"2d"`: numbers with units,
-/// largest unit first, each unit at most once. (The agent's config has the same rule.)
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, u64); 5] = [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let bad = || {
-        format!(
-            "invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d), \
-             e.g. \"500ms\", \"30s\", \"5m\", \"1h30m\""
-        )
-    };
-    let (mut rest, mut total, mut last_unit) = (s, 0u64, None);
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let letters = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        let (number, unit) = (&rest[..digits], &rest[digits..digits + letters]);
-        rest = &rest[digits + letters..];
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        let index = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        if last_unit.is_some_and(|last| index <= last) {
-            return Err(bad());
-        }
-        last_unit = Some(index);
-        total = n
-            .checked_mul(UNITS[index].1)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(bad)?;
-    }
-    Ok(Duration::from_millis(total))
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    parse_duration(&String::deserialize(d)?).map_err(D::Error::custom)
-}
+// === checked values ===
 
 /// An `http://` or `https://` URL with a host.
 fn de_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -947,20 +823,17 @@ struct Name(String);
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let ok = s.len() <= 63
-            && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c));
-        if ok {
-            Ok(Name(s))
-        } else {
-            Err(D::Error::custom(hinted(
-                format!("invalid name {s:?}"),
-                "names are 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter \
-                 or digit",
-            )))
-        }
+        checked_str(d, |s| {
+            if is_name(&s) {
+                Ok(Name(s))
+            } else {
+                Err(hinted(
+                    format!("invalid name {s:?}"),
+                    "names are 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter \
+                     or digit",
+                ))
+            }
+        })
     }
 }
 
@@ -969,27 +842,17 @@ struct HostPort(String);
 
 impl<'de> Deserialize<'de> for HostPort {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let valid = s.rsplit_once(':').is_some_and(|(host, port)| {
-            let host_ok = match host.strip_prefix('[') {
-                Some(v6) => v6
-                    .strip_suffix(']')
-                    .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-                None => {
-                    !host.is_empty() && !host.contains(':') && !host.contains(char::is_whitespace)
-                }
-            };
-            host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if valid {
-            Ok(HostPort(s))
-        } else {
-            Err(D::Error::custom(hinted(
-                format!("invalid address {s:?}: expected host:port"),
-                "include the port, e.g. \"10.0.0.11:7443\", \"web-1.example.com:7443\" or \
-                 \"[2001:db8::11]:7443\"",
-            )))
-        }
+        checked_str(d, |s| {
+            if is_host_port(&s) {
+                Ok(HostPort(s))
+            } else {
+                Err(hinted(
+                    format!("invalid address {s:?}: expected host:port"),
+                    "include the port, e.g. \"10.0.0.11:7443\", \"web-1.example.com:7443\" or \
+                     \"[2001:db8::11]:7443\"",
+                ))
+            }
+        })
     }
 }
 
@@ -1196,18 +1059,6 @@ webhooks = [\"https://hooks.slack.com/services/T000/B000/XXXX\"]
         assert!(window.permits("2026-12-15".parse().unwrap(), 11 * 60)); // a Tuesday
         assert!(!window.permits("2026-12-16".parse().unwrap(), 11 * 60)); // blackout
         assert!(!window.permits("2026-12-18".parse().unwrap(), 11 * 60)); // a Friday
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "5", "5 m", "1m1h", "1.5s"] {
-            assert!(
-                parse_duration(bad).unwrap_err().contains("\"1h30m\""),
-                "{bad}"
-            );
-        }
     }
 
     #[test]

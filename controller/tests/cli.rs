@@ -21,10 +21,120 @@ fn help_lists_the_commands() {
     let (code, out, _) = hoist(&["--help"]);
     assert_eq!(code, Some(0));
     for cmd in [
-        "ca", "status", "targets", "demo", "--fleet", "--hosts", "--group", "--json",
+        "ca", "status", "deploy", "rollback", "restart", "releases", "log", "attach", "env",
+        "lock", "unlock", "targets", "demo", "--fleet", "--hosts", "--group", "--json",
     ] {
         assert!(out.contains(cmd), "missing {cmd}:\n{out}");
     }
+}
+
+/// `hoist ARGS --help` exits 0 and names every one of `expected`.
+fn help_names(args: &[&str], expected: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let (code, out, err) = hoist(&all);
+    assert_eq!(code, Some(0), "{err}");
+    for word in expected {
+        assert!(
+            out.contains(word),
+            "`hoist {}` help lacks {word}:\n{out}",
+            args.join(" ")
+        );
+    }
+    out
+}
+
+#[test]
+fn help_of_the_job_commands() {
+    let deploy = help_names(
+        &["deploy"],
+        &[
+            "<APP>",
+            "--ref <REF>",
+            "--migrate-on <first|all|none>",
+            "--allow-missing-env",
+            "--force",
+            "--reason <TEXT>",
+            "--timeout",
+            "--hosts",
+            "--json",
+        ],
+    );
+    for later in [
+        "--strategy",
+        "--batch",
+        "--canary",
+        "--bake",
+        "--max-unhealthy",
+        "--dry-run",
+    ] {
+        assert!(
+            !deploy.contains(later),
+            "deploy help offers {later}:\n{deploy}"
+        );
+    }
+    help_names(
+        &["rollback"],
+        &[
+            "<APP>",
+            "--to <RELEASE>",
+            "--migrate",
+            "--restore-db",
+            "--yes",
+            "--reason",
+        ],
+    );
+    help_names(&["restart"], &["<APP>", "--service <NAME>"]);
+    help_names(&["releases"], &["<APP>", "--timeout"]);
+    help_names(&["log"], &["<APP>", "--job <ID>", "--limit <N>"]);
+    help_names(&["attach"], &["<JOB>", "--host <NAME>"]);
+    help_names(&["env"], &["<APP>", "list", "get", "set", "unset"]);
+    help_names(&["env", "carbex", "list"], &["--show"]);
+    help_names(&["env", "carbex", "get"], &["<KEY>", "--show"]);
+    help_names(&["env", "carbex", "set"], &["<KEY=VALUE>...", "--restart"]);
+    help_names(&["env", "carbex", "unset"], &["<KEY>...", "--restart"]);
+    help_names(&["lock"], &["<APP>", "--reason <TEXT>"]);
+    help_names(&["unlock"], &["<APP>", "--force"]);
+}
+
+#[test]
+fn bad_job_flags_are_usage_errors() {
+    let fleet = ["--fleet", "/nonexistent/fleet.toml"];
+    let cases: [(&[&str], &str); 6] = [
+        (&["rollback", "carbex", "--restore-db"], "--yes"),
+        (
+            &["deploy", "carbex", "--ref", "main", "--force"],
+            "--reason",
+        ),
+        (&["deploy", "carbex"], "--ref"),
+        (&["env", "carbex", "set", "APP_DEBUG"], "APP_DEBUG=VALUE"),
+        (&["env", "carbex", "set", "1X=2"], "invalid key"),
+        (&["lock", "carbex"], "--reason"),
+    ];
+    for (args, needle) in cases {
+        let mut all = fleet.to_vec();
+        all.extend_from_slice(args);
+        let (code, _, err) = hoist(&all);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (code, _, err) = hoist(&["rollback", "carbex", "--restore-db"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("restores the database from the release's backup"),
+        "{err}"
+    );
+    // Valid flags reach the fleet file, whose absence is a usage error too.
+    let (code, _, err) = hoist(&[
+        "deploy",
+        "carbex",
+        "--ref",
+        "main",
+        "--fleet",
+        "/nonexistent/fleet.toml",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/fleet.toml"), "{err}");
 }
 
 #[test]

@@ -270,6 +270,43 @@ impl Agent {
         }
     }
 
+    /// Starts a new hoistd on the same config and state (after `stop` or a kill).
+    pub async fn restart(mut self) -> Agent {
+        self.stop();
+        let _ = std::fs::remove_file(self.dir.path().join("state/listen"));
+        let old_log = self.log_text();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let agent = Agent::start(dir, self.config.clone())
+            .await
+            .expect("restart hoistd");
+        let _ = std::fs::write(agent.dir.path().join("hoistd.previous.log"), old_log);
+        agent
+    }
+
+    /// Sends SIGHUP and waits until the agent logs the reload; panics with the log if it
+    /// refused the new config.
+    pub async fn reload(&self) {
+        let before = self.log_text().matches("config reloaded").count();
+        let refused_before = self.log_text().matches("reload refused").count();
+        self.signal(Signal::SIGHUP);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let log = self.log_text();
+            if log.matches("config reloaded").count() > before {
+                return;
+            }
+            assert!(
+                log.matches("reload refused").count() == refused_before,
+                "hoistd refused the new config:\n{log}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no reload within {READY_TIMEOUT:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

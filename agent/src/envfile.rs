@@ -1,0 +1,832 @@
+//! `shared/.env` files, edited safely: every line the edit does not touch (comments,
+//! blank lines, `export`, quoting, line endings) is written back byte for byte; keys are
+//! validated; values never leave this module unredacted unless the caller asks; the
+//! file is replaced atomically, keeping its mode and owner.
+//!
+//! Reading follows phpdotenv (the Laravel runbooks) where dotenv dialects agree, and the
+//! values hoist writes are quoted so that phpdotenv, docker compose and python-dotenv
+//! all read them back unchanged (see [`quote`]).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    path::Path,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use hoist_proto::v1::EnvVar;
+
+/// Mode of a `.env` created by hoist: the app's group may read it, nobody else.
+const NEW_FILE_MODE: u32 = 0o640;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error(
+        "invalid key {0:?}: use letters, digits and '_', not starting with a digit \
+         (e.g. DB_PASSWORD)"
+    )]
+    InvalidKey(String),
+    #[error("the value for {key} contains a {what}; values must be a single line")]
+    InvalidValue { key: String, what: &'static str },
+}
+
+/// A parsed `.env` file that remembers every line as it was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvFile {
+    lines: Vec<Line>,
+}
+
+/// One logical line: a comment, a blank line, an unparsable line, or an assignment
+/// (which may span several physical lines inside a quoted value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Line {
+    /// The text as read, including its line ending(s).
+    raw: String,
+    entry: Option<Entry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    key: String,
+    /// Unquoted, unescaped.
+    value: String,
+    export: bool,
+    /// A trailing ` # comment`, kept when the value is replaced.
+    comment: String,
+}
+
+impl EnvFile {
+    /// Parses `text`. Never fails: lines that are not assignments are kept as they are.
+    pub fn parse(text: &str) -> EnvFile {
+        let physical: Vec<&str> = text.split_inclusive('\n').collect();
+        let mut lines = Vec::new();
+        let mut at = 0;
+        while at < physical.len() {
+            let (entry, used) = parse_entry(&physical[at..]);
+            lines.push(Line {
+                raw: physical[at..at + used].concat(),
+                entry,
+            });
+            at += used;
+        }
+        EnvFile { lines }
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> io::Result<EnvFile> {
+        Ok(EnvFile::parse(&fs::read_to_string(path)?))
+    }
+
+    /// The value of `key` (unquoted and unescaped; `${...}` references are returned as
+    /// written, not expanded). When a key is assigned twice, the first wins, as in
+    /// phpdotenv.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.entries()
+            .find(|e| e.key == key)
+            .map(|e| e.value.clone())
+    }
+
+    /// Every key, once, in file order.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for entry in self.entries() {
+            if !keys.contains(&entry.key) {
+                keys.push(entry.key.clone());
+            }
+        }
+        keys
+    }
+
+    /// Sets `key` to `value`: in place (keeping an `export` prefix and a trailing
+    /// comment) where the key already is, dropping any later duplicate so every dotenv
+    /// reader agrees; otherwise appended at the end.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), EnvError> {
+        check_assignment_typed(key, value)?;
+        let Some(first) = self.position(key) else {
+            self.append(key, value);
+            return Ok(());
+        };
+        let line = &mut self.lines[first];
+        let Some(entry) = line.entry.as_mut() else {
+            return Ok(());
+        };
+        entry.value = value.to_string();
+        let export = if entry.export { "export " } else { "" };
+        line.raw = format!(
+            "{export}{key}={}{}{}",
+            quote(value),
+            entry.comment,
+            line_ending(&line.raw)
+        );
+        let mut index = 0;
+        self.lines.retain(|l| {
+            let keep = index <= first || !l.entry.as_ref().is_some_and(|e| e.key == key);
+            index += 1;
+            keep
+        });
+        Ok(())
+    }
+
+    /// Removes every assignment of `key`; whether there was one.
+    pub fn unset(&mut self, key: &str) -> bool {
+        let before = self.lines.len();
+        self.lines
+            .retain(|l| !l.entry.as_ref().is_some_and(|e| e.key == key));
+        self.lines.len() != before
+    }
+
+    /// The file's text: untouched lines exactly as read.
+    pub fn render(&self) -> String {
+        self.lines.iter().map(|l| l.raw.as_str()).collect()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.lines.iter().filter_map(|l| l.entry.as_ref())
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.lines
+            .iter()
+            .position(|l| l.entry.as_ref().is_some_and(|e| e.key == key))
+    }
+
+    fn append(&mut self, key: &str, value: &str) {
+        if let Some(last) = self.lines.last_mut()
+            && !last.raw.ends_with('\n')
+        {
+            last.raw.push('\n');
+        }
+        self.lines.push(Line {
+            raw: format!("{key}={}\n", quote(value)),
+            entry: Some(Entry {
+                key: key.into(),
+                value: value.into(),
+                export: false,
+                comment: String::new(),
+            }),
+        });
+    }
+}
+
+/// Keys listed in `.env.example` that `.env` lacks (an empty value counts as present),
+/// in the example's order.
+pub fn missing_keys(example: &EnvFile, actual: &EnvFile) -> Vec<String> {
+    example
+        .keys()
+        .into_iter()
+        .filter(|k| actual.get(k).is_none())
+        .collect()
+}
+
+/// What is shown instead of a value: `•••• (12 chars)`.
+pub fn redact(value: &str) -> String {
+    match value.chars().count() {
+        0 => "(empty)".into(),
+        1 => "•••• (1 char)".into(),
+        n => format!("•••• ({n} chars)"),
+    }
+}
+
+/// Whether `KEY=value` may be written: the key matches `^[A-Za-z_][A-Za-z0-9_]*$` and
+/// the value is one line. The message never contains the value.
+pub fn check_assignment(key: &str, value: &str) -> Result<(), String> {
+    check_assignment_typed(key, value).map_err(|e| e.to_string())
+}
+
+fn check_assignment_typed(key: &str, value: &str) -> Result<(), EnvError> {
+    if !valid_key(key) {
+        return Err(EnvError::InvalidKey(key.into()));
+    }
+    let bad = [
+        ('\n', "newline"),
+        ('\r', "carriage return"),
+        ('\0', "NUL byte"),
+    ];
+    match bad.iter().find(|(c, _)| value.contains(*c)) {
+        Some((_, what)) => Err(EnvError::InvalidValue {
+            key: key.into(),
+            what,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn valid_key(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Atomically replaces `path` with `env`, keeping the existing file's mode and owner
+/// (a new file gets mode 0640 and the directory's group).
+///
+/// This does not use [`crate::atomic::write_file`]: its temp file is created 0644, which
+/// would expose the secrets to every local user while it exists and leave the new
+/// `.env` world-readable. Here the temp file is created 0600 (`O_EXCL`, never following
+/// a planted symlink), given the final owner and mode, written, fsynced, renamed over
+/// `path`, and the directory fsynced. A symlink at `path` is refused rather than
+/// followed: `shared/` may be writable by the app's user.
+pub fn write_atomic(path: &Path, env: &EnvFile) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let (mode, owner) = target_mode_and_owner(path, dir)?;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let tmp = dir.join(format!(
+        ".{}.hoist-{}-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(env.render().as_bytes())?;
+        let meta = file.metadata()?;
+        match owner {
+            Owner::Keep(uid, gid) if (uid, gid) != (meta.uid(), meta.gid()) => {
+                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+            }
+            // Best effort: a non-root agent may not be in the directory's group.
+            Owner::Group(gid) if gid != meta.gid() => {
+                let _ = std::os::unix::fs::fchown(&file, None, Some(gid));
+            }
+            _ => {}
+        }
+        // After chown, which clears set-id bits.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+enum Owner {
+    /// The existing file's uid and gid.
+    Keep(u32, u32),
+    /// A new file: the directory's group.
+    Group(u32),
+}
+
+fn target_mode_and_owner(path: &Path, dir: &Path) -> io::Result<(u32, Owner)> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symlink; refusing to write through it (edit the file it points to)",
+                path.display()
+            ),
+        )),
+        Ok(meta) if !meta.is_file() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        )),
+        Ok(meta) => Ok((meta.mode() & 0o7777, Owner::Keep(meta.uid(), meta.gid()))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            Ok((NEW_FILE_MODE, Owner::Group(fs::metadata(dir)?.gid())))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Keys of `.env.example` at `example` missing from the `.env` at `actual` (every key,
+/// when `actual` does not exist).
+pub fn missing_keys_in_files(example: &Path, actual: &Path) -> Result<Vec<String>, String> {
+    let example =
+        EnvFile::load(example).map_err(|e| format!("cannot read {}: {e}", example.display()))?;
+    let actual = load_or_empty(actual)?;
+    Ok(missing_keys(&example, &actual))
+}
+
+/// Applies `set` then `unset` to the `.env` at `path` (created when missing) and writes
+/// it back atomically if anything changed. Returns one line per change, naming keys
+/// only, never values.
+pub fn edit(
+    path: &Path,
+    set: &[(String, String)],
+    unset: &[String],
+) -> Result<Vec<String>, String> {
+    let mut env = load_or_empty(path)?;
+    let mut report = Vec::new();
+    let mut changed = false;
+    for (key, value) in set {
+        check_assignment(key, value)?;
+        let note = match env.get(key) {
+            Some(old) if old == *value => {
+                report.push(format!("set {key}: unchanged"));
+                continue;
+            }
+            Some(_) => "changed",
+            None => "added",
+        };
+        env.set(key, value).map_err(|e| e.to_string())?;
+        changed = true;
+        report.push(format!("set {key}: {note}, {}", redact(value)));
+    }
+    for key in unset {
+        check_assignment(key, "")?;
+        if env.unset(key) {
+            changed = true;
+            report.push(format!("unset {key}"));
+        } else {
+            report.push(format!("unset {key}: was not set"));
+        }
+    }
+    if changed {
+        write_atomic(path, &env).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// The variables of the `.env` at `path`, values redacted unless `show`.
+pub fn list(path: &Path, show: bool) -> Result<Vec<EnvVar>, String> {
+    let env = EnvFile::load(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!(
+            "{} does not exist yet; `hoist env APP set KEY=VALUE` creates it",
+            path.display()
+        ),
+        _ => format!("cannot read {}: {e}", path.display()),
+    })?;
+    Ok(env
+        .keys()
+        .into_iter()
+        .map(|key| {
+            let value = env.get(&key).unwrap_or_default();
+            EnvVar {
+                value: if show { value } else { redact(&value) },
+                redacted: !show,
+                key,
+            }
+        })
+        .collect())
+}
+
+fn load_or_empty(path: &Path) -> Result<EnvFile, String> {
+    match EnvFile::load(path) {
+        Ok(env) => Ok(env),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(EnvFile::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// How a value is written:
+/// - unquoted when it is non-empty and only `A-Za-z0-9` and `_-.,:/@+=%` (e.g. Laravel's
+///   `base64:...` APP_KEY, hosts, URLs without spaces);
+/// - else in single quotes when it has no `'` and no `\`: literal in phpdotenv, docker
+///   compose, python-dotenv and shells alike, so `$`, `#`, spaces and `"` are safe;
+/// - else in double quotes with `\`, `"` and `$` escaped (phpdotenv's escapes; `$`
+///   escaped so `${...}` is not interpolated).
+fn quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.,:/@+=%".contains(c));
+    if plain {
+        value.to_string()
+    } else if !value.contains(['\'', '\\']) {
+        format!("'{value}'")
+    } else {
+        let mut out = String::from("\"");
+        for c in value.chars() {
+            if matches!(c, '\\' | '"' | '$') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    }
+}
+
+/// `\r\n`, `\n` or nothing (a last line without a newline).
+fn line_ending(raw: &str) -> &'static str {
+    if raw.ends_with("\r\n") {
+        "\r\n"
+    } else if raw.ends_with('\n') {
+        "\n"
+    } else {
+        ""
+    }
+}
+
+/// The assignment starting at `lines[0]`, and how many physical lines it spans; a
+/// quoted value may continue on the following lines. Not an assignment → `(None, 1)`.
+fn parse_entry(lines: &[&str]) -> (Option<Entry>, usize) {
+    let Some((export, key, rest)) = split_assignment(lines[0]) else {
+        return (None, 1);
+    };
+    let mut text = rest.to_string();
+    for used in 1..=lines.len() {
+        match parse_value(&text) {
+            Some((value, comment)) => {
+                let entry = Entry {
+                    key: key.into(),
+                    value,
+                    export,
+                    comment,
+                };
+                return (Some(entry), used);
+            }
+            None if used < lines.len() => text.push_str(lines[used]),
+            None => break,
+        }
+    }
+    // A quote never closed: keep the line as it is, not as an assignment.
+    (None, 1)
+}
+
+/// `[export ]KEY = rest` → `(export, KEY, rest)`; comments, blanks and invalid keys
+/// are not assignments.
+fn split_assignment(line: &str) -> Option<(bool, &str, &str)> {
+    let mut body = line.trim_start();
+    if body.is_empty() || body.starts_with('#') {
+        return None;
+    }
+    let export = body
+        .strip_prefix("export")
+        .filter(|rest| rest.starts_with([' ', '\t']));
+    if let Some(rest) = export {
+        body = rest.trim_start();
+    }
+    let (key, rest) = body.split_once('=')?;
+    let key = key.trim();
+    valid_key(key).then_some((export.is_some(), key, rest))
+}
+
+/// The value at the start of `text` (what follows `=`, possibly several lines) and the
+/// trailing comment after it; `None` while a quote is still open.
+fn parse_value(text: &str) -> Option<(String, String)> {
+    let text = text.trim_start_matches([' ', '\t']);
+    let (value, after) = match text.chars().next() {
+        Some('"') => double_quoted(&text[1..])?,
+        Some('\'') => {
+            let end = text[1..].find('\'')?;
+            (text[1..1 + end].to_string(), &text[end + 2..])
+        }
+        _ => {
+            let line = text.trim_end_matches(['\n', '\r']);
+            let cut = comment_start(line).unwrap_or(line.len());
+            (line[..cut].trim_end().to_string(), &line[cut..])
+        }
+    };
+    let after = after.trim_end_matches(['\n', '\r']);
+    let comment = if after.trim_start().starts_with('#') {
+        after.to_string()
+    } else {
+        String::new()
+    };
+    Some((value, comment))
+}
+
+/// Where an unquoted value's comment starts (with the whitespace before it): a `#` at
+/// the start or after whitespace (a `#` inside a word, as in `pa#ss`, is part of the
+/// value).
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let hash = (0..bytes.len())
+        .find(|&i| bytes[i] == b'#' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t')))?;
+    Some(line[..hash].trim_end_matches([' ', '\t']).len())
+}
+
+/// A double-quoted value after its opening quote: phpdotenv's escapes (`\"`, `\\`,
+/// `\$`, `\n`, `\r`, `\t`, `\f`, `\v`); other backslashes are kept. Returns the value
+/// and the text after the closing quote.
+fn double_quoted(text: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &text[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => value.push('\n'),
+                'r' => value.push('\r'),
+                't' => value.push('\t'),
+                'f' => value.push('\u{c}'),
+                'v' => value.push('\u{b}'),
+                e @ ('"' | '\\' | '$') => value.push(e),
+                other => {
+                    value.push('\\');
+                    value.push(other);
+                }
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LARAVEL: &str = "\
+APP_NAME=Laravel
+APP_ENV=local
+APP_KEY=base64:2fl+Ktvkfl+Fuz4Qp/A75G2RTiWVA/ZoKZvp6fiiM10=
+APP_DEBUG=true
+APP_URL=http://localhost
+
+# Logging
+LOG_CHANNEL=stack
+LOG_LEVEL=debug   # verbose while we debug
+
+DB_CONNECTION=pgsql
+DB_HOST=127.0.0.1
+DB_PORT=5432
+DB_DATABASE=carbex
+DB_USERNAME=carbex
+DB_PASSWORD=\"s3cr3t \\\"quoted\\\" \\$HOME\"
+export REDIS_PASSWORD='p@ss $word # not a comment'
+MAIL_FROM_NAME=\"${APP_NAME}\"
+EMPTY=
+SPACED = value
+  INDENTED=yes
+JWT_KEY=\"-----BEGIN KEY-----
+abc
+-----END KEY-----\"
+not an assignment
+1BAD=x
+";
+
+    #[test]
+    fn realistic_laravel_env_round_trips_and_parses() {
+        let env = EnvFile::parse(LARAVEL);
+        assert_eq!(env.render(), LARAVEL);
+        assert_eq!(env.get("APP_NAME").as_deref(), Some("Laravel"));
+        assert_eq!(
+            env.get("APP_KEY").as_deref(),
+            Some("base64:2fl+Ktvkfl+Fuz4Qp/A75G2RTiWVA/ZoKZvp6fiiM10=")
+        );
+        assert_eq!(env.get("LOG_LEVEL").as_deref(), Some("debug"));
+        assert_eq!(
+            env.get("DB_PASSWORD").as_deref(),
+            Some("s3cr3t \"quoted\" $HOME")
+        );
+        assert_eq!(
+            env.get("REDIS_PASSWORD").as_deref(),
+            Some("p@ss $word # not a comment")
+        );
+        assert_eq!(env.get("MAIL_FROM_NAME").as_deref(), Some("${APP_NAME}"));
+        assert_eq!(env.get("EMPTY").as_deref(), Some(""));
+        assert_eq!(env.get("SPACED").as_deref(), Some("value"));
+        assert_eq!(env.get("INDENTED").as_deref(), Some("yes"));
+        assert_eq!(
+            env.get("JWT_KEY").as_deref(),
+            Some("-----BEGIN KEY-----\nabc\n-----END KEY-----")
+        );
+        assert_eq!(env.get("1BAD"), None);
+        assert_eq!(env.get("MISSING"), None);
+        let keys = env.keys();
+        assert_eq!(keys.first().map(String::as_str), Some("APP_NAME"));
+        assert_eq!(keys.last().map(String::as_str), Some("JWT_KEY"));
+        assert_eq!(keys.len(), 19, "{keys:?}");
+    }
+
+    #[test]
+    fn set_replaces_in_place_and_keeps_every_other_byte() {
+        let mut env = EnvFile::parse(LARAVEL);
+        env.set("DB_HOST", "db.internal").unwrap();
+        env.set("LOG_LEVEL", "info").unwrap();
+        env.set("REDIS_PASSWORD", "new").unwrap();
+        let expected = LARAVEL
+            .replace("DB_HOST=127.0.0.1\n", "DB_HOST=db.internal\n")
+            .replace(
+                "LOG_LEVEL=debug   # verbose while we debug\n",
+                "LOG_LEVEL=info   # verbose while we debug\n",
+            )
+            .replace(
+                "export REDIS_PASSWORD='p@ss $word # not a comment'\n",
+                "export REDIS_PASSWORD=new\n",
+            );
+        assert_eq!(env.render(), expected);
+        assert_eq!(env.get("DB_HOST").as_deref(), Some("db.internal"));
+    }
+
+    #[test]
+    fn set_new_key_appends_and_fixes_a_missing_final_newline() {
+        let mut env = EnvFile::parse("# top\nA=1");
+        env.set("B", "two words").unwrap();
+        assert_eq!(env.render(), "# top\nA=1\nB='two words'\n");
+        assert_eq!(env.keys(), ["A", "B"]);
+
+        let mut empty = EnvFile::parse("");
+        empty.set("ONLY", "x").unwrap();
+        assert_eq!(empty.render(), "ONLY=x\n");
+    }
+
+    #[test]
+    fn set_keeps_crlf_and_drops_later_duplicates() {
+        let mut env = EnvFile::parse("A=1\r\nB=2\r\nA=3\r\n");
+        assert_eq!(env.get("A").as_deref(), Some("1"), "first wins");
+        env.set("A", "9").unwrap();
+        assert_eq!(env.render(), "A=9\r\nB=2\r\n");
+    }
+
+    #[test]
+    fn set_replaces_a_multiline_value_whole() {
+        let mut env = EnvFile::parse("K=\"line1\nline2\"\nAFTER=1\n");
+        env.set("K", "flat").unwrap();
+        assert_eq!(env.render(), "K=flat\nAFTER=1\n");
+    }
+
+    #[test]
+    fn unset_removes_every_assignment() {
+        let mut env = EnvFile::parse("# c\nA=1\nB=2\nA=3\n");
+        assert!(env.unset("A"));
+        assert_eq!(env.render(), "# c\nB=2\n");
+        assert!(!env.unset("A"));
+        assert!(!env.unset("NOPE"));
+    }
+
+    #[test]
+    fn quoting_rule() {
+        let cases = [
+            ("plain", "plain"),
+            ("base64:ab+/=", "base64:ab+/="),
+            ("", "''"),
+            ("two words", "'two words'"),
+            ("a#b", "'a#b'"),
+            ("$HOME", "'$HOME'"),
+            ("${APP_NAME}", "'${APP_NAME}'"),
+            ("say \"hi\"", "'say \"hi\"'"),
+            ("it's", "\"it's\""),
+            ("it's $5", "\"it's \\$5\""),
+            ("back\\slash", "\"back\\\\slash\""),
+            ("tab\there", "'tab\there'"),
+        ];
+        for (value, written) in cases {
+            assert_eq!(quote(value), written, "{value:?}");
+            // Whatever is written reads back as the same value.
+            let mut env = EnvFile::default();
+            env.set("K", value).unwrap();
+            let reread = EnvFile::parse(&env.render());
+            assert_eq!(reread.get("K").as_deref(), Some(value), "{written}");
+        }
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_refused_without_echoing_the_value() {
+        let mut env = EnvFile::default();
+        for key in ["", "1ABC", "A-B", "A B", "A=B", "ÄB", "export A"] {
+            assert_eq!(
+                env.set(key, "v"),
+                Err(EnvError::InvalidKey(key.into())),
+                "{key:?}"
+            );
+        }
+        assert!(env.set("_OK_1", "v").is_ok());
+        let err = env.set("SECRET", "top\nsecret").unwrap_err();
+        assert_eq!(
+            err,
+            EnvError::InvalidValue {
+                key: "SECRET".into(),
+                what: "newline"
+            }
+        );
+        assert!(!err.to_string().contains("top"), "{err}");
+        assert!(env.set("SECRET", "a\rb").is_err());
+        assert_eq!(env.render(), "_OK_1=v\n");
+    }
+
+    #[test]
+    fn unparsable_lines_are_kept() {
+        let text = "=x\nA=\"never closed\nB=2\njunk\n";
+        let env = EnvFile::parse(text);
+        assert_eq!(env.render(), text);
+        assert_eq!(env.keys(), ["B"]);
+    }
+
+    #[test]
+    fn comments_after_values() {
+        let env = EnvFile::parse("A=x # note\nB=pa#ss\nC='q' # c\nD= # only a comment\n");
+        assert_eq!(env.get("A").as_deref(), Some("x"));
+        assert_eq!(env.get("B").as_deref(), Some("pa#ss"));
+        assert_eq!(env.get("C").as_deref(), Some("q"));
+        assert_eq!(env.get("D").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn missing_keys_are_in_example_order() {
+        let example = EnvFile::parse("# example\nAPP_KEY=\nDB_HOST=\nDB_PASSWORD=\nREDIS=\n");
+        let actual = EnvFile::parse("DB_HOST=x\nAPP_KEY=\nOTHER=1\n");
+        assert_eq!(missing_keys(&example, &actual), ["DB_PASSWORD", "REDIS"]);
+        assert!(missing_keys(&actual, &actual).is_empty());
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("hunter2hunter"), "•••• (13 chars)");
+        assert_eq!(redact("x"), "•••• (1 char)");
+        assert_eq!(redact(""), "(empty)");
+        assert_eq!(redact("héllo"), "•••• (5 chars)");
+    }
+
+    #[test]
+    fn write_atomic_keeps_mode_and_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "A=1\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        // As root, hand the file to another owner to prove it is kept; otherwise the
+        // file stays ours and the mode is what is checked.
+        let owner = if nix::unistd::Uid::effective().is_root() {
+            std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
+            (4242, 4343)
+        } else {
+            let meta = fs::metadata(&path).unwrap();
+            (meta.uid(), meta.gid())
+        };
+        let mut env = EnvFile::load(&path).unwrap();
+        env.set("B", "two").unwrap();
+        write_atomic(&path, &env).unwrap();
+
+        assert_eq!(fs::read_to_string(&path).unwrap(), "A=1\nB=two\n");
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert_eq!((meta.uid(), meta.gid()), owner);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [".env"], "no temp file left behind");
+    }
+
+    #[test]
+    fn write_atomic_new_file_is_not_world_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        let mut env = EnvFile::default();
+        env.set("K", "v").unwrap();
+        write_atomic(&path, &env).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, NEW_FILE_MODE);
+        assert_eq!(meta.gid(), fs::metadata(dir.path()).unwrap().gid());
+    }
+
+    #[test]
+    fn write_atomic_refuses_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "X=1\n").unwrap();
+        let path = dir.path().join(".env");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = write_atomic(&path, &EnvFile::parse("Y=2\n")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "X=1\n");
+    }
+
+    #[test]
+    fn edit_and_list_name_keys_never_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "# keep me\nDB_PASSWORD=old-secret\n").unwrap();
+        let report = edit(
+            &path,
+            &[
+                ("DB_PASSWORD".into(), "new-secret".into()),
+                ("APP_ENV".into(), "production".into()),
+            ],
+            &["GONE".into()],
+        )
+        .unwrap();
+        let text = report.join("\n");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(!text.contains("production"), "{text}");
+        assert!(text.contains("set DB_PASSWORD: changed"), "{text}");
+        assert!(text.contains("set APP_ENV: added"), "{text}");
+        assert!(text.contains("unset GONE: was not set"), "{text}");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# keep me\nDB_PASSWORD=new-secret\nAPP_ENV=production\n"
+        );
+
+        let hidden = list(&path, false).unwrap();
+        assert_eq!(hidden[0].key, "DB_PASSWORD");
+        assert_eq!(hidden[0].value, "•••• (10 chars)");
+        assert!(hidden[0].redacted);
+        let shown = list(&path, true).unwrap();
+        assert_eq!(shown[1].value, "production");
+        assert!(!shown[1].redacted);
+
+        assert!(edit(&path, &[("BAD KEY".into(), "v".into())], &[]).is_err());
+        let example = dir.path().join(".env.example");
+        fs::write(&example, "APP_ENV=\nDB_PASSWORD=\nMAIL_HOST=\n").unwrap();
+        assert_eq!(
+            missing_keys_in_files(&example, &path).unwrap(),
+            ["MAIL_HOST"]
+        );
+        assert_eq!(
+            missing_keys_in_files(&example, &dir.path().join("absent")).unwrap(),
+            ["APP_ENV", "DB_PASSWORD", "MAIL_HOST"]
+        );
+    }
+}

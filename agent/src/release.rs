@@ -1,0 +1,365 @@
+//! Releases on disk: `deploy_to/releases/ID`, the `current` symlink and its atomic
+//! switch, shared files and dirs, free-space checks, and pruning. Also the checks on
+//! names that come from requests (refs, release ids), so every path stays confined.
+
+use std::{
+    io,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use tonic::Status;
+
+/// Validates a git ref from a request: a branch, tag or (abbreviated) sha. Never starts
+/// with `-` (it would be an option), no `..`, no control characters or spaces, no `@{`.
+pub fn validate_ref(r: &str) -> Result<(), Status> {
+    let bad = |why: &str| {
+        Err(Status::invalid_argument(format!(
+            "ref {r:?} is not valid: {why}; pass a branch, tag or commit sha, e.g. --ref main"
+        )))
+    };
+    if r.is_empty() {
+        return bad("it is empty");
+    }
+    if r.starts_with('-') {
+        return bad("it starts with '-'");
+    }
+    if r.len() > 255 {
+        return bad("it is longer than 255 characters");
+    }
+    if r.contains("..") || r.contains("@{") || r.contains("//") {
+        return bad("it contains '..', '@{' or '//'");
+    }
+    if r.chars()
+        .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+    {
+        return bad("it contains a space, a control character or one of ~^:?*[\\");
+    }
+    if r.ends_with('/') || r.ends_with(".lock") || r.ends_with('.') || r.starts_with('/') {
+        return bad("it starts or ends with '/', or ends with '.' or '.lock'");
+    }
+    Ok(())
+}
+
+/// Validates a release id from a request (a directory name under `releases/`).
+pub fn validate_release_id(id: &str) -> Result<(), Status> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && !id.starts_with('.')
+        && !id.contains("..")
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "release {id:?} is not a release id; see `hoist releases APP` for the ids"
+        )))
+    }
+}
+
+/// A release id: UTC timestamp + short sha, e.g. `20261122T101500Z-abc1234`.
+pub fn new_id(commit: &str, releases: &Path) -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let base = format!("{}-{}", utc_stamp(secs), &commit[..commit.len().min(7)]);
+    let mut id = base.clone();
+    let mut n = 2;
+    while releases.join(&id).exists() || releases.join(format!("{id}.tmp")).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a unix time (civil-from-days, no time crate needed).
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// The layout of one app under `deploy_to`.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub deploy_to: PathBuf,
+}
+
+impl Layout {
+    pub fn new(deploy_to: &Path) -> Layout {
+        Layout {
+            deploy_to: deploy_to.to_path_buf(),
+        }
+    }
+
+    pub fn releases(&self) -> PathBuf {
+        self.deploy_to.join("releases")
+    }
+
+    pub fn release(&self, id: &str) -> PathBuf {
+        self.releases().join(id)
+    }
+
+    pub fn shared(&self) -> PathBuf {
+        self.deploy_to.join("shared")
+    }
+
+    pub fn backups(&self) -> PathBuf {
+        self.deploy_to.join("backups")
+    }
+
+    pub fn current_link(&self) -> PathBuf {
+        self.deploy_to.join("current")
+    }
+
+    pub fn ensure(&self) -> io::Result<()> {
+        for dir in [self.releases(), self.shared(), self.backups()] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// The release `current` points at, if any.
+    pub fn current(&self) -> Option<String> {
+        let target = std::fs::read_link(self.current_link()).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// Finished releases on disk (no `.tmp`), oldest first.
+    pub fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.releases())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".tmp") && !n.starts_with('.'))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The release before `current` by id order (ids sort by time).
+    pub fn previous(&self) -> Option<String> {
+        let current = self.current()?;
+        self.list().into_iter().rev().find(|id| *id < current)
+    }
+
+    /// Points `current` at `releases/ID` atomically: a new symlink under a temp name,
+    /// then rename(2) over `current`, then fsync of the directory. A reader sees the old
+    /// or the new target, never a missing link.
+    pub fn switch(&self, id: &str) -> io::Result<()> {
+        let tmp = self.deploy_to.join(format!(".current.{id}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        symlink(Path::new("releases").join(id), &tmp)?;
+        std::fs::rename(&tmp, self.current_link())?;
+        std::fs::File::open(&self.deploy_to)?.sync_all()
+    }
+
+    /// Links each shared file and dir into the release (replacing what the release
+    /// carries at that path). Missing shared dirs are created; missing shared files are
+    /// created empty, so a fresh host can deploy before its `.env` is filled in. What is
+    /// created here is given to `owner` (the app's user), so its hooks can write there.
+    pub fn link_shared(
+        &self,
+        release: &Path,
+        files: &[String],
+        dirs: &[String],
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> io::Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (rel, is_dir) in dirs
+            .iter()
+            .map(|d| (d, true))
+            .chain(files.iter().map(|f| (f, false)))
+        {
+            let shared = self.shared().join(rel);
+            if let Some(parent) = shared.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if !shared.exists() {
+                if is_dir {
+                    std::fs::create_dir_all(&shared)?;
+                } else {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&shared)?;
+                }
+                if let Some((uid, gid)) = owner {
+                    nix::unistd::chown(&shared, Some(uid), Some(gid)).map_err(io::Error::from)?;
+                }
+            }
+            let link = release.join(rel);
+            match std::fs::symlink_metadata(&link) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link)?,
+                Ok(_) => std::fs::remove_file(&link)?,
+                Err(_) => {}
+            }
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            symlink(&shared, &link)?;
+            done.push(format!("{rel} -> {}", shared.display()));
+        }
+        Ok(done)
+    }
+
+    /// Removes releases beyond `keep` (oldest first), never `current` or `previous`.
+    pub fn prune(&self, keep: usize) -> Vec<String> {
+        let current = self.current();
+        let previous = self.previous();
+        let all = self.list();
+        let excess = all.len().saturating_sub(keep);
+        let mut removed = Vec::new();
+        for id in all.into_iter().take(excess) {
+            if Some(&id) == current.as_ref() || Some(&id) == previous.as_ref() {
+                continue;
+            }
+            if std::fs::remove_dir_all(self.release(&id)).is_ok() {
+                removed.push(id);
+            }
+        }
+        removed
+    }
+}
+
+/// Free bytes on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
+/// Bytes used by a directory tree (symlinks not followed).
+pub fn tree_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// Changes ownership of a tree (after materialising as root, so the app's user can
+/// build in it).
+pub fn chown_tree(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> io::Result<()> {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &p,
+            Some(uid),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)?;
+        if std::fs::symlink_metadata(&p)?.is_dir() {
+            for entry in std::fs::read_dir(&p)?.flatten() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs() {
+        for good in ["main", "v1.2.3", "release/2026-11", "abc1234", "feature_x"] {
+            assert!(validate_ref(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-rf",
+            "--upload-pack=x",
+            "a..b",
+            "a b",
+            "x~1",
+            "HEAD@{1}",
+            "a:b",
+            "/abs",
+            "x.lock",
+        ] {
+            assert!(validate_ref(bad).is_err(), "{bad}");
+        }
+        assert!(validate_release_id("20261122T101500Z-abc1234").is_ok());
+        for bad in ["../x", "a/b", "", ".x"] {
+            assert!(validate_release_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(1_795_352_700), "20261122T101500Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+    }
+
+    #[test]
+    fn switch_prune_and_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        for id in ["r1", "r2", "r3", "r4"] {
+            std::fs::create_dir_all(layout.release(id)).unwrap();
+        }
+        std::fs::create_dir_all(layout.release("r5.tmp")).unwrap();
+        layout.switch("r2").unwrap();
+        assert_eq!(layout.current().as_deref(), Some("r2"));
+        assert_eq!(layout.previous().as_deref(), Some("r1"));
+        assert_eq!(layout.list(), vec!["r1", "r2", "r3", "r4"]);
+        // keep 2: r1 is previous and r2 current, so only r3 could go (r4 is newest).
+        let removed = layout.prune(2);
+        assert_eq!(removed, vec!["r3"]);
+
+        let release = layout.release("r4");
+        std::fs::create_dir_all(release.join("storage/logs")).unwrap();
+        std::fs::write(release.join(".env"), "FROM_REPO=1").unwrap();
+        layout
+            .link_shared(&release, &[".env".into()], &["storage".into()], None)
+            .unwrap();
+        assert!(
+            std::fs::symlink_metadata(release.join(".env"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert!(
+            std::fs::symlink_metadata(release.join("storage"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert!(layout.shared().join(".env").is_file());
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+    }
+}

@@ -1,0 +1,724 @@
+//! How job events look: the live text an operator watches while a job runs, and one
+//! JSON object per event for `--json`.
+//!
+//! ```text
+//! ==> web-1: deploy carbex main (abc1234) as dana
+//!   ▶ build  composer install --no-dev
+//!     │ Installing dependencies from lock file
+//!     ! npm WARN deprecated glob@7.2.3        (a stderr line)
+//!   ✓ build  3.2s
+//!   ✗ migrate  exit 1 after 0.4s: SQLSTATE[42P01]
+//!   ! migrations are not reversed automatically; `hoist rollback --migrate` does it
+//! ==> web-1: failed after 4.1s: step migrate failed
+//! ```
+//!
+//! Everything here is a pure function of the events (so tests feed hand-made
+//! sequences); [`Output`] writes the results to stdout, or to a buffer in tests.
+
+use std::io::Write;
+
+use hoist_proto::v1::{
+    JobEvent, JobFinished, JobKind, JobResult, JobStarted, StepFinished, StepOutput,
+    Stream as OutputStream, job_event::Kind,
+};
+use prost_types::Timestamp;
+use serde_json::{Value, json};
+
+use crate::table::{Tone, paint};
+
+// === names ===
+
+pub fn kind_name(kind: i32) -> &'static str {
+    match JobKind::try_from(kind).unwrap_or(JobKind::Unspecified) {
+        JobKind::Deploy => "deploy",
+        JobKind::Rollback => "rollback",
+        JobKind::Restart => "restart",
+        JobKind::Env => "env",
+        JobKind::Unspecified => "job",
+    }
+}
+
+/// A job result as an operator reads it.
+pub fn result_name(result: i32) -> &'static str {
+    match JobResult::try_from(result).unwrap_or(JobResult::Unspecified) {
+        JobResult::Running => "running",
+        JobResult::Succeeded => "succeeded",
+        JobResult::Failed => "failed",
+        JobResult::RolledBack => "rolled back",
+        JobResult::Interrupted => "interrupted",
+        JobResult::Unspecified => "unknown",
+    }
+}
+
+/// A job result in JSON: one word, snake case.
+pub fn result_key(result: i32) -> &'static str {
+    match JobResult::try_from(result).unwrap_or(JobResult::Unspecified) {
+        JobResult::RolledBack => "rolled_back",
+        other => result_name(other as i32),
+    }
+}
+
+pub fn result_tone(result: i32) -> Tone {
+    match JobResult::try_from(result).unwrap_or(JobResult::Unspecified) {
+        JobResult::Succeeded => Tone::Good,
+        JobResult::Running => Tone::Plain,
+        JobResult::RolledBack => Tone::Warn,
+        JobResult::Failed | JobResult::Interrupted | JobResult::Unspecified => Tone::Bad,
+    }
+}
+
+// === durations, times, commits ===
+
+/// `0.4s`, `12.3s`, `2m05s`, `1h03m`.
+pub fn human_duration(ms: u64) -> String {
+    let tenths = (ms + 50) / 100;
+    if tenths < 600 {
+        return format!("{}.{}s", tenths / 10, tenths % 10);
+    }
+    let secs = (ms + 500) / 1000;
+    if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        let mins = secs / 60;
+        format!("{}h{:02}m", mins / 60, mins % 60)
+    }
+}
+
+/// The abbreviated commit operators recognise (7 characters).
+pub fn short_commit(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+fn datetime(ts: &Timestamp) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp(ts.seconds).ok()
+}
+
+/// `2026-11-22 10:15:00 UTC`; `-` when absent.
+pub fn utc_time(ts: Option<&Timestamp>) -> String {
+    match ts.and_then(datetime) {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        None => "-".into(),
+    }
+}
+
+/// `10:15:00` (UTC); `-` when absent.
+pub fn utc_clock(ts: Option<&Timestamp>) -> String {
+    match ts.and_then(datetime) {
+        Some(t) => format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+        None => "-".into(),
+    }
+}
+
+/// Milliseconds from `a` to `b`, when both are known and in order.
+pub fn millis_between(a: Option<&Timestamp>, b: Option<&Timestamp>) -> Option<u64> {
+    let (a, b) = (a?, b?);
+    let ms = |t: &Timestamp| i128::from(t.seconds) * 1000 + i128::from(t.nanos) / 1_000_000;
+    u64::try_from(ms(b) - ms(a)).ok()
+}
+
+/// RFC 3339 for JSON; `null` when absent.
+pub fn timestamp_json(ts: Option<&Timestamp>) -> Value {
+    ts.map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+// === live text ===
+
+/// `==> web-1: deploy carbex main (abc1234) as dana`.
+pub fn started_line(host: &str, started: &JobStarted) -> String {
+    let kind = JobKind::try_from(started.kind).unwrap_or(JobKind::Unspecified);
+    let mut text = format!("==> {host}: {} {}", kind_name(started.kind), started.app);
+    match kind {
+        JobKind::Rollback if !started.release.is_empty() => {
+            text.push_str(&format!(" to {}", started.release));
+        }
+        _ if !started.r#ref.is_empty() => text.push_str(&format!(" {}", started.r#ref)),
+        _ => {}
+    }
+    if !started.commit.is_empty() {
+        text.push_str(&format!(" ({})", short_commit(&started.commit)));
+    }
+    if !started.who.is_empty() {
+        text.push_str(&format!(" as {}", started.who));
+    }
+    if started.migrate {
+        text.push_str(", with migrations");
+    }
+    if started.forced {
+        text.push_str(", forced");
+    }
+    if !started.reason.is_empty() {
+        text.push_str(&format!(" (reason: {})", started.reason));
+    }
+    text
+}
+
+/// The first line of a possibly multi-line text, and the rest.
+fn split_first_line(text: &str) -> (&str, Vec<&str>) {
+    let mut lines = text.trim_end().lines();
+    let first = lines.next().unwrap_or("");
+    (first, lines.collect())
+}
+
+/// `  ✓ build  3.2s` or `  ✗ migrate  exit 1 after 0.4s: <error>` (and the error's
+/// further lines, indented).
+pub fn step_finished_text(step: &StepFinished, colour: bool) -> String {
+    let took = human_duration(step.duration_ms);
+    if step.ok {
+        return format!(
+            "  {} {}  {took}\n",
+            paint("✓", Tone::Good, colour),
+            step.step
+        );
+    }
+    let how = if step.timed_out {
+        format!("timed out after {took}")
+    } else if step.exit_code >= 0 {
+        format!("exit {} after {took}", step.exit_code)
+    } else {
+        format!("failed after {took}")
+    };
+    let (first, rest) = split_first_line(&step.error);
+    let mut text = format!("  {} {}  {how}", paint("✗", Tone::Bad, colour), step.step);
+    if !first.is_empty() {
+        text.push_str(": ");
+        text.push_str(first);
+    }
+    text.push('\n');
+    for line in rest {
+        text.push_str(&format!("      {line}\n"));
+    }
+    text
+}
+
+/// `    │ line` for stdout, `    ! line` for stderr.
+pub fn output_text(output: &StepOutput, colour: bool) -> String {
+    let line = output.line.trim_end_matches(['\n', '\r']);
+    if output.stream == OutputStream::Stderr as i32 {
+        format!("    {}\n", paint(&format!("! {line}"), Tone::Dim, colour))
+    } else {
+        format!("    {} {line}\n", paint("│", Tone::Dim, colour))
+    }
+}
+
+/// `  ! text`, further lines indented under it.
+pub fn notice_text(message: &str, colour: bool) -> String {
+    let (first, rest) = split_first_line(message);
+    let mut text = format!("  {} {first}\n", paint("!", Tone::Warn, colour));
+    for line in rest {
+        text.push_str(&format!("    {line}\n"));
+    }
+    text
+}
+
+/// `==> web-1: succeeded: release R (was P) in 12.3s`, `rolled back` or `failed`.
+pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String {
+    let took = human_duration(finished.duration_ms);
+    let result = JobResult::try_from(finished.result).unwrap_or(JobResult::Unspecified);
+    let word = paint(
+        result_name(finished.result),
+        result_tone(finished.result),
+        colour,
+    );
+    let mut text = format!("==> {host}: {word}");
+    match result {
+        JobResult::Succeeded => {
+            if !finished.release.is_empty() {
+                text.push_str(&format!(": release {}", finished.release));
+                if !finished.previous_release.is_empty()
+                    && finished.previous_release != finished.release
+                {
+                    text.push_str(&format!(" (was {})", finished.previous_release));
+                }
+            }
+            text.push_str(&format!(" in {took}"));
+        }
+        JobResult::RolledBack => {
+            text.push_str(&format!(" after {took}"));
+            if !finished.release.is_empty() {
+                text.push_str(&format!(": release {} failed its checks", finished.release));
+            }
+            if !finished.previous_release.is_empty() {
+                text.push_str(&format!("; {} serves again", finished.previous_release));
+            }
+        }
+        _ => text.push_str(&format!(" after {took}")),
+    }
+    let (first, rest) = split_first_line(&finished.error);
+    if !first.is_empty() {
+        text.push_str(&format!(": {first}"));
+    }
+    text.push('\n');
+    for line in rest {
+        text.push_str(&format!("    {line}\n"));
+    }
+    text
+}
+
+/// The live text of one event, ending in a newline (empty for an event without kind).
+pub fn event_text(host: &str, event: &JobEvent, colour: bool) -> String {
+    match &event.kind {
+        Some(Kind::Started(s)) => format!("{}\n", started_line(host, s)),
+        Some(Kind::StepStarted(s)) if s.description.is_empty() => {
+            format!("  {} {}\n", paint("▶", Tone::Dim, colour), s.step)
+        }
+        Some(Kind::StepStarted(s)) => {
+            format!(
+                "  {} {}  {}\n",
+                paint("▶", Tone::Dim, colour),
+                s.step,
+                s.description
+            )
+        }
+        Some(Kind::Output(o)) => output_text(o, colour),
+        Some(Kind::StepFinished(f)) => step_finished_text(f, colour),
+        Some(Kind::Notice(n)) => notice_text(&n.message, colour),
+        Some(Kind::Finished(f)) => finished_line(host, f, colour),
+        None => String::new(),
+    }
+}
+
+// === JSON ===
+
+/// One event as one JSON object: `host`, `job_id`, `seq`, `at`, `kind` and the kind's
+/// fields. Only what the agent sent; nothing is added from elsewhere.
+pub fn event_to_json(host: &str, event: &JobEvent) -> Value {
+    let mut object = json!({
+        "host": host,
+        "job_id": event.job_id,
+        "seq": event.seq,
+        "at": timestamp_json(event.at.as_ref()),
+    });
+    let fields = match &event.kind {
+        Some(Kind::Started(s)) => json!({
+            "kind": "started",
+            "job_kind": kind_name(s.kind),
+            "app": s.app,
+            "ref": s.r#ref,
+            "commit": s.commit,
+            "release": s.release,
+            "who": s.who,
+            "migrate": s.migrate,
+            "forced": s.forced,
+            "reason": s.reason,
+        }),
+        Some(Kind::StepStarted(s)) => json!({
+            "kind": "step_started", "step": s.step, "description": s.description,
+        }),
+        Some(Kind::Output(o)) => json!({
+            "kind": "output",
+            "step": o.step,
+            "stream": if o.stream == OutputStream::Stderr as i32 { "stderr" } else { "stdout" },
+            "line": o.line,
+        }),
+        Some(Kind::StepFinished(f)) => json!({
+            "kind": "step_finished",
+            "step": f.step,
+            "ok": f.ok,
+            "exit_code": f.exit_code,
+            "duration_ms": f.duration_ms,
+            "error": f.error,
+            "timed_out": f.timed_out,
+        }),
+        Some(Kind::Notice(n)) => json!({ "kind": "notice", "message": n.message }),
+        Some(Kind::Finished(f)) => json!({
+            "kind": "finished",
+            "result": result_key(f.result),
+            "release": f.release,
+            "previous_release": f.previous_release,
+            "duration_ms": f.duration_ms,
+            "error": f.error,
+        }),
+        None => json!({ "kind": "unknown" }),
+    };
+    if let (Value::Object(object), Value::Object(fields)) = (&mut object, fields) {
+        object.extend(fields);
+    }
+    object
+}
+
+// === output ===
+
+/// Where a command's output goes: text (coloured or not) or JSON lines. Write errors
+/// (a closed pipe) are ignored: the job on the agent does not depend on the terminal.
+pub struct Output<'a> {
+    out: &'a mut (dyn Write + Send),
+    pub colour: bool,
+    pub json: bool,
+}
+
+impl<'a> Output<'a> {
+    pub fn new(out: &'a mut (dyn Write + Send), colour: bool, json: bool) -> Output<'a> {
+        Output { out, colour, json }
+    }
+
+    /// One job event from `host`, as text or as a JSON line.
+    pub fn event(&mut self, host: &str, event: &JobEvent) {
+        if self.json {
+            self.json_line(&event_to_json(host, event));
+        } else {
+            let text = event_text(host, event, self.colour);
+            self.text(&text);
+        }
+    }
+
+    /// The controller's own remark about a host's job (interrupt, re-attach, refusal):
+    /// `  ! text`, or `{"host", "job_id", "kind": "controller", "message"}`.
+    pub fn note(&mut self, host: &str, job_id: &str, message: &str) {
+        if self.json {
+            self.json_line(&json!({
+                "host": host, "job_id": job_id, "kind": "controller", "message": message,
+            }));
+        } else {
+            let text = notice_text(message, self.colour);
+            self.text(&text);
+        }
+    }
+
+    /// Text output; nothing in JSON mode.
+    pub fn text(&mut self, text: &str) {
+        if !self.json {
+            let _ = self.out.write_all(text.as_bytes());
+            let _ = self.out.flush();
+        }
+    }
+
+    /// One JSON value on one line.
+    pub fn json_line(&mut self, value: &Value) {
+        let _ = writeln!(self.out, "{value}");
+        let _ = self.out.flush();
+    }
+
+    /// A pretty-printed JSON document (the answer of a query command).
+    pub fn json_document(&mut self, value: &Value) {
+        let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+        let _ = writeln!(self.out, "{text}");
+        let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use hoist_proto::v1::{Notice, StepStarted};
+
+    use super::*;
+
+    pub(crate) fn at(seconds: i64, millis: i32) -> Option<Timestamp> {
+        Some(Timestamp {
+            seconds,
+            nanos: millis * 1_000_000,
+        })
+    }
+
+    /// 2026-11-22 10:15:00 UTC.
+    pub(crate) const T0: i64 = 1_795_342_500;
+
+    fn event(seq: u64, offset_ms: i64, kind: Kind) -> JobEvent {
+        JobEvent {
+            job_id: "deploy-20261122T101500Z-a1b2c3-web-1".into(),
+            seq,
+            at: at(T0 + offset_ms / 1000, (offset_ms % 1000) as i32),
+            kind: Some(kind),
+        }
+    }
+
+    /// A deploy whose migration step fails after a successful build.
+    pub(crate) fn failed_deploy() -> Vec<JobEvent> {
+        let out = |seq, ms, stream: OutputStream, line: &str| {
+            event(
+                seq,
+                ms,
+                Kind::Output(StepOutput {
+                    step: if seq < 5 { "build" } else { "migrate" }.into(),
+                    stream: stream as i32,
+                    line: line.into(),
+                }),
+            )
+        };
+        vec![
+            event(
+                0,
+                0,
+                Kind::Started(JobStarted {
+                    kind: JobKind::Deploy as i32,
+                    app: "carbex".into(),
+                    r#ref: "main".into(),
+                    commit: "abc1234def5678".into(),
+                    release: "20261122T101500Z-abc1234".into(),
+                    who: "dana".into(),
+                    migrate: true,
+                    forced: true,
+                    reason: "hotfix #42".into(),
+                }),
+            ),
+            event(
+                1,
+                100,
+                Kind::StepStarted(StepStarted {
+                    step: "build".into(),
+                    description: "composer install --no-dev".into(),
+                }),
+            ),
+            out(2, 200, OutputStream::Stdout, "Installing dependencies\n"),
+            out(3, 300, OutputStream::Stderr, "npm WARN deprecated"),
+            event(
+                4,
+                3300,
+                Kind::StepFinished(StepFinished {
+                    step: "build".into(),
+                    ok: true,
+                    exit_code: 0,
+                    duration_ms: 3200,
+                    ..Default::default()
+                }),
+            ),
+            event(
+                5,
+                3400,
+                Kind::StepStarted(StepStarted {
+                    step: "migrate".into(),
+                    description: "php artisan migrate --force".into(),
+                }),
+            ),
+            out(
+                6,
+                3500,
+                OutputStream::Stderr,
+                "SQLSTATE[42P01]: no such table",
+            ),
+            event(
+                7,
+                3800,
+                Kind::StepFinished(StepFinished {
+                    step: "migrate".into(),
+                    ok: false,
+                    exit_code: 1,
+                    duration_ms: 400,
+                    error: "php artisan migrate --force exited with 1".into(),
+                    timed_out: false,
+                }),
+            ),
+            event(
+                8,
+                3900,
+                Kind::Notice(Notice {
+                    message: "current still points at 20261121T090000Z-0f0f0f0".into(),
+                }),
+            ),
+            event(
+                9,
+                4100,
+                Kind::Finished(JobFinished {
+                    result: JobResult::Failed as i32,
+                    release: String::new(),
+                    previous_release: "20261121T090000Z-0f0f0f0".into(),
+                    duration_ms: 4100,
+                    error: "step migrate failed".into(),
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn live_text_of_a_failed_deploy() {
+        let text: String = failed_deploy()
+            .iter()
+            .map(|e| event_text("web-1", e, false))
+            .collect();
+        assert_eq!(
+            text,
+            "==> web-1: deploy carbex main (abc1234) as dana, with migrations, forced (reason: hotfix #42)
+  ▶ build  composer install --no-dev
+    │ Installing dependencies
+    ! npm WARN deprecated
+  ✓ build  3.2s
+  ▶ migrate  php artisan migrate --force
+    ! SQLSTATE[42P01]: no such table
+  ✗ migrate  exit 1 after 0.4s: php artisan migrate --force exited with 1
+  ! current still points at 20261121T090000Z-0f0f0f0
+==> web-1: failed after 4.1s: step migrate failed
+"
+        );
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let events = failed_deploy();
+        let plain: String = events.iter().map(|e| event_text("w", e, false)).collect();
+        assert!(!plain.contains('\x1b'));
+        let coloured = event_text("w", &events[7], true);
+        assert!(
+            coloured.contains("\x1b[1;31m✗\x1b[0m migrate"),
+            "{coloured}"
+        );
+        let ok = event_text("w", &events[4], true);
+        assert!(ok.contains("\x1b[32m✓\x1b[0m build"), "{ok}");
+    }
+
+    #[test]
+    fn finished_lines() {
+        let line = |result: JobResult, error: &str| {
+            finished_line(
+                "web-1",
+                &JobFinished {
+                    result: result as i32,
+                    release: "20261122T101500Z-abc1234".into(),
+                    previous_release: "20261121T090000Z-0f0f0f0".into(),
+                    duration_ms: 12_300,
+                    error: error.into(),
+                },
+                false,
+            )
+        };
+        assert_eq!(
+            line(JobResult::Succeeded, ""),
+            "==> web-1: succeeded: release 20261122T101500Z-abc1234 (was 20261121T090000Z-0f0f0f0) in 12.3s\n"
+        );
+        assert_eq!(
+            line(
+                JobResult::RolledBack,
+                "check http http://127.0.0.1/health: 500\nbody: oops"
+            ),
+            "==> web-1: rolled back after 12.3s: release 20261122T101500Z-abc1234 failed its checks; \
+             20261121T090000Z-0f0f0f0 serves again: check http http://127.0.0.1/health: 500\n    body: oops\n"
+        );
+        assert_eq!(
+            line(JobResult::Interrupted, "hoistd restarted"),
+            "==> web-1: interrupted after 12.3s: hoistd restarted\n"
+        );
+    }
+
+    #[test]
+    fn step_failures_say_how() {
+        let text = |exit_code, timed_out| {
+            step_finished_text(
+                &StepFinished {
+                    step: "build".into(),
+                    ok: false,
+                    exit_code,
+                    duration_ms: 600_000,
+                    error: String::new(),
+                    timed_out,
+                },
+                false,
+            )
+        };
+        assert_eq!(text(-1, true), "  ✗ build  timed out after 10m00s\n");
+        assert_eq!(text(-1, false), "  ✗ build  failed after 10m00s\n");
+        assert_eq!(text(2, false), "  ✗ build  exit 2 after 10m00s\n");
+    }
+
+    #[test]
+    fn other_job_headers() {
+        let started = |kind: JobKind, release: &str| JobStarted {
+            kind: kind as i32,
+            app: "carbex".into(),
+            release: release.into(),
+            who: "dana".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            started_line(
+                "web-2",
+                &started(JobKind::Rollback, "20261121T090000Z-0f0f0f0")
+            ),
+            "==> web-2: rollback carbex to 20261121T090000Z-0f0f0f0 as dana"
+        );
+        assert_eq!(
+            started_line("web-2", &started(JobKind::Restart, "")),
+            "==> web-2: restart carbex as dana"
+        );
+    }
+
+    #[test]
+    fn json_per_event() {
+        let events = failed_deploy();
+        let lines: Vec<Value> = events.iter().map(|e| event_to_json("web-1", e)).collect();
+        assert_eq!(
+            lines[0],
+            json!({
+                "host": "web-1",
+                "job_id": "deploy-20261122T101500Z-a1b2c3-web-1",
+                "seq": 0,
+                "at": "2026-11-22T10:15:00Z",
+                "kind": "started",
+                "job_kind": "deploy",
+                "app": "carbex",
+                "ref": "main",
+                "commit": "abc1234def5678",
+                "release": "20261122T101500Z-abc1234",
+                "who": "dana",
+                "migrate": true,
+                "forced": true,
+                "reason": "hotfix #42",
+            })
+        );
+        assert_eq!(lines[3]["stream"], "stderr");
+        assert_eq!(lines[3]["line"], "npm WARN deprecated");
+        assert_eq!(lines[3]["at"], "2026-11-22T10:15:00.300Z");
+        assert_eq!(lines[7]["kind"], "step_finished");
+        assert_eq!(lines[7]["exit_code"], 1);
+        assert_eq!(lines[7]["ok"], false);
+        assert_eq!(lines[8]["message"], events_notice(&events[8]));
+        assert_eq!(
+            lines[9],
+            json!({
+                "host": "web-1",
+                "job_id": "deploy-20261122T101500Z-a1b2c3-web-1",
+                "seq": 9,
+                "at": "2026-11-22T10:15:04.100Z",
+                "kind": "finished",
+                "result": "failed",
+                "release": "",
+                "previous_release": "20261121T090000Z-0f0f0f0",
+                "duration_ms": 4100,
+                "error": "step migrate failed",
+            })
+        );
+
+        let mut buf = Vec::new();
+        let mut out = Output::new(&mut buf, false, true);
+        for e in &events {
+            out.event("web-1", e);
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), events.len());
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["host"], "web-1");
+        }
+    }
+
+    fn events_notice(event: &JobEvent) -> String {
+        match &event.kind {
+            Some(Kind::Notice(n)) => n.message.clone(),
+            _ => panic!("not a notice"),
+        }
+    }
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(human_duration(0), "0.0s");
+        assert_eq!(human_duration(449), "0.4s");
+        assert_eq!(human_duration(59_949), "59.9s");
+        assert_eq!(human_duration(59_950), "1m00s");
+        assert_eq!(human_duration(125_000), "2m05s");
+        assert_eq!(human_duration(3_780_000), "1h03m");
+        assert_eq!(utc_time(at(T0, 0).as_ref()), "2026-11-22 10:15:00 UTC");
+        assert_eq!(utc_clock(at(T0 + 3, 999).as_ref()), "10:15:03");
+        assert_eq!(utc_time(None), "-");
+        assert_eq!(
+            millis_between(at(T0, 900).as_ref(), at(T0 + 1, 100).as_ref()),
+            Some(200)
+        );
+        assert_eq!(short_commit("abc1234def"), "abc1234");
+        assert_eq!(short_commit("abc"), "abc");
+    }
+}
