@@ -284,7 +284,6 @@ impl<'e> JobLog<'e> {
                         step.finished = Some(f);
                         step.ended = at;
                     }
-                    open.remove(f.step.as_str());
                     if is_check(&f.step) && !f.ok && deploy(&log) {
                         phase = Section::Rollback;
                     }
@@ -315,7 +314,8 @@ impl<'e> JobLog<'e> {
         }
     }
 
-    /// The open step called `name`, or a new entry for a step whose start is missing.
+    /// The latest step called `name` (agents may send a step's last output after its
+    /// end), or a new entry for a step whose start is missing.
     fn open_or_new(
         &mut self,
         open: &mut HashMap<&'e str, (Section, usize)>,
@@ -405,16 +405,35 @@ fn render_entries(entries: &[Entry], width: usize, colour: bool, text: &mut Stri
     }
 }
 
-/// The deployment log of one job on `host` from its events.
+/// The deployment log of one job on `host` from its events. `summary` (the job's
+/// journal entry, when the agent has one) fills in what the events leave out: agents
+/// announce a job before they resolve its ref to a commit.
 pub fn render_job(
     host: &str,
     app: &str,
     job_id: &str,
     events: &[JobEvent],
+    summary: Option<&JobSummary>,
     colour: bool,
 ) -> String {
     let log = JobLog::new(events);
-    let started = log.started.cloned().unwrap_or_default();
+    let mut started = log.started.cloned().unwrap_or_default();
+    if let Some(summary) = summary {
+        let fill = |field: &mut String, from: &str| {
+            if field.is_empty() {
+                *field = from.to_string();
+            }
+        };
+        fill(&mut started.commit, &summary.commit);
+        fill(&mut started.r#ref, &summary.r#ref);
+        fill(&mut started.who, &summary.who);
+        fill(&mut started.release, &summary.release);
+        fill(&mut started.reason, &summary.reason);
+        started.forced |= summary.forced;
+        if started.kind == JobKind::Unspecified as i32 {
+            started.kind = summary.kind;
+        }
+    }
     let app = if started.app.is_empty() {
         app
     } else {
@@ -518,6 +537,9 @@ pub fn render_job(
     text
 }
 
+/// How many journal entries `hoist log --job` searches for the job's summary.
+const JOURNAL_SEARCH: u32 = 500;
+
 /// `hoist log APP --job ID`: the job's log from every selected host that has it.
 pub async fn job(
     hosts: &[&Host],
@@ -532,16 +554,34 @@ pub async fn job(
         job_id: job_id.to_string(),
         limit: 0,
     };
+    let journal = JobLogRequest {
+        app: app.to_string(),
+        job_id: String::new(),
+        limit: JOURNAL_SEARCH,
+    };
     let answers = fanout::ask_all(hosts, creds, timeout, |mut client| {
-        let request = request.clone();
-        async move { client.job_log(request).await.map(|r| r.into_inner().events) }
+        let (request, journal) = (request.clone(), journal.clone());
+        async move {
+            let events = client.job_log(request).await?.into_inner().events;
+            if events.is_empty() {
+                return Ok((events, None));
+            }
+            // The journal entry only adds detail (the commit); without it the log stands.
+            let summary = match client.job_log(journal).await {
+                Ok(r) => r.into_inner().jobs.into_iter().find(|j| j.job_id == job_id),
+                Err(_) => None,
+            };
+            Ok((events, summary))
+        }
     })
     .await;
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for answer in &answers {
         match &answer.result {
-            Ok(events) if !events.is_empty() => found.push((answer.host.as_str(), events)),
+            Ok((events, summary)) if !events.is_empty() => {
+                found.push((answer.host.as_str(), events, summary.as_ref()));
+            }
             Ok(_) => {}
             Err(err) if err.is_not_found() => {}
             Err(err) => problems.push(format!("{}: {err}", answer.host)),
@@ -561,22 +601,27 @@ pub async fn job(
     if out.json {
         let logs: Vec<Value> = found
             .iter()
-            .map(|(host, events)| {
+            .map(|(host, events, summary)| {
+                let events: Vec<Value> = events
+                    .iter()
+                    .map(|e| render::event_to_json(host, e))
+                    .collect();
                 json!({
                     "host": host,
                     "app": app,
                     "job_id": job_id,
-                    "events": events.iter().map(|e| render::event_to_json(host, e)).collect::<Vec<_>>(),
+                    "summary": summary.map_or(Value::Null, summary_json),
+                    "events": events,
                 })
             })
             .collect();
         out.json_document(&Value::Array(logs));
     } else {
-        for (i, (host, events)) in found.iter().enumerate() {
+        for (i, (host, events, summary)) in found.iter().enumerate() {
             if i > 0 {
                 out.text("\n");
             }
-            let text = render_job(host, app, job_id, events, out.colour);
+            let text = render_job(host, app, job_id, events, *summary, out.colour);
             out.text(&text);
         }
         for problem in &problems {
@@ -721,6 +766,7 @@ mod tests {
             "carbex",
             "deploy-20261122T101500Z-a1b2c3-web-1",
             &failed_deploy(),
+            None,
             false,
         );
         assert_eq!(
@@ -758,6 +804,7 @@ Result: failed after 4.1s: step migrate failed
             "carbex",
             "deploy-x-web-2",
             &rolled_back_deploy(),
+            None,
             false,
         );
         let expected_tail = "
@@ -792,9 +839,45 @@ Result: rolled back after 11.5s: check http failed: GET http://127.0.0.1/health:
     }
 
     #[test]
+    fn late_output_and_the_journal_entry() {
+        // The agent sends a step's last output after its end, and no commit at the start.
+        let mut events = failed_deploy();
+        if let Some(Kind::Started(s)) = &mut events[0].kind {
+            s.commit.clear();
+        }
+        let late = event(
+            5,
+            3300,
+            Kind::Output(StepOutput {
+                step: "build".into(),
+                stream: OutputStream::Stdout as i32,
+                line: "main → abc1234def5678".into(),
+            }),
+        );
+        events.insert(5, late);
+        let summary = JobSummary {
+            job_id: "j".into(),
+            commit: "abc1234def5678".into(),
+            ..Default::default()
+        };
+        let text = render_job("web-1", "carbex", "j", &events, Some(&summary), false);
+        assert!(
+            text.contains("  ref        main → abc1234def5678\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    ! npm WARN deprecated\n    │ main → abc1234def5678\n  migrate"),
+            "{text}"
+        );
+        assert!(!text.contains("did not finish"), "{text}");
+        let without = render_job("web-1", "carbex", "j", &events, None, false);
+        assert!(without.contains("  ref        main\n"), "{without}");
+    }
+
+    #[test]
     fn unfinished_job() {
         let events = &failed_deploy()[..5];
-        let text = render_job("web-1", "carbex", "j", events, false);
+        let text = render_job("web-1", "carbex", "j", events, None, false);
         assert!(
             text.ends_with(
                 "Result: not finished (the log ends here; `hoist attach` follows a running job)\n"
@@ -802,7 +885,7 @@ Result: rolled back after 11.5s: check http failed: GET http://127.0.0.1/health:
             "{text}"
         );
         let events = &failed_deploy()[..3];
-        let text = render_job("web-1", "carbex", "j", events, false);
+        let text = render_job("web-1", "carbex", "j", events, None, false);
         assert!(
             text.contains("  build  10:15:00 → …         did not finish\n"),
             "{text}"

@@ -245,11 +245,15 @@ impl HostRun {
     pub fn describe(&self) -> String {
         let (label, _) = self.outcome.label();
         let error = self.outcome.error().trim();
-        let mut text = label.to_string();
-        if !error.is_empty() {
-            text.push_str(": ");
-            text.push_str(error.lines().next().unwrap_or(error));
-        }
+        let error = error.lines().next().unwrap_or(error);
+        // Agents often say it already: "rolled back to R: check ..." needs no prefix.
+        let mut text = if error.is_empty() {
+            label.to_string()
+        } else if error.starts_with(label) {
+            error.to_string()
+        } else {
+            format!("{label}: {error}")
+        };
         match self.outcome {
             Outcome::Lost(_) => text.push_str(&format!(
                 "; the job may still be running: {} follows it",
@@ -296,7 +300,17 @@ impl Report {
             .find(|r| !r.outcome.ok() && r.outcome != Outcome::NotStarted);
         let mut text = match stopped {
             Some(run) if not_started.is_empty() => {
-                format!("{} failed on {}: {}", self.title, run.host, run.describe())
+                let why = run.describe();
+                match run.outcome {
+                    Outcome::Detached => {
+                        let why = why.strip_prefix("detached: ").unwrap_or(&why);
+                        format!("{}: detached from {}: {why}", self.title, run.host)
+                    }
+                    _ => {
+                        let why = why.strip_prefix("failed: ").unwrap_or(&why);
+                        format!("{} failed on {}: {why}", self.title, run.host)
+                    }
+                }
             }
             Some(run) => format!("{} stopped at {}: {}", self.title, run.host, run.describe()),
             None if self.runs.is_empty() => format!("{}: no hosts selected", self.title),
@@ -323,9 +337,15 @@ impl Report {
             .iter()
             .map(|run| {
                 let (label, tone) = run.outcome.label();
+                // A failed deploy's release was removed: only name releases that exist.
                 let (release, took) = match &run.outcome {
                     Outcome::Finished(f) => (
-                        if f.release.is_empty() {
+                        if f.release.is_empty()
+                            || !matches!(
+                                JobResult::try_from(f.result),
+                                Ok(JobResult::Succeeded | JobResult::RolledBack)
+                            )
+                        {
                             "-".to_string()
                         } else {
                             f.release.clone()
@@ -840,6 +860,15 @@ mod tests {
             lost.failure().unwrap(),
             "restart of carbex failed on web-1: lost: Unavailable: reset; the job may still be \
              running: `hoist attach deploy-x-web-1 --host web-1` follows it"
+        );
+        let detached = Report {
+            title: "deploy of slow main".into(),
+            runs: vec![run("web-1", Outcome::Detached)],
+        };
+        assert_eq!(
+            detached.failure().unwrap(),
+            "deploy of slow main: detached from web-1: the job keeps running on the agent; \
+             `hoist attach deploy-x-web-1 --host web-1` re-attaches"
         );
         let ok = Report {
             title: "x".into(),

@@ -248,6 +248,12 @@ pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String
             if !finished.previous_release.is_empty() {
                 text.push_str(&format!("; {} serves again", finished.previous_release));
             }
+            // The reason goes underneath: the line above is long enough.
+            text.push('\n');
+            for line in finished.error.trim_end().lines() {
+                text.push_str(&format!("    {line}\n"));
+            }
+            return text;
         }
         _ => text.push_str(&format!(" after {took}")),
     }
@@ -587,7 +593,7 @@ pub(crate) mod tests {
                 "check http http://127.0.0.1/health: 500\nbody: oops"
             ),
             "==> web-1: rolled back after 12.3s: release 20261122T101500Z-abc1234 failed its checks; \
-             20261121T090000Z-0f0f0f0 serves again: check http http://127.0.0.1/health: 500\n    body: oops\n"
+             20261121T090000Z-0f0f0f0 serves again\n    check http http://127.0.0.1/health: 500\n    body: oops\n"
         );
         assert_eq!(
             line(JobResult::Interrupted, "hoistd restarted"),
