@@ -633,13 +633,14 @@ async fn fetch(ctx: &Ctx, r#ref: &str) -> StepResult<String> {
         }
     }
     .await;
-    let result = ctx.finish(step, started, result)?;
-    ctx.job.emit(Kind::Output(StepOutput {
-        step: step.into(),
-        stream: WireStream::Stdout.into(),
-        line: format!("{} → {result}", r#ref),
-    }));
-    Ok(result)
+    if let Ok(commit) = &result {
+        ctx.job.emit(Kind::Output(StepOutput {
+            step: step.into(),
+            stream: WireStream::Stdout.into(),
+            line: format!("{} → {commit}", r#ref),
+        }));
+    }
+    ctx.finish(step, started, result)
 }
 
 /// Materialise `commit` into `releases/ID.tmp`, then rename to `releases/ID`.
@@ -976,12 +977,33 @@ async fn deploy(
         },
         Err(f) => auto_rollback(ctx, f, &id, &previous, &commit, migrate, maintenance).await,
     };
-    let removed = ctx.layout.prune(ctx.app.keep_releases as usize);
+    if outcome.result == JobResult::Succeeded {
+        note_current(ctx, &id, &previous);
+    }
+    let protect: Vec<String> = ctx
+        .layout
+        .previous(&Journal::load(&ctx.journal_path()))
+        .into_iter()
+        .collect();
+    let removed = ctx.layout.prune(ctx.app.keep_releases as usize, &protect);
     if !removed.is_empty() {
         ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
     }
     prune_backups(ctx);
     outcome
+}
+
+/// Records in the journal's history that `id` now serves, after `was`.
+fn note_current(ctx: &Ctx, id: &str, was: &str) {
+    let path = ctx.journal_path();
+    let mut journal = Journal::load(&path);
+    if !was.is_empty() && !journal.history.iter().any(|h| h == was) {
+        journal.note_current(was);
+    }
+    journal.note_current(id);
+    if let Err(err) = journal.save(&path) {
+        tracing::error!(error = %err, "cannot record the release history");
+    }
 }
 
 fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
@@ -1064,7 +1086,9 @@ async fn auto_rollback(
 async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> Outcome {
     let current = ctx.layout.current().unwrap_or_default();
     let target = if to.is_empty() {
-        ctx.layout.previous().unwrap_or_default()
+        ctx.layout
+            .previous(&Journal::load(&ctx.journal_path()))
+            .unwrap_or_default()
     } else {
         to.to_string()
     };
@@ -1135,6 +1159,7 @@ async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> O
             .switch(&target)
             .or_else(|e| ctx.fail("switch", format!("cannot switch: {e}")));
         ctx.finish("switch", started, r)?;
+        note_current(ctx, &target, &current);
         ctx.maybe_hook(
             "after_switch",
             ctx.app.steps.after_switch.as_ref(),

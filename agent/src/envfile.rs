@@ -121,7 +121,7 @@ impl EnvFile {
         );
         let mut index = 0;
         self.lines.retain(|l| {
-            let keep = index <= first || !l.entry.as_ref().is_some_and(|e| e.key == key);
+            let keep = index <= first || l.entry.as_ref().is_none_or(|e| e.key != key);
             index += 1;
             keep
         });
@@ -132,7 +132,7 @@ impl EnvFile {
     pub fn unset(&mut self, key: &str) -> bool {
         let before = self.lines.len();
         self.lines
-            .retain(|l| !l.entry.as_ref().is_some_and(|e| e.key == key));
+            .retain(|l| l.entry.as_ref().is_none_or(|e| e.key != key));
         self.lines.len() != before
     }
 

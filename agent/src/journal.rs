@@ -53,6 +53,10 @@ pub struct Journal {
     /// Deploys ever finished, by result: never pruned, so it is a true counter.
     #[serde(default)]
     pub deploys: std::collections::BTreeMap<String, u64>,
+    /// Release ids in the order they became current (a deploy that succeeded, a
+    /// rollback), oldest first. "Previous" is read from here, not from id order.
+    #[serde(default)]
+    pub history: Vec<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -117,6 +121,21 @@ impl Journal {
         }
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         atomic::write_file(path, &bytes)
+    }
+
+    /// Records that `id` is now serving.
+    pub fn note_current(&mut self, id: &str) {
+        self.history.retain(|h| h != id);
+        self.history.push(id.to_string());
+    }
+
+    /// The release that served before `current`, among those still on disk.
+    pub fn previous(&self, current: &str, on_disk: &[String]) -> Option<String> {
+        self.history
+            .iter()
+            .rev()
+            .find(|id| *id != current && on_disk.contains(id))
+            .cloned()
     }
 
     /// The most recent finished deploy.

@@ -157,10 +157,14 @@ impl Layout {
         ids
     }
 
-    /// The release before `current` by id order (ids sort by time).
-    pub fn previous(&self) -> Option<String> {
+    /// The release that served before `current`: from the journal's history when it
+    /// knows, else the release before `current` by id order (ids sort by time).
+    pub fn previous(&self, journal: &crate::journal::Journal) -> Option<String> {
         let current = self.current()?;
-        self.list().into_iter().rev().find(|id| *id < current)
+        let on_disk = self.list();
+        journal
+            .previous(&current, &on_disk)
+            .or_else(|| on_disk.into_iter().rev().find(|id| *id < current))
     }
 
     /// Points `current` at `releases/ID` atomically: a new symlink under a temp name,
@@ -223,15 +227,15 @@ impl Layout {
         Ok(done)
     }
 
-    /// Removes releases beyond `keep` (oldest first), never `current` or `previous`.
-    pub fn prune(&self, keep: usize) -> Vec<String> {
+    /// Removes releases beyond `keep` (oldest first), never `current` nor the ones in
+    /// `protect` (the previous release).
+    pub fn prune(&self, keep: usize, protect: &[String]) -> Vec<String> {
         let current = self.current();
-        let previous = self.previous();
         let all = self.list();
         let excess = all.len().saturating_sub(keep);
         let mut removed = Vec::new();
         for id in all.into_iter().take(excess) {
-            if Some(&id) == current.as_ref() || Some(&id) == previous.as_ref() {
+            if Some(&id) == current.as_ref() || protect.contains(&id) {
                 continue;
             }
             if std::fs::remove_dir_all(self.release(&id)).is_ok() {
@@ -337,10 +341,11 @@ mod tests {
         std::fs::create_dir_all(layout.release("r5.tmp")).unwrap();
         layout.switch("r2").unwrap();
         assert_eq!(layout.current().as_deref(), Some("r2"));
-        assert_eq!(layout.previous().as_deref(), Some("r1"));
+        let journal = crate::journal::Journal::default();
+        assert_eq!(layout.previous(&journal).as_deref(), Some("r1"));
         assert_eq!(layout.list(), vec!["r1", "r2", "r3", "r4"]);
         // keep 2: r1 is previous and r2 current, so only r3 could go (r4 is newest).
-        let removed = layout.prune(2);
+        let removed = layout.prune(2, &["r1".to_string()]);
         assert_eq!(removed, vec!["r3"]);
 
         let release = layout.release("r4");

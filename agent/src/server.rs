@@ -303,7 +303,7 @@ impl Agent for AgentService {
         let releases = journal.list(
             &layout.list(),
             &layout.current().unwrap_or_default(),
-            &layout.previous().unwrap_or_default(),
+            &layout.previous(&journal).unwrap_or_default(),
         );
         Ok(Response::new(pb::ListReleasesResponse { releases }))
     }

@@ -158,6 +158,7 @@ pub struct AgentBuilder<'a> {
     health_interval: String,
     apps: String,
     extra_agent: String,
+    env: Vec<(String, String)>,
 }
 
 impl<'a> AgentBuilder<'a> {
@@ -167,6 +168,7 @@ impl<'a> AgentBuilder<'a> {
             health_interval: "1s".into(),
             apps: String::new(),
             extra_agent: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -189,6 +191,13 @@ impl<'a> AgentBuilder<'a> {
         self
     }
 
+    /// An extra environment variable for the spawned `hoistd` (kept across
+    /// [`Agent::restart`]); its tools (`docker`, `supervisorctl`, ...) inherit it.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     pub fn config_text(&self, dir: &Path) -> String {
         let ca = self.pki.ca_dir();
         format!(
@@ -207,7 +216,9 @@ impl<'a> AgentBuilder<'a> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, self.config_text(dir.path())).expect("write config");
-        Agent::start(dir, config).await.expect("start hoistd")
+        Agent::start(dir, config, self.env)
+            .await
+            .expect("start hoistd")
     }
 }
 
@@ -219,15 +230,21 @@ pub struct Agent {
     pub metrics: Option<String>,
     pub log: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
-    async fn start(dir: TempDir, config: PathBuf) -> anyhow::Result<Agent> {
+    async fn start(
+        dir: TempDir,
+        config: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Agent> {
         let log = dir.path().join("hoistd.log");
         let child = Command::new(bin("hoistd"))
             .arg("--config")
             .arg(&config)
             .env("HOIST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -240,6 +257,7 @@ impl Agent {
             config,
             child: Some(child),
             dir,
+            env,
         };
         let listen = agent.dir.path().join("state/listen");
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -276,7 +294,8 @@ impl Agent {
         let _ = std::fs::remove_file(self.dir.path().join("state/listen"));
         let old_log = self.log_text();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let agent = Agent::start(dir, self.config.clone())
+        let env = std::mem::take(&mut self.env);
+        let agent = Agent::start(dir, self.config.clone(), env)
             .await
             .expect("restart hoistd");
         let _ = std::fs::write(agent.dir.path().join("hoistd.previous.log"), old_log);

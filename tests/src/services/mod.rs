@@ -1,6 +1,7 @@
 //! Real external services started on loopback in temp dirs for the end-to-end tests;
 //! each is stopped when dropped.
 
+pub mod docker;
 pub mod git;
 pub mod http_health;
 pub mod nginx_php;
