@@ -20,9 +20,8 @@ pub fn required_role(path: &str) -> Option<Role> {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
             | "EnvList" => Some(Role::Viewer),
-            "Deploy" | "Rollback" | "Restart" | "Lock" | "Unlock" | "EnvSet" | "EnvUnset" => {
-                Some(Role::Deployer)
-            }
+            "Deploy" | "Rollback" | "Restart" | "Lock" | "Unlock" | "EnvSet" | "EnvUnset"
+            | "RecordRefusal" => Some(Role::Deployer),
             _ => None,
         },
         "grpc.health.v1.Health" => match method {

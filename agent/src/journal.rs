@@ -87,6 +87,7 @@ pub fn result_name(result: JobResult) -> &'static str {
         JobResult::Failed => "failed",
         JobResult::RolledBack => "rolled_back",
         JobResult::Interrupted => "interrupted",
+        JobResult::Refused => "refused",
         JobResult::Unspecified => "unknown",
     }
 }
@@ -230,6 +231,7 @@ fn result_from_name(name: &str) -> JobResult {
         JobResult::Failed,
         JobResult::RolledBack,
         JobResult::Interrupted,
+        JobResult::Refused,
     ]
     .into_iter()
     .find(|r| result_name(*r) == name)

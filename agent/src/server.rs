@@ -421,6 +421,38 @@ impl Agent for AgentService {
             .await?;
         Ok(Response::new(job.follow()))
     }
+    async fn record_refusal(
+        &self,
+        request: Request<pb::RecordRefusalRequest>,
+    ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
+        let who = who(&request);
+        let req = request.into_inner();
+        crate::jobs::validate_id(&req.job_id)?;
+        if req.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "say why the operation was refused",
+            ));
+        }
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, &req.app)?;
+        let path = Journal::path(&config.agent.state_dir, &app.name);
+        let mut journal = Journal::load(&path);
+        let kind = crate::journal::kind_name(req.kind());
+        journal.record_job(crate::journal::JobRecord {
+            job_id: req.job_id,
+            kind: kind.into(),
+            r#ref: req.r#ref,
+            who,
+            started_at_ms: crate::journal::now_ms(),
+            result: crate::journal::result_name(pb::JobResult::Refused).into(),
+            error: req.reason,
+            ..Default::default()
+        });
+        journal
+            .save(&path)
+            .map_err(|e| Status::internal(format!("cannot write the journal: {e}")))?;
+        Ok(Response::new(pb::RecordRefusalResponse {}))
+    }
 }
 
 /// The caller's name from its certificate: the author of jobs and holder of locks.

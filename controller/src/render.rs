@@ -46,6 +46,7 @@ pub fn result_name(result: i32) -> &'static str {
         JobResult::Failed => "failed",
         JobResult::RolledBack => "rolled back",
         JobResult::Interrupted => "interrupted",
+        JobResult::Refused => "refused",
         JobResult::Unspecified => "unknown",
     }
 }
@@ -62,7 +63,7 @@ pub fn result_tone(result: i32) -> Tone {
     match JobResult::try_from(result).unwrap_or(JobResult::Unspecified) {
         JobResult::Succeeded => Tone::Good,
         JobResult::Running => Tone::Plain,
-        JobResult::RolledBack => Tone::Warn,
+        JobResult::RolledBack | JobResult::Refused => Tone::Warn,
         JobResult::Failed | JobResult::Interrupted | JobResult::Unspecified => Tone::Bad,
     }
 }

@@ -188,93 +188,20 @@ fn check_cell(checks: &[CheckStatus]) -> Cell {
     }
 }
 
-const HEADER: [&str; 10] = [
-    "HOST", "UP", "VERSION", "CPU", "MEM", "DISK", "LOAD", "APP", "RELEASE", "SERVICES",
+/// The columns of the status table (`hoist status`, `hoist top`).
+pub const HEADER: [&str; 11] = [
+    "HOST", "UP", "VERSION", "CPU", "MEM", "DISK", "LOAD", "APP", "RELEASE", "SERVICES", "CHECKS",
 ];
 
 /// The status table, with the failing checks' output and the unreachable hosts' errors
 /// listed underneath (the table alone cannot say why).
 pub fn render(reports: &[HostReport], colour: bool) -> String {
-    let mut header = HEADER.to_vec();
-    header.push("CHECKS");
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for report in reports {
-        let host = Cell::new(report.name.clone(), Tone::Plain);
-        match &report.result {
-            Err(err) => {
-                let mut row = vec![host, Cell::new("no", Tone::Bad)];
-                row.extend((2..header.len()).map(|_| Cell::new("-", Tone::Dim)));
-                rows.push(row);
-                notes.push(paint_note(
-                    &format!("{} ({}) unreachable: {err}", report.name, report.address),
-                    Tone::Bad,
-                    colour,
-                ));
-            }
-            Ok(status) => {
-                let mut base = vec![host, Cell::new("yes", Tone::Good)];
-                base.push(Cell::from(status.version.clone()));
-                base.extend(resource_cells(
-                    &status.resources.clone().unwrap_or_default(),
-                ));
-                if status.apps.is_empty() {
-                    let mut row = base.clone();
-                    row.extend((0..4).map(|_| Cell::new("-", Tone::Dim)));
-                    rows.push(row);
-                }
-                for (i, app) in status.apps.iter().enumerate() {
-                    let mut row = if i == 0 {
-                        base.clone()
-                    } else {
-                        (0..base.len()).map(|_| Cell::from("")).collect()
-                    };
-                    row.push(Cell::from(app.name.clone()));
-                    row.push(if app.current_release.is_empty() {
-                        Cell::new("(none)", Tone::Dim)
-                    } else {
-                        Cell::from(app.current_release.clone())
-                    });
-                    row.push(service_cell(app));
-                    row.push(check_cell(&app.checks));
-                    rows.push(row);
-                    for c in app.checks.iter().filter(|c| c.has_run && !c.ok) {
-                        notes.push(paint_note(
-                            &format!(
-                                "{} {}: check {} failing: {}",
-                                report.name,
-                                app.name,
-                                c.name,
-                                c.output.trim()
-                            ),
-                            Tone::Bad,
-                            colour,
-                        ));
-                    }
-                    for s in app
-                        .services
-                        .iter()
-                        .filter(|s| s.state != ServiceState::Running as i32)
-                    {
-                        notes.push(paint_note(
-                            &format!(
-                                "{} {}: {} {} is {}: {}",
-                                report.name,
-                                app.name,
-                                s.kind,
-                                s.name,
-                                state_name(s.state),
-                                s.detail
-                            ),
-                            Tone::Warn,
-                            colour,
-                        ));
-                    }
-                }
-            }
-        }
+        host_rows(report, colour, &mut rows, &mut notes);
     }
-    let mut out = table::render(&header, &rows, colour);
+    let mut out = table::render(&HEADER, &rows, colour);
     if !notes.is_empty() {
         out.push('\n');
         for n in notes {
@@ -283,6 +210,90 @@ pub fn render(reports: &[HostReport], colour: bool) -> String {
         }
     }
     out
+}
+
+/// One host's rows of the status table (one per app; the host columns on the first),
+/// and the notes that explain them (unreachable, failing checks, services down),
+/// already painted.
+pub fn host_rows(
+    report: &HostReport,
+    colour: bool,
+    rows: &mut Vec<Vec<Cell>>,
+    notes: &mut Vec<String>,
+) {
+    let host = Cell::new(report.name.clone(), Tone::Plain);
+    match &report.result {
+        Err(err) => {
+            let mut row = vec![host, Cell::new("no", Tone::Bad)];
+            row.extend((2..HEADER.len()).map(|_| Cell::new("-", Tone::Dim)));
+            rows.push(row);
+            notes.push(paint_note(
+                &format!("{} ({}) unreachable: {err}", report.name, report.address),
+                Tone::Bad,
+                colour,
+            ));
+        }
+        Ok(status) => {
+            let mut base = vec![host, Cell::new("yes", Tone::Good)];
+            base.push(Cell::from(status.version.clone()));
+            base.extend(resource_cells(
+                &status.resources.clone().unwrap_or_default(),
+            ));
+            if status.apps.is_empty() {
+                let mut row = base.clone();
+                row.extend((0..4).map(|_| Cell::new("-", Tone::Dim)));
+                rows.push(row);
+            }
+            for (i, app) in status.apps.iter().enumerate() {
+                let mut row = if i == 0 {
+                    base.clone()
+                } else {
+                    (0..base.len()).map(|_| Cell::from("")).collect()
+                };
+                row.push(Cell::from(app.name.clone()));
+                row.push(if app.current_release.is_empty() {
+                    Cell::new("(none)", Tone::Dim)
+                } else {
+                    Cell::from(app.current_release.clone())
+                });
+                row.push(service_cell(app));
+                row.push(check_cell(&app.checks));
+                rows.push(row);
+                for c in app.checks.iter().filter(|c| c.has_run && !c.ok) {
+                    notes.push(paint_note(
+                        &format!(
+                            "{} {}: check {} failing: {}",
+                            report.name,
+                            app.name,
+                            c.name,
+                            c.output.trim()
+                        ),
+                        Tone::Bad,
+                        colour,
+                    ));
+                }
+                for s in app
+                    .services
+                    .iter()
+                    .filter(|s| s.state != ServiceState::Running as i32)
+                {
+                    notes.push(paint_note(
+                        &format!(
+                            "{} {}: {} {} is {}: {}",
+                            report.name,
+                            app.name,
+                            s.kind,
+                            s.name,
+                            state_name(s.state),
+                            s.detail
+                        ),
+                        Tone::Warn,
+                        colour,
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn paint_note(text: &str, tone: Tone, colour: bool) -> String {

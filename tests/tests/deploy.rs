@@ -6,9 +6,9 @@
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
 use hoist_proto::v1::{
-    AttachRequest, DeployRequest, JobEvent, JobLogRequest, JobResult, ListReleasesRequest,
-    LockRequest, RestartRequest, RollbackRequest, StatusRequest, UnlockRequest,
-    agent_client::AgentClient, job_event::Kind,
+    AttachRequest, DeployRequest, JobEvent, JobKind, JobLogRequest, JobResult, ListReleasesRequest,
+    LockRequest, RecordRefusalRequest, RestartRequest, RollbackRequest, StatusRequest,
+    UnlockRequest, agent_client::AgentClient, job_event::Kind,
 };
 use hoist_tests::{
     e2e,
@@ -478,6 +478,30 @@ async fn failure_paths_change_nothing() {
     })
     .await;
     assert_eq!(current(&deploy_to), good, "current untouched");
+
+    // A refusal by the controller (deploy window) is recorded in the journal.
+    client
+        .record_refusal(RecordRefusalRequest {
+            app: "web".into(),
+            job_id: "refused-1".into(),
+            kind: JobKind::Deploy.into(),
+            r#ref: "main".into(),
+            reason: "outside the deploy window Tue-Thu 10:00-16:00".into(),
+        })
+        .await
+        .unwrap();
+    let log = client
+        .job_log(JobLogRequest {
+            app: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(log.jobs[0].job_id, "refused-1");
+    assert_eq!(log.jobs[0].result(), JobResult::Refused);
+    assert!(log.jobs[0].error.contains("deploy window"));
+    assert_eq!(current(&deploy_to), good);
 }
 
 #[tokio::test]

@@ -1,0 +1,314 @@
+//! A docker compose app deployed by a real hoistd against a real, private Docker engine:
+//! the release's `docker-compose.yml` is brought up with `up -d --force-recreate`, an
+//! upgrade recreates the container on the new image, and a rollback recreates it from
+//! the previous release's compose file. Images are made locally (`docker import` of a
+//! busybox rootfs); the container serves its image's version with busybox httpd on the
+//! host network, which the app's HTTP check gates.
+
+use std::{path::Path, time::Duration};
+
+use hoist_proto::v1::{
+    AppStatus, DeployRequest, JobEvent, JobResult, RollbackRequest, ServiceState, StatusRequest,
+    job_event::Kind,
+};
+use hoist_tests::{
+    e2e,
+    harness::{Agent, AgentBuilder, Pki, Who, http_get},
+    services::{docker::Docker, git::AppRepo},
+};
+use tokio_stream::StreamExt as _;
+
+const TEST: &str = "compose_app_deploys_upgrades_and_rolls_back";
+const PROJECT: &str = "shop";
+const SERVICE: &str = "web";
+const V1: &str = "hoist-test/app:v1";
+const V2: &str = "hoist-test/app:v2";
+const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The tools this test needs, or `None` (after a SKIPPED line) when one is missing.
+fn require_tools() -> Option<()> {
+    e2e::require("dockerd", "docker.io", TEST)?;
+    e2e::require("docker", "docker.io", TEST)?;
+    e2e::require("docker-compose", "docker-compose", TEST)?;
+    e2e::require("busybox", "busybox-static", TEST)?;
+    if nix::unistd::Uid::effective().is_root() {
+        return Some(());
+    }
+    let message = format!("{TEST}: a private dockerd needs root");
+    assert!(!e2e::strict(), "{message}; HOIST_E2E=1 makes this a failure");
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {message}\n").as_bytes(),
+    );
+    None
+}
+
+/// The app's compose file: one `web` service on `image`, serving `/www` on the host's
+/// loopback `port`; `init` makes it stop at once on SIGTERM.
+fn compose_file(image: &str, port: u16) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    network_mode: host
+    init: true
+    command: ["httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "/www"]
+"#
+    )
+}
+
+fn app_toml(repo: &AppRepo, deploy_to: &Path, port: u16) -> String {
+    format!(
+        r#"
+[[app]]
+name = "shop"
+repo = "{repo}"
+deploy_to = "{deploy_to}"
+keep_releases = 3
+step_timeout = "60s"
+
+[[app.services]]
+kind = "compose"
+project = "{PROJECT}"
+services = ["{SERVICE}"]
+compose_file = "docker-compose.yml"
+timeout = "90s"
+
+[[app.checks]]
+kind = "http"
+name = "web"
+url = "http://127.0.0.1:{port}/version"
+expect_status = 200
+timeout = "2s"
+retries = 40
+interval = "250ms"
+"#,
+        repo = repo.url(),
+        deploy_to = deploy_to.display(),
+    )
+}
+
+async fn collect(stream: tonic::Streaming<JobEvent>) -> Vec<JobEvent> {
+    tokio::time::timeout(JOB_TIMEOUT, stream.map(|e| e.unwrap()).collect())
+        .await
+        .expect("job finished in time")
+}
+
+fn result(events: &[JobEvent]) -> (JobResult, String, String) {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(Kind::Finished(f)) => Some((f.result(), f.release.clone(), f.error.clone())),
+            _ => None,
+        })
+        .expect("a finished event")
+}
+
+fn output(events: &[JobEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Output(o)) => Some(format!("{}: {}", o.step, o.line)),
+            Some(Kind::Notice(n)) => Some(format!("notice: {}", n.message)),
+            Some(Kind::StepFinished(f)) if !f.ok => Some(format!("FAILED {}: {}", f.step, f.error)),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a deploy or rollback to the end and asserts it succeeded; returns the release
+/// and the job's output.
+async fn succeeded(agent: &Agent, docker: &Docker, events: Vec<JobEvent>) -> (String, String) {
+    let (res, release, err) = result(&events);
+    let out = output(&events);
+    assert_eq!(
+        res,
+        JobResult::Succeeded,
+        "{err}\n{out}\n--- hoistd log:\n{}\n--- dockerd log (tail):\n{}",
+        agent.log_text(),
+        tail(&docker.log_text(), 40)
+    );
+    (release, out)
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn deploy(agent: &Agent, pki: &Pki, docker: &Docker, id: &str, r#ref: &str) -> String {
+    let mut client = agent.connect(pki, Who::Deployer).await.unwrap();
+    let stream = client
+        .deploy(DeployRequest {
+            app: "shop".into(),
+            r#ref: r#ref.into(),
+            deploy_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (release, out) = succeeded(agent, docker, collect(stream).await).await;
+    assert!(
+        out.contains(&format!("{PROJECT} recreated: {SERVICE}: Up")),
+        "the restart step reports the recreated service:\n{out}"
+    );
+    release
+}
+
+/// The one running `shop/web` container: its id, image and the dir compose ran in.
+struct Running {
+    id: String,
+    image: String,
+    working_dir: String,
+}
+
+fn running(docker: &Docker) -> Running {
+    let all = docker.compose_containers(PROJECT, SERVICE, true).unwrap();
+    let id = docker
+        .container_id(PROJECT, SERVICE)
+        .unwrap_or_else(|| panic!("exactly one running {PROJECT}/{SERVICE} container: {all:?}"));
+    assert_eq!(all, [id.clone()], "no other {PROJECT}/{SERVICE} container");
+    Running {
+        image: docker.container_image(&id).unwrap(),
+        working_dir: docker
+            .inspect(
+                &id,
+                "{{index .Config.Labels \"com.docker.compose.project.working_dir\"}}",
+            )
+            .unwrap(),
+        id,
+    }
+}
+
+async fn served(port: u16) -> String {
+    http_get(&format!("127.0.0.1:{port}"), "/version")
+        .await
+        .unwrap()
+}
+
+async fn app_status(agent: &Agent, pki: &Pki) -> AppStatus {
+    let mut client = agent.connect(pki, Who::Viewer).await.unwrap();
+    let status = client
+        .status(StatusRequest { app: "shop".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    status.apps.into_iter().next().expect("the shop app")
+}
+
+/// Waits until the status RPC reports the compose service running.
+async fn compose_running(agent: &Agent, pki: &Pki) -> String {
+    e2e::eventually(
+        "status reports compose shop running",
+        Duration::from_secs(20),
+        || async {
+            let app = app_status(agent, pki).await;
+            let service = app
+                .services
+                .iter()
+                .find(|s| s.kind == "compose" && s.name == PROJECT)
+                .ok_or_else(|| format!("no compose service in {:?}", app.services))?;
+            if service.state() == ServiceState::Running {
+                Ok(service.detail.clone())
+            } else {
+                Err(format!("{:?}: {}", service.state(), service.detail))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_app_deploys_upgrades_and_rolls_back() {
+    let Some(()) = require_tools() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let docker = Docker::start().expect("start a private dockerd");
+    let engine_ready = started.elapsed();
+    docker
+        .import_image(V1, &[("www/version", "v1\n")])
+        .expect("import v1");
+    docker
+        .import_image(V2, &[("www/version", "v2\n")])
+        .expect("import v2");
+
+    let port = e2e::free_port();
+    let repo = AppRepo::new_static(&[("docker-compose.yml", &compose_file(V1, port))]);
+    let v1_commit = repo.head();
+    let deploy_root = tempfile::tempdir().unwrap();
+    let deploy_to = deploy_root.path().join("shop");
+    let pki = Pki::new();
+    let agent = AgentBuilder::new(&pki)
+        .env("DOCKER_HOST", &docker.host())
+        .apps(&app_toml(&repo, &deploy_to, port))
+        .start()
+        .await;
+
+    // v1: compose brings the service up on image v1 from the release dir.
+    let r1 = deploy(&agent, &pki, &docker, "compose-v1", &v1_commit).await;
+    let v1 = running(&docker);
+    assert_eq!(v1.image, V1);
+    assert_eq!(
+        Path::new(&v1.working_dir),
+        deploy_to.join("releases").join(&r1),
+        "compose ran in the v1 release"
+    );
+    assert_eq!(served(port).await, "v1\n");
+    let detail = compose_running(&agent, &pki).await;
+    assert!(detail.contains("web: Up"), "{detail}");
+
+    // v2: the compose file names image v2; the container is recreated on it.
+    let v2_commit = repo.commit_version("2", &[("docker-compose.yml", &compose_file(V2, port))]);
+    let r2 = deploy(&agent, &pki, &docker, "compose-v2", &v2_commit).await;
+    assert_ne!(r1, r2);
+    let v2 = running(&docker);
+    assert_ne!(v2.id, v1.id, "a new container for v2");
+    assert_eq!(v2.image, V2);
+    assert_eq!(
+        Path::new(&v2.working_dir),
+        deploy_to.join("releases").join(&r2)
+    );
+    assert_eq!(served(port).await, "v2\n");
+    compose_running(&agent, &pki).await;
+
+    // Rollback: back on v1's release and compose file, in a fresh container on v1.
+    let mut client = agent.connect(&pki, Who::Deployer).await.unwrap();
+    let stream = client
+        .rollback(RollbackRequest {
+            app: "shop".into(),
+            job_id: "compose-rb".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (back, out) = succeeded(&agent, &docker, collect(stream).await).await;
+    assert_eq!(back, r1, "rolled back to the v1 release");
+    assert!(out.contains(&format!("{PROJECT} recreated")), "{out}");
+    let rolled = running(&docker);
+    assert_ne!(rolled.id, v2.id, "the v2 container is replaced");
+    assert_ne!(rolled.id, v1.id, "a new container, not the old v1 one");
+    assert_eq!(rolled.image, V1);
+    assert_eq!(
+        Path::new(&rolled.working_dir),
+        deploy_to.join("releases").join(&r1),
+        "compose ran with v1's compose file"
+    );
+    assert_eq!(served(port).await, "v1\n");
+    let app = app_status(&agent, &pki).await;
+    assert_eq!(app.current_release, r1);
+    compose_running(&agent, &pki).await;
+
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "{TEST}: dockerd ({}) ready in {engine_ready:?}, whole test {:?}\n",
+            docker.storage_driver(),
+            started.elapsed()
+        )
+        .as_bytes(),
+    );
+}
