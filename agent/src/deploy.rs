@@ -975,7 +975,10 @@ async fn deploy(
             commit: commit.clone(),
             error: String::new(),
         },
-        Err(f) => auto_rollback(ctx, f, &id, &previous, &commit, migrate, maintenance).await,
+        Err(f) => {
+            let migrated = migrate && ctx.app.steps.migrate.is_some();
+            auto_rollback(ctx, f, &id, &previous, &commit, migrated, maintenance).await
+        }
     };
     if outcome.result == JobResult::Succeeded {
         note_current(ctx, &id, &previous);

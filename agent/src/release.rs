@@ -162,9 +162,10 @@ impl Layout {
     pub fn previous(&self, journal: &crate::journal::Journal) -> Option<String> {
         let current = self.current()?;
         let on_disk = self.list();
-        journal
-            .previous(&current, &on_disk)
-            .or_else(|| on_disk.into_iter().rev().find(|id| *id < current))
+        if !journal.history.is_empty() {
+            return journal.previous(&current, &on_disk);
+        }
+        on_disk.into_iter().rev().find(|id| *id < current)
     }
 
     /// Points `current` at `releases/ID` atomically: a new symlink under a temp name,
