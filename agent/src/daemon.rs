@@ -105,7 +105,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let incoming = tls::incoming(listener, tls_rx);
-    let agent = AgentService::new(config_rx.clone(), snap_rx, apps);
+    let agent = AgentService::new(config_rx.clone(), snap_rx, apps, stop_tx.subscribe());
     let server = Server::builder()
         .layer(AuthzLayer)
         .add_service(health_service)

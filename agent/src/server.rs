@@ -30,6 +30,8 @@ pub struct AgentService {
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<monitor::Snapshot>>,
     apps: Apps,
+    /// Becomes true when the agent starts draining: live streams end then.
+    stopping: watch::Receiver<bool>,
     started_at: SystemTime,
 }
 
@@ -38,11 +40,13 @@ impl AgentService {
         config: watch::Receiver<Arc<Config>>,
         snapshot: watch::Receiver<Arc<monitor::Snapshot>>,
         apps: Apps,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         AgentService {
             config,
             snapshot,
             apps,
+            stopping,
             started_at: SystemTime::now(),
         }
     }
@@ -118,6 +122,7 @@ impl Agent for AgentService {
         Self::check_app(&self.config.borrow(), &req.app)?;
         let (tx, rx) = mpsc::channel(2);
         let this = self.clone();
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {
                 let status = this.status_now(&req.app).await;
@@ -131,6 +136,7 @@ impl Agent for AgentService {
                 tokio::select! {
                     _ = tokio::time::sleep(interval.max(MIN_WATCH_INTERVAL)) => {}
                     _ = tx.closed() => return,
+                    _ = stopping.wait_for(|s| *s) => return,
                 }
             }
         });

@@ -181,17 +181,29 @@ fn compose_filter(project: &str) -> String {
     format!("label=com.docker.compose.project={project}")
 }
 
-async fn compose(project: &str, services: &[String]) -> (ServiceState, String) {
-    let filter = compose_filter(project);
-    let args = [
+/// The `docker ps` filter leaving out one-off containers (`compose run`, e.g. a
+/// migration): they carry the service's label, but an exited one is not the service
+/// being down.
+const COMPOSE_NOT_ONEOFF: &str = "label=com.docker.compose.oneoff=False";
+
+/// `docker ps` arguments listing a compose project's service containers (`filter` is
+/// [`compose_filter`]'s).
+fn docker_ps_args(filter: &str) -> [&str; 8] {
+    [
         "ps",
         "--all",
         "--filter",
-        &filter,
+        filter,
+        "--filter",
+        COMPOSE_NOT_ONEOFF,
         "--format",
         DOCKER_PS_FORMAT,
-    ];
-    match tool("docker", &args).await {
+    ]
+}
+
+async fn compose(project: &str, services: &[String]) -> (ServiceState, String) {
+    let filter = compose_filter(project);
+    match tool("docker", &docker_ps_args(&filter)).await {
         Err(err) => (ServiceState::Unknown, err),
         Ok((false, out)) => (ServiceState::Unknown, out.trim().to_string()),
         Ok((true, out)) => parse_docker_ps(&out, services),
@@ -890,15 +902,8 @@ async fn restart_compose(
             err => err,
         })?;
     let filter = compose_filter(target.project);
-    let ps = [
-        "docker",
-        "ps",
-        "--all",
-        "--filter",
-        &filter,
-        "--format",
-        DOCKER_PS_FORMAT,
-    ];
+    let mut ps = vec!["docker"];
+    ps.extend(docker_ps_args(&filter));
     let ps = &ps;
     let detail = run
         .poll(move || async move {
@@ -1391,6 +1396,16 @@ mod tests {
         assert_send(&restart(&service, Path::new("/"), &tx));
     }
 
+    /// A test's child process, killed and reaped however the test ends.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[tokio::test]
     async fn signal_restarts() {
         let dir = tempfile::tempdir().unwrap();
@@ -1407,23 +1422,31 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("d.pid does not exist"), "{err}");
 
-        // A daemon that ignores SIGHUP: nothing to observe, alive after the settle.
+        // A daemon without workers that ignores SIGHUP (the ignored disposition survives
+        // the exec): nothing to observe, so alive after the settle is success.
         let ready = dir.path().join("ready");
-        let script = format!(
-            "trap '' HUP; : > {}; while :; do sleep 1; done",
-            ready.display()
+        let script = format!("trap '' HUP; : > {}; exec sleep 1000", ready.display());
+        let mut daemon = Reaped(
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap(),
         );
-        let mut daemon = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .spawn()
-            .unwrap();
+        let pid = daemon.0.id();
+        std::fs::write(&pidfile, pid.to_string()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !ready.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::fs::write(&pidfile, daemon.id().to_string()).unwrap();
+        let started = std::time::Instant::now();
         let summary = restart(&service("SIGHUP"), dir.path(), &tx).await.unwrap();
-        assert!(summary.contains("still running"), "{summary}");
+        assert_eq!(
+            summary,
+            format!(
+                "SIGHUP handled: pid {pid} still running 1s after the signal (nothing else to observe)"
+            )
+        );
+        assert!(started.elapsed() >= SIGNAL_SETTLE);
 
         // SIGTERM kills it: the restart fails (it stays a zombie until reaped below).
         let err = restart(&service("SIGTERM"), dir.path(), &tx)
@@ -1431,9 +1454,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("signal d: pid {} exited after SIGTERM", daemon.id())
+            format!("signal d: pid {pid} exited after SIGTERM")
         );
-        daemon.wait().unwrap();
+        daemon.0.wait().unwrap();
         let err = restart(&service("SIGHUP"), dir.path(), &tx)
             .await
             .unwrap_err();

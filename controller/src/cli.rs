@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     Failure, ca, client, demo,
-    deploy::{self, DeployOptions, RestartOptions, RollbackOptions},
+    deploy::{self, RestartOptions},
     env,
     fleet::{self, Host, MigrateOn},
     joblog,
@@ -54,10 +54,11 @@ pub enum Command {
     Ca(CaCommand),
     /// Health, release and resources of every host.
     Status(StatusArgs),
-    /// Deploy a ref of an app to the selected hosts, one host after another; the first
-    /// host that fails (or is rolled back) stops the deploy.
+    /// Roll a ref of an app out to the selected hosts: locks first, canary and batches
+    /// with a bake after each, a fleet-wide failure budget, rollback of what it switched.
     Deploy(DeployArgs),
-    /// Return an app to an earlier release (the previous one unless --to names one).
+    /// Return an app to an earlier release (the previous one unless --to names one),
+    /// batch by batch.
     Rollback(RollbackArgs),
     /// Restart or reload an app's services (all of them unless --service names one).
     Restart(RestartArgs),
@@ -73,6 +74,8 @@ pub enum Command {
     Lock(LockArgs),
     /// Release an app's manual lock (any lock with --force).
     Unlock(UnlockArgs),
+    /// Live full-screen view of the fleet's health and resources (`--once`: one frame).
+    Top(crate::top::TopArgs),
     /// Prometheus file_sd JSON for the fleet's metrics endpoints.
     Targets,
     /// Run the whole job on this machine: a CA, three local agents, status.
@@ -158,6 +161,12 @@ pub struct DeployArgs {
     /// Why this deploy (required with --force); recorded in every host's journal.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// Watch window after the canary and after each batch: checks stay green, gates
+    /// hold. Default: `bake` in [deploy].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub bake: Option<Duration>,
+    #[command(flatten)]
+    pub rollout: crate::rollout::RolloutFlags,
     /// Limit for connecting to each agent; the deploy itself takes as long as it needs.
     #[arg(long, default_value = JOB_CONNECT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
@@ -182,6 +191,8 @@ pub struct RollbackArgs {
     /// Why; recorded in every host's journal.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub rollout: crate::rollout::RolloutFlags,
     /// Limit for connecting to each agent.
     #[arg(long, default_value = JOB_CONNECT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
@@ -311,17 +322,20 @@ fn parse_migrate_on(s: &str) -> Result<MigrateOn, String> {
     s.parse()
 }
 
-fn load_fleet(global: &Global) -> Result<fleet::Fleet, Failure> {
+pub(crate) fn load_fleet(global: &Global) -> Result<fleet::Fleet, Failure> {
     fleet::load(&global.fleet).map_err(Failure::usage)
 }
 
-fn select<'f>(fleet: &'f fleet::Fleet, global: &Global) -> Result<Vec<&'f Host>, Failure> {
+pub(crate) fn select<'f>(
+    fleet: &'f fleet::Fleet,
+    global: &Global,
+) -> Result<Vec<&'f Host>, Failure> {
     fleet
         .select(&global.hosts, global.group.as_deref())
         .map_err(Failure::usage)
 }
 
-fn credentials(fleet: &fleet::Fleet) -> Result<client::Credentials, Failure> {
+pub(crate) fn credentials(fleet: &fleet::Fleet) -> Result<client::Credentials, Failure> {
     client::Credentials::load(&fleet.tls).map_err(Failure::usage)
 }
 
@@ -382,61 +396,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Deploy(args) => {
-            let mut options = DeployOptions {
-                app: args.app,
-                git_ref: args.git_ref,
-                migrate_on: args.migrate_on.unwrap_or_default(),
-                allow_missing_env: args.allow_missing_env,
-                force: args.force,
-                reason: args.reason,
-            };
-            options.validate().map_err(usage)?;
-            let fleet = load_fleet(&global)?;
-            if args.migrate_on.is_none() {
-                options.migrate_on = fleet.deploy.migrate_on;
-            }
-            let hosts = select(&fleet, &global)?;
-            let creds = credentials(&fleet)?;
-            let mut stdout = std::io::stdout();
-            let mut out = Output::new(&mut stdout, table::use_colour(), global.json);
-            let mut interrupt = Interrupt::ctrl_c();
-            let mut session = Session {
-                creds: &creds,
-                timeout: args.timeout,
-                out: &mut out,
-                interrupt: &mut interrupt,
-                detach_after: 2,
-            };
-            let report = deploy::deploy(&mut session, &hosts, &options).await?;
-            finish(&report, &mut out)
-        }
-        Command::Rollback(args) => {
-            let options = RollbackOptions {
-                app: args.app,
-                to_release: args.to_release,
-                migrate: args.migrate,
-                restore_db: args.restore_db,
-                yes: args.yes,
-                reason: args.reason,
-            };
-            options.validate().map_err(usage)?;
-            let fleet = load_fleet(&global)?;
-            let hosts = select(&fleet, &global)?;
-            let creds = credentials(&fleet)?;
-            let mut stdout = std::io::stdout();
-            let mut out = Output::new(&mut stdout, table::use_colour(), global.json);
-            let mut interrupt = Interrupt::ctrl_c();
-            let mut session = Session {
-                creds: &creds,
-                timeout: args.timeout,
-                out: &mut out,
-                interrupt: &mut interrupt,
-                detach_after: 2,
-            };
-            let report = deploy::rollback(&mut session, &hosts, &options).await?;
-            finish(&report, &mut out)
-        }
+        Command::Deploy(args) => crate::rollout::deploy_command(&global, args).await,
+        Command::Rollback(args) => crate::rollout::rollback_command(&global, args).await,
         Command::Restart(args) => {
             let options = RestartOptions {
                 app: args.app,
@@ -544,6 +505,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
+        Command::Top(args) => crate::top::run(&global, args).await,
         Command::Targets => {
             let fleet = load_fleet(&global)?;
             let hosts = fleet
@@ -662,9 +624,54 @@ mod tests {
         assert!(err.to_string().contains("--ref"), "{err}");
         let err = parse(&["deploy", "carbex", "--ref", "x", "--migrate-on", "some"]).unwrap_err();
         assert!(err.to_string().contains("first, all or none"), "{err}");
-        for unplanned in ["--strategy", "--batch", "--canary", "--bake", "--dry-run"] {
-            assert!(parse(&["deploy", "carbex", "--ref", "x", unplanned, "1"]).is_err());
+        let cli = parse(&[
+            "deploy",
+            "carbex",
+            "--ref",
+            "v2",
+            "--strategy",
+            "canary",
+            "--canary",
+            "10%",
+            "--batch",
+            "3",
+            "--bake",
+            "90s",
+            "--max-unhealthy",
+            "1",
+            "--lock-wait",
+            "2m",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Deploy(args) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(args.bake, Some(Duration::from_secs(90)));
+        let flags = &args.rollout;
+        assert_eq!(flags.strategy, Some(fleet::Strategy::Canary));
+        assert_eq!(flags.canary, Some(fleet::Amount::Percent(10)));
+        assert_eq!(flags.batch, Some(fleet::Amount::Count(3)));
+        assert_eq!(flags.max_unhealthy, Some(fleet::Amount::Count(1)));
+        assert_eq!(flags.lock_wait, Some(Duration::from_secs(120)));
+        assert!(flags.dry_run);
+        for bad in [
+            &["--strategy", "blue-green"][..],
+            &["--batch", "0"],
+            &["--canary", "0%"],
+            &["--max-unhealthy", "101%"],
+            &["--bake", "soon"],
+        ] {
+            let mut args = vec!["deploy", "carbex", "--ref", "x"];
+            args.extend_from_slice(bad);
+            assert!(parse(&args).is_err(), "{bad:?}");
         }
+        let cli = parse(&["rollback", "carbex", "--batch", "50%", "--dry-run"]).unwrap();
+        let Command::Rollback(args) = cli.command else {
+            panic!("not rollback")
+        };
+        assert_eq!(args.rollout.batch, Some(fleet::Amount::Percent(50)));
+        assert!(parse(&["rollback", "carbex", "--bake", "1s"]).is_err());
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The commands that change what a host runs: `hoist deploy`, `hoist rollback` and
-//! `hoist restart`. Hosts go one after another, in fleet order, and the first host
-//! that does not succeed stops the command; fleet strategies (batches, canaries, bake,
-//! a failure budget) come later.
+//! The options of the commands that change what a host runs — `hoist deploy`,
+//! `hoist rollback` and `hoist restart` — and the job requests they send. Deploys and
+//! rollbacks go through the fleet rollout (`rollout`); restarts go host by host, and
+//! the first host that does not succeed stops the command.
 //!
-//! Who migrates is decided here, never by the agents: with `migrate_on = "first"` only
-//! the first host runs the app's `migrate` step, before any other host switches.
+//! Who migrates is decided by the controller, never by the agents: the rollout picks
+//! the host (`migrate_on`) and sets `migrate` in that host's request only.
 
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ fn blank(reason: &Option<String>) -> bool {
     reason.as_deref().is_none_or(|r| r.trim().is_empty())
 }
 
-fn new_id(kind: &str) -> Result<String, Failure> {
+pub(crate) fn new_id(kind: &str) -> Result<String, Failure> {
     jobs::new_job_id(kind).map_err(|e| {
         Failure::failed(anyhow::anyhow!(
             "cannot read /dev/urandom for a job id: {e}"
@@ -68,7 +68,22 @@ impl DeployOptions {
         Ok(())
     }
 
-    /// One request per host, ids `<base_id>-<host>`; migrations per `migrate_on`.
+    /// The request for one host: its job id, and whether it runs the migrations.
+    pub fn request(&self, job_id: String, migrate: bool) -> JobRequest {
+        JobRequest::Deploy(DeployRequest {
+            app: self.app.clone(),
+            r#ref: self.git_ref.clone(),
+            deploy_id: job_id,
+            migrate,
+            allow_missing_env: self.allow_missing_env,
+            forced: self.force,
+            reason: self.reason.clone().unwrap_or_default(),
+            lock_ttl_ms: LOCK_TTL.as_millis() as u64,
+        })
+    }
+
+    /// One request per host, ids `<base_id>-<host>`; migrations per `migrate_on`
+    /// (`first`: the first of `hosts`).
     pub fn requests<'h>(&self, hosts: &[&'h Host], base_id: &str) -> Vec<(&'h Host, JobRequest)> {
         hosts
             .iter()
@@ -79,36 +94,11 @@ impl DeployOptions {
                     MigrateOn::All => true,
                     MigrateOn::None => false,
                 };
-                let request = DeployRequest {
-                    app: self.app.clone(),
-                    r#ref: self.git_ref.clone(),
-                    deploy_id: jobs::host_job_id(base_id, &host.name),
-                    migrate,
-                    allow_missing_env: self.allow_missing_env,
-                    forced: self.force,
-                    reason: self.reason.clone().unwrap_or_default(),
-                    lock_ttl_ms: LOCK_TTL.as_millis() as u64,
-                };
-                (*host, JobRequest::Deploy(request))
+                let job_id = jobs::host_job_id(base_id, &host.name);
+                (*host, self.request(job_id, migrate))
             })
             .collect()
     }
-}
-
-/// Deploys to `hosts` one after another; stops at the first that does not succeed.
-pub async fn deploy(
-    session: &mut Session<'_, '_>,
-    hosts: &[&Host],
-    options: &DeployOptions,
-) -> Result<Report, Failure> {
-    options
-        .validate()
-        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-    let base = new_id("deploy")?;
-    let title = format!("deploy of {} {}", options.app, options.git_ref);
-    Ok(session
-        .run_in_order(&title, options.requests(hosts, &base))
-        .await)
 }
 
 // === rollback ===
@@ -149,42 +139,25 @@ impl RollbackOptions {
         Ok(())
     }
 
+    /// The request for one host.
+    pub fn request(&self, job_id: String) -> JobRequest {
+        JobRequest::Rollback(RollbackRequest {
+            app: self.app.clone(),
+            to_release: self.to_release.clone().unwrap_or_default(),
+            job_id,
+            migrate: self.migrate,
+            restore_db: self.restore_db,
+            confirm_restore: self.restore_db && self.yes,
+            reason: self.reason.clone().unwrap_or_default(),
+        })
+    }
+
     pub fn requests<'h>(&self, hosts: &[&'h Host], base_id: &str) -> Vec<(&'h Host, JobRequest)> {
         hosts
             .iter()
-            .map(|host| {
-                let request = RollbackRequest {
-                    app: self.app.clone(),
-                    to_release: self.to_release.clone().unwrap_or_default(),
-                    job_id: jobs::host_job_id(base_id, &host.name),
-                    migrate: self.migrate,
-                    restore_db: self.restore_db,
-                    confirm_restore: self.restore_db && self.yes,
-                    reason: self.reason.clone().unwrap_or_default(),
-                };
-                (*host, JobRequest::Rollback(request))
-            })
+            .map(|host| (*host, self.request(jobs::host_job_id(base_id, &host.name))))
             .collect()
     }
-}
-
-/// Rolls back `hosts` one after another; stops at the first that does not succeed.
-pub async fn rollback(
-    session: &mut Session<'_, '_>,
-    hosts: &[&Host],
-    options: &RollbackOptions,
-) -> Result<Report, Failure> {
-    options
-        .validate()
-        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-    let base = new_id("rollback")?;
-    let title = match &options.to_release {
-        Some(release) => format!("rollback of {} to {release}", options.app),
-        None => format!("rollback of {}", options.app),
-    };
-    Ok(session
-        .run_in_order(&title, options.requests(hosts, &base))
-        .await)
 }
 
 // === restart ===

@@ -28,7 +28,7 @@ use hoist_proto::v1::{
     RestartRequest, RollbackRequest, agent_client::AgentClient, job_event::Kind,
 };
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status, codec::Streaming, transport::Channel};
 
 use crate::{
@@ -159,7 +159,7 @@ impl Interrupt {
 
     /// Waits for a press not seen yet and returns the count so far; never returns once
     /// the sender is gone.
-    async fn pressed(&mut self) -> u32 {
+    pub async fn pressed(&mut self) -> u32 {
         loop {
             if self.presses.changed().await.is_err() {
                 std::future::pending::<()>().await;
@@ -433,7 +433,8 @@ fn is_transport(status: &Status) -> bool {
     )
 }
 
-async fn connect(
+/// Connects to `host` within `timeout` (the job itself may take longer to answer).
+pub async fn connect(
     host: &Host,
     creds: &Credentials,
     timeout: Duration,
@@ -442,6 +443,103 @@ async fn connect(
     match tokio::time::timeout(timeout, connect).await {
         Ok(result) => result,
         Err(_) => Err(format!("no connection within {timeout:?}")),
+    }
+}
+
+/// What following a job produces besides its outcome: the job's events, and the
+/// controller's remarks about it (connection lost, re-attaching).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    Event(JobEvent),
+    Note(String),
+}
+
+/// Follows a job to its end, sending its events and remarks to `updates`. `first` is
+/// the answer to the call that started (or attached to) the job. A broken stream is
+/// re-attached ([`REATTACH_ATTEMPTS`] times, backing off 1 s, 2 s, 4 s, ...) and events
+/// seen already are skipped. Dropping the future stops following (the job keeps
+/// running on the agent): callers race it against the operator's interrupts.
+pub async fn follow_job(
+    host: &Host,
+    creds: &Credentials,
+    timeout: Duration,
+    job_id: &str,
+    first: Result<Streaming<JobEvent>, Status>,
+    updates: &(dyn Fn(Update) + Send + Sync),
+) -> Outcome {
+    let mut last_seq: Option<u64> = None;
+    let mut attempts = 0;
+    let (mut stream, mut lost) = match first {
+        Ok(stream) => (Some(stream), String::new()),
+        Err(status) if !is_transport(&status) => {
+            return Outcome::Refused(client::status_error(&status));
+        }
+        Err(status) => (None, client::status_error(&status)),
+    };
+    loop {
+        if let Some(current) = stream.as_mut() {
+            match current.next().await {
+                Some(Ok(event)) => {
+                    if last_seq.is_some_and(|seen| event.seq <= seen) {
+                        continue;
+                    }
+                    last_seq = Some(event.seq);
+                    attempts = 0;
+                    let finished = match &event.kind {
+                        Some(Kind::Finished(finished)) => Some(finished.clone()),
+                        _ => None,
+                    };
+                    updates(Update::Event(event));
+                    if let Some(finished) = finished {
+                        return Outcome::Finished(finished);
+                    }
+                    continue;
+                }
+                Some(Err(status)) if last_seq.is_none() && !is_transport(&status) => {
+                    return Outcome::Refused(client::status_error(&status));
+                }
+                Some(Err(status)) => lost = client::status_error(&status),
+                None => lost = "the agent closed the stream before the job finished".into(),
+            }
+            stream = None;
+        }
+        attempts += 1;
+        match recover(host, creds, timeout, job_id, &lost, attempts, updates).await {
+            Ok(next) => stream = Some(next),
+            Err(Outcome::Lost(why)) if attempts < REATTACH_ATTEMPTS => lost = why,
+            Err(Outcome::Refused(why)) if last_seq.is_some() => return Outcome::Lost(why),
+            Err(outcome) => return outcome,
+        }
+    }
+}
+
+/// One re-attach attempt after the stream broke (`lost` says how): waits (1 s, 2 s,
+/// 4 s, ...), reconnects and calls Attach. `Err(Lost)` to try again, `Err(Refused)`
+/// when the agent does not know the job (so it never started).
+async fn recover(
+    host: &Host,
+    creds: &Credentials,
+    timeout: Duration,
+    job_id: &str,
+    lost: &str,
+    attempt: u32,
+    updates: &(dyn Fn(Update) + Send + Sync),
+) -> Result<Streaming<JobEvent>, Outcome> {
+    updates(Update::Note(format!(
+        "connection lost ({lost}); re-attaching to {job_id} ({attempt}/{REATTACH_ATTEMPTS})"
+    )));
+    tokio::time::sleep(Duration::from_secs(1 << attempt.saturating_sub(1).min(5))).await;
+    let mut agent = connect(host, creds, timeout).await.map_err(Outcome::Lost)?;
+    let request = AttachRequest {
+        job_id: job_id.to_string(),
+    };
+    match agent.attach(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if status.code() == Code::NotFound => Err(Outcome::Refused(format!(
+            "{lost}; the agent does not know the job, so it did not start ({})",
+            status.message()
+        ))),
+        Err(status) => Err(Outcome::Lost(client::status_error(&status))),
     }
 }
 
@@ -459,21 +557,44 @@ impl Session<'_, '_> {
             tokio::select! {
                 output = &mut future => return Ok(output),
                 presses = self.interrupt.pressed() => {
-                    let attach = format!("`hoist attach {job_id} --host {host}`");
-                    if presses >= self.detach_after {
-                        self.out.note(host, job_id, &format!(
-                            "detached: {job_id} keeps running on {host}; {attach} re-attaches"
-                        ));
-                        return Err(Outcome::Detached);
-                    }
-                    let further = if more_hosts { "no further host will start; " } else { "" };
-                    self.out.note(host, job_id, &format!(
-                        "interrupted: {job_id} keeps running on {host} to its end; {further}\
-                         Ctrl-C again to detach ({attach} re-attaches)"
-                    ));
+                    self.interrupted(host, job_id, more_hosts, presses)?;
                 }
             }
         }
+    }
+
+    /// The note for the `presses`-th Ctrl-C during `job_id`; `Err(Detached)` once the
+    /// operator detached.
+    fn interrupted(
+        &mut self,
+        host: &str,
+        job_id: &str,
+        more_hosts: bool,
+        presses: u32,
+    ) -> Result<(), Outcome> {
+        let attach = format!("`hoist attach {job_id} --host {host}`");
+        if presses >= self.detach_after {
+            self.out.note(
+                host,
+                job_id,
+                &format!("detached: {job_id} keeps running on {host}; {attach} re-attaches"),
+            );
+            return Err(Outcome::Detached);
+        }
+        let further = if more_hosts {
+            "no further host will start; "
+        } else {
+            ""
+        };
+        self.out.note(
+            host,
+            job_id,
+            &format!(
+                "interrupted: {job_id} keeps running on {host} to its end; {further}\
+                 Ctrl-C again to detach ({attach} re-attaches)"
+            ),
+        );
+        Ok(())
     }
 
     /// Connects to `host`, starts `request` and follows the job to its end.
@@ -498,7 +619,7 @@ impl Session<'_, '_> {
 
     /// Shows a job's events until its end. `first` is the answer to the call that
     /// started (or attached to) the job. A broken stream is re-attached; events seen
-    /// already are skipped.
+    /// already are skipped ([`follow_job`]); Ctrl-C notes or detaches meanwhile.
     pub async fn follow(
         &mut self,
         host: &Host,
@@ -506,96 +627,38 @@ impl Session<'_, '_> {
         first: Result<Streaming<JobEvent>, Status>,
         more_hosts: bool,
     ) -> Outcome {
-        let mut last_seq: Option<u64> = None;
-        let mut attempts = 0;
-        let (mut stream, mut lost) = match first {
-            Ok(stream) => (Some(stream), String::new()),
-            Err(status) if !is_transport(&status) => {
-                return Outcome::Refused(client::status_error(&status));
-            }
-            Err(status) => (None, client::status_error(&status)),
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let send = move |update| {
+            let _ = tx.send(update);
         };
-        loop {
-            if let Some(current) = stream.as_mut() {
-                let next = match self
-                    .race(&host.name, job_id, more_hosts, current.next())
-                    .await
-                {
-                    Ok(next) => next,
-                    Err(outcome) => return outcome,
-                };
-                match next {
-                    Some(Ok(event)) => {
-                        if last_seq.is_some_and(|seen| event.seq <= seen) {
-                            continue;
-                        }
-                        last_seq = Some(event.seq);
-                        attempts = 0;
-                        self.out.event(&host.name, &event);
-                        if let Some(Kind::Finished(finished)) = event.kind {
-                            return Outcome::Finished(finished);
-                        }
-                        continue;
+        let job = follow_job(host, self.creds, self.timeout, job_id, first, &send);
+        tokio::pin!(job);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(update) = rx.recv() => self.show(&host.name, job_id, update),
+                outcome = &mut job => break outcome,
+                presses = self.interrupt.pressed() => {
+                    while let Ok(update) = rx.try_recv() {
+                        self.show(&host.name, job_id, update);
                     }
-                    Some(Err(status)) if last_seq.is_none() && !is_transport(&status) => {
-                        return Outcome::Refused(client::status_error(&status));
+                    if let Err(outcome) = self.interrupted(&host.name, job_id, more_hosts, presses) {
+                        return outcome;
                     }
-                    Some(Err(status)) => lost = client::status_error(&status),
-                    None => lost = "the agent closed the stream before the job finished".into(),
                 }
-                stream = None;
             }
-            attempts += 1;
-            match self
-                .recover(host, job_id, &lost, attempts, more_hosts)
-                .await
-            {
-                Ok(next) => stream = Some(next),
-                Err(Outcome::Lost(why)) if attempts < REATTACH_ATTEMPTS => lost = why,
-                Err(Outcome::Refused(why)) if last_seq.is_some() => return Outcome::Lost(why),
-                Err(outcome) => return outcome,
-            }
+        };
+        while let Ok(update) = rx.try_recv() {
+            self.show(&host.name, job_id, update);
         }
+        outcome
     }
 
-    /// One re-attach attempt after the stream broke (`lost` says how): waits (1 s,
-    /// 2 s, 4 s, ...), reconnects and calls Attach. `Err(Lost)` to try again,
-    /// `Err(Refused)` when the agent does not know the job (so it never started),
-    /// `Err(Detached)` when the operator detached meanwhile.
-    async fn recover(
-        &mut self,
-        host: &Host,
-        job_id: &str,
-        lost: &str,
-        attempt: u32,
-        more_hosts: bool,
-    ) -> Result<Streaming<JobEvent>, Outcome> {
-        self.out.note(
-            &host.name,
-            job_id,
-            &format!(
-                "connection lost ({lost}); re-attaching to {job_id} ({attempt}/{REATTACH_ATTEMPTS})"
-            ),
-        );
-        let backoff = Duration::from_secs(1 << attempt.saturating_sub(1).min(5));
-        self.race(&host.name, job_id, more_hosts, tokio::time::sleep(backoff))
-            .await?;
-        let (creds, timeout) = (self.creds, self.timeout);
-        let attach = async {
-            let mut agent = connect(host, creds, timeout).await.map_err(Outcome::Lost)?;
-            let request = AttachRequest {
-                job_id: job_id.to_string(),
-            };
-            match agent.attach(request).await {
-                Ok(response) => Ok(response.into_inner()),
-                Err(status) if status.code() == Code::NotFound => Err(Outcome::Refused(format!(
-                    "{lost}; the agent does not know the job, so it did not start ({})",
-                    status.message()
-                ))),
-                Err(status) => Err(Outcome::Lost(client::status_error(&status))),
-            }
-        };
-        self.race(&host.name, job_id, more_hosts, attach).await?
+    fn show(&mut self, host: &str, job_id: &str, update: Update) {
+        match update {
+            Update::Event(event) => self.out.event(host, &event),
+            Update::Note(note) => self.out.note(host, job_id, &note),
+        }
     }
 
     /// Runs each `(host, request)` in order and follows it to its end; stops at the
@@ -744,8 +807,8 @@ mod tests {
     use hoist_proto::v1::{
         EnvListRequest, EnvListResponse, GetInfoRequest, GetInfoResponse, JobKind, JobLogRequest,
         JobLogResponse, JobStarted, ListReleasesRequest, ListReleasesResponse, LockRequest,
-        LockResponse, StatusRequest, StatusResponse, StepFinished, StepStarted, UnlockRequest,
-        UnlockResponse, WatchStatusRequest,
+        LockResponse, RecordRefusalRequest, RecordRefusalResponse, StatusRequest, StatusResponse,
+        StepFinished, StepStarted, UnlockRequest, UnlockResponse, WatchStatusRequest,
         agent_server::{Agent, AgentServer},
     };
     use tokio::sync::Semaphore;
@@ -1117,6 +1180,12 @@ mod tests {
         ) -> Result<Response<EventStream>, Status> {
             not_in_the_fake()
         }
+        async fn record_refusal(
+            &self,
+            _: Request<RecordRefusalRequest>,
+        ) -> Result<Response<RecordRefusalResponse>, Status> {
+            not_in_the_fake()
+        }
     }
 
     /// Certificates for the fakes (`agent`, SAN 127.0.0.1) and the operator (`op`).
@@ -1202,9 +1271,13 @@ mod tests {
             interrupt,
             detach_after: 2,
         };
-        let report = crate::deploy::deploy(&mut session, hosts, &deploy_options())
-            .await
-            .unwrap_or_else(|f| panic!("{:#}", f.error));
+        let options = deploy_options();
+        let report = session
+            .run_in_order(
+                "deploy of carbex main",
+                options.requests(hosts, "deploy-20261122T101500Z-a1b2c3"),
+            )
+            .await;
         (report, String::from_utf8(buf).unwrap())
     }
 

@@ -1,6 +1,7 @@
 //! The hoist controller: fleet file, CA tooling, agent connections and the commands
 //! of the `hoist` CLI. `main.rs` only parses arguments and calls [`cli::run`].
 
+pub mod bake;
 pub mod ca;
 pub mod cli;
 pub mod client;
@@ -9,14 +10,23 @@ pub mod deploy;
 pub mod env;
 pub mod fanout;
 pub mod fleet;
+pub mod gates;
+pub mod httpc;
 pub mod joblog;
 pub mod jobs;
+pub mod lease;
 pub mod lock;
+pub mod notify;
+pub mod plan;
+pub mod progress;
 pub mod releases;
 pub mod render;
+pub mod rollout;
 pub mod status;
 pub mod table;
 pub mod targets;
+pub mod top;
+pub mod window;
 
 /// A command's failure and the exit code it maps to.
 pub struct Failure {

@@ -46,7 +46,7 @@ fn help_names(args: &[&str], expected: &[&str]) -> String {
 
 #[test]
 fn help_of_the_job_commands() {
-    let deploy = help_names(
+    help_names(
         &["deploy"],
         &[
             "<APP>",
@@ -55,24 +55,18 @@ fn help_of_the_job_commands() {
             "--allow-missing-env",
             "--force",
             "--reason <TEXT>",
+            "--strategy <all|rolling|canary>",
+            "--batch <N|N%>",
+            "--canary <N|N%>",
+            "--bake <DURATION>",
+            "--max-unhealthy <N|N%>",
+            "--lock-wait <DURATION>",
+            "--dry-run",
             "--timeout",
             "--hosts",
             "--json",
         ],
     );
-    for later in [
-        "--strategy",
-        "--batch",
-        "--canary",
-        "--bake",
-        "--max-unhealthy",
-        "--dry-run",
-    ] {
-        assert!(
-            !deploy.contains(later),
-            "deploy help offers {later}:\n{deploy}"
-        );
-    }
     help_names(
         &["rollback"],
         &[
@@ -82,6 +76,11 @@ fn help_of_the_job_commands() {
             "--restore-db",
             "--yes",
             "--reason",
+            "--strategy",
+            "--batch",
+            "--max-unhealthy",
+            "--lock-wait",
+            "--dry-run",
         ],
     );
     help_names(&["restart"], &["<APP>", "--service <NAME>"]);

@@ -5,7 +5,7 @@
 //! busybox rootfs); the container serves its image's version with busybox httpd on the
 //! host network, which the app's HTTP check gates.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use hoist_proto::v1::{
     AppStatus, DeployRequest, JobEvent, JobResult, RollbackRequest, ServiceState, StatusRequest,
@@ -35,7 +35,10 @@ fn require_tools() -> Option<()> {
         return Some(());
     }
     let message = format!("{TEST}: a private dockerd needs root");
-    assert!(!e2e::strict(), "{message}; HOIST_E2E=1 makes this a failure");
+    assert!(
+        !e2e::strict(),
+        "{message}; HOIST_E2E=1 makes this a failure"
+    );
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
         format!("SKIPPED {message}\n").as_bytes(),
@@ -117,9 +120,9 @@ fn output(events: &[JobEvent]) -> String {
         .join("\n")
 }
 
-/// Runs a deploy or rollback to the end and asserts it succeeded; returns the release
-/// and the job's output.
-async fn succeeded(agent: &Agent, docker: &Docker, events: Vec<JobEvent>) -> (String, String) {
+/// Asserts a finished deploy or rollback succeeded (showing both daemons' logs when
+/// not); returns its release and output.
+fn succeeded(agent: &Agent, docker: &Docker, events: Vec<JobEvent>) -> (String, String) {
     let (res, release, err) = result(&events);
     let out = output(&events);
     assert_eq!(
@@ -149,7 +152,7 @@ async fn deploy(agent: &Agent, pki: &Pki, docker: &Docker, id: &str, r#ref: &str
         .await
         .unwrap()
         .into_inner();
-    let (release, out) = succeeded(agent, docker, collect(stream).await).await;
+    let (release, out) = succeeded(agent, docker, collect(stream).await);
     assert!(
         out.contains(&format!("{PROJECT} recreated: {SERVICE}: Up")),
         "the restart step reports the recreated service:\n{out}"
@@ -169,7 +172,11 @@ fn running(docker: &Docker) -> Running {
     let id = docker
         .container_id(PROJECT, SERVICE)
         .unwrap_or_else(|| panic!("exactly one running {PROJECT}/{SERVICE} container: {all:?}"));
-    assert_eq!(all, [id.clone()], "no other {PROJECT}/{SERVICE} container");
+    assert_eq!(
+        all,
+        std::slice::from_ref(&id),
+        "no other {PROJECT}/{SERVICE} container"
+    );
     Running {
         image: docker.container_image(&id).unwrap(),
         working_dir: docker
@@ -180,6 +187,21 @@ fn running(docker: &Docker) -> Running {
             .unwrap(),
         id,
     }
+}
+
+/// `docker-compose -p shop run --no-deps web ARGS...` in `dir` against `docker`.
+fn compose_run(docker: &Docker, dir: &Path, args: &[&str]) -> std::process::Output {
+    let compose = e2e::find_tool("docker-compose").expect("docker-compose");
+    e2e::run_with_timeout(
+        Command::new(compose)
+            .args(["-p", PROJECT, "run", "--no-deps", SERVICE])
+            .args(args)
+            .current_dir(dir)
+            .env("DOCKER_HOST", docker.host()),
+        None,
+        Duration::from_secs(60),
+    )
+    .expect("run docker-compose")
 }
 
 async fn served(port: u16) -> String {
@@ -247,6 +269,12 @@ async fn compose_app_deploys_upgrades_and_rolls_back() {
         .start()
         .await;
 
+    // A one-off container of the service (`compose run`, e.g. a migration) that exited
+    // and was left behind: it is not the service, so it must not read as the service
+    // being down.
+    let one_off = compose_run(&docker, &repo.work_dir(), &["true"]);
+    assert!(one_off.status.success(), "compose run: {one_off:?}");
+
     // v1: compose brings the service up on image v1 from the release dir.
     let r1 = deploy(&agent, &pki, &docker, "compose-v1", &v1_commit).await;
     let v1 = running(&docker);
@@ -258,7 +286,11 @@ async fn compose_app_deploys_upgrades_and_rolls_back() {
     );
     assert_eq!(served(port).await, "v1\n");
     let detail = compose_running(&agent, &pki).await;
-    assert!(detail.contains("web: Up"), "{detail}");
+    assert!(detail.starts_with("web: Up"), "{detail}");
+    assert!(
+        !detail.contains("Exited"),
+        "the one-off is not reported: {detail}"
+    );
 
     // v2: the compose file names image v2; the container is recreated on it.
     let v2_commit = repo.commit_version("2", &[("docker-compose.yml", &compose_file(V2, port))]);
@@ -285,7 +317,7 @@ async fn compose_app_deploys_upgrades_and_rolls_back() {
         .await
         .unwrap()
         .into_inner();
-    let (back, out) = succeeded(&agent, &docker, collect(stream).await).await;
+    let (back, out) = succeeded(&agent, &docker, collect(stream).await);
     assert_eq!(back, r1, "rolled back to the v1 release");
     assert!(out.contains(&format!("{PROJECT} recreated")), "{out}");
     let rolled = running(&docker);
@@ -302,13 +334,9 @@ async fn compose_app_deploys_upgrades_and_rolls_back() {
     assert_eq!(app.current_release, r1);
     compose_running(&agent, &pki).await;
 
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!(
-            "{TEST}: dockerd ({}) ready in {engine_ready:?}, whole test {:?}\n",
-            docker.storage_driver(),
-            started.elapsed()
-        )
-        .as_bytes(),
+    eprintln!(
+        "{TEST}: dockerd ({}) ready in {engine_ready:?}, whole test {:?}",
+        docker.storage_driver(),
+        started.elapsed()
     );
 }

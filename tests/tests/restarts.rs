@@ -281,7 +281,10 @@ async fn systemd_and_compose_fail_clearly_on_this_host() {
 
     let missing = Service::Compose {
         compose_file: Some("deploy/compose.prod.yaml".into()),
-        ..project
+        project: "hoist-test-restarts".into(),
+        services: Vec::new(),
+        action: ComposeAction::Restart,
+        timeout: TIMEOUT,
     };
     let text = one_line_error(restart_collecting(&missing, dir.path()).await.0);
     assert!(

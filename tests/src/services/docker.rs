@@ -336,8 +336,8 @@ impl Docker {
         }
     }
 
-    /// Full ids of compose `project`'s `service` containers: running ones, or all with
-    /// `all`.
+    /// Full ids of compose `project`'s `service` containers (not one-off `compose run`
+    /// containers): running ones, or all with `all`.
     pub fn compose_containers(
         &self,
         project: &str,
@@ -350,7 +350,14 @@ impl Docker {
         if all {
             args.push("--all");
         }
-        args.extend(["--filter", &project, "--filter", &service]);
+        args.extend([
+            "--filter",
+            &project,
+            "--filter",
+            &service,
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
+        ]);
         Ok(self
             .docker(&args)?
             .lines()

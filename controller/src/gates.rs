@@ -1,0 +1,250 @@
+//! Prometheus gates (`[[gate]]`): an instant query through the HTTP API
+//! (`GET /api/v1/query?query=...`) whose value must stay at or under `max` during a
+//! bake. A gate that cannot be evaluated — no connection, an HTTP error, a query error,
+//! an empty result, NaN — fails: silence from Prometheus is not health.
+//!
+//! A vector result with several series holds only when every series does, so the
+//! gate's value is the largest sample.
+
+use std::{fmt, time::Duration};
+
+use serde_json::Value;
+
+use crate::{fleet::Gate, httpc};
+
+/// Limit for one query, connecting included.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What evaluating a gate found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// The value, at or under max.
+    Pass(f64),
+    /// The value, over max.
+    Over(f64),
+    /// Could not evaluate: why.
+    Error(String),
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        matches!(self, Verdict::Pass(_))
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Verdict::Pass(v) | Verdict::Over(v) => Some(*v),
+            Verdict::Error(_) => None,
+        }
+    }
+}
+
+/// A gate as the operator reads it: `QUERY <= MAX`.
+pub fn describe(gate: &Gate) -> String {
+    format!("{} <= {}", gate.query, gate.max)
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pass(v) => write!(f, "{v} (ok)"),
+            Verdict::Over(v) => write!(f, "{v}, over the max"),
+            Verdict::Error(why) => write!(f, "cannot evaluate: {why}"),
+        }
+    }
+}
+
+/// Checks every gate's URL before anything changes: `Err` names the first bad one.
+pub fn validate(gates: &[Gate]) -> Result<(), String> {
+    for (i, gate) in gates.iter().enumerate() {
+        httpc::Url::parse(&query_url(gate)).map_err(|e| {
+            format!(
+                "[[gate]] #{} (prometheus = {}): {e}",
+                i + 1,
+                gate.prometheus
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `<prometheus>/api/v1/query?query=<encoded>`.
+pub fn query_url(gate: &Gate) -> String {
+    format!(
+        "{}/api/v1/query?query={}",
+        gate.prometheus.trim_end_matches('/'),
+        httpc::encode(&gate.query)
+    )
+}
+
+/// Runs the gate's query once.
+pub async fn evaluate(gate: &Gate) -> Verdict {
+    let url = match httpc::Url::parse(&query_url(gate)) {
+        Ok(url) => url,
+        Err(why) => return Verdict::Error(why),
+    };
+    match httpc::get(&url, QUERY_TIMEOUT).await {
+        Ok(response) => judge(gate.max, response.status, &response.body),
+        Err(why) => Verdict::Error(format!("{}: {why}", gate.prometheus)),
+    }
+}
+
+/// The verdict on a query's answer.
+pub fn judge(max: f64, status: u16, body: &str) -> Verdict {
+    let excerpt = |body: &str| {
+        let body = body.trim();
+        match body.char_indices().nth(200) {
+            Some((i, _)) => format!("{}…", &body[..i]),
+            None => body.to_string(),
+        }
+    };
+    let json: Value = match serde_json::from_str(body) {
+        Ok(json) => json,
+        Err(_) => {
+            return Verdict::Error(format!(
+                "HTTP {status}, not a Prometheus answer: {}",
+                excerpt(body)
+            ));
+        }
+    };
+    if status != 200 || json["status"] != "success" {
+        let error = json["error"].as_str().unwrap_or_default();
+        return Verdict::Error(if error.is_empty() {
+            format!("HTTP {status}: {}", excerpt(body))
+        } else {
+            format!("HTTP {status}: {error}")
+        });
+    }
+    let data = &json["data"];
+    let samples: Vec<&Value> = match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .map(|series| series.iter().map(|s| &s["value"][1]).collect())
+            .unwrap_or_default(),
+        Some("scalar") => vec![&data["result"][1]],
+        Some(other) => {
+            return Verdict::Error(format!(
+                "the query returns a {other}; a gate needs a single number (a vector or scalar)"
+            ));
+        }
+        None => return Verdict::Error(format!("no resultType in {}", excerpt(body))),
+    };
+    if samples.is_empty() {
+        return Verdict::Error(
+            "the query returned no data (an empty vector); a gate needs a value".into(),
+        );
+    }
+    let mut worst = f64::NEG_INFINITY;
+    for sample in samples {
+        let value = sample
+            .as_str()
+            .and_then(|s| match s {
+                "+Inf" | "Inf" => Some(f64::INFINITY),
+                "-Inf" => Some(f64::NEG_INFINITY),
+                s => s.parse::<f64>().ok(),
+            })
+            .ok_or_else(|| format!("not a sample value: {sample}"));
+        match value {
+            Ok(v) if v.is_nan() => {
+                return Verdict::Error("the query's value is NaN (no traffic to divide?)".into());
+            }
+            Ok(v) => worst = worst.max(v),
+            Err(why) => return Verdict::Error(why),
+        }
+    }
+    if worst <= max {
+        Verdict::Pass(worst)
+    } else {
+        Verdict::Over(worst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::httpc::tests::server;
+
+    fn vector(values: &[&str]) -> String {
+        let series: Vec<String> = values
+            .iter()
+            .map(|v| format!("{{\"metric\":{{}},\"value\":[1700000000.1,\"{v}\"]}}"))
+            .collect();
+        format!(
+            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{}]}}}}",
+            series.join(",")
+        )
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(judge(0.01, 200, &vector(&["0.002"])), Verdict::Pass(0.002));
+        assert_eq!(judge(0.01, 200, &vector(&["0.01"])), Verdict::Pass(0.01));
+        assert_eq!(
+            judge(0.01, 200, &vector(&["0.002", "0.5"])),
+            Verdict::Over(0.5)
+        );
+        assert_eq!(
+            judge(1.0, 200, &vector(&["+Inf"])),
+            Verdict::Over(f64::INFINITY)
+        );
+        let scalar = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#;
+        assert_eq!(judge(5.0, 200, scalar), Verdict::Pass(3.0));
+        let failing = |v: Verdict, needle: &str| match v {
+            Verdict::Error(why) => assert!(why.contains(needle), "{why}"),
+            other => panic!("{other:?}"),
+        };
+        failing(judge(1.0, 200, &vector(&[])), "no data");
+        failing(judge(1.0, 200, &vector(&["NaN"])), "NaN");
+        failing(
+            judge(
+                1.0,
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#,
+            ),
+            "HTTP 400: parse error",
+        );
+        failing(judge(1.0, 502, "<html>bad gateway</html>"), "HTTP 502");
+        failing(
+            judge(
+                1.0,
+                200,
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            ),
+            "matrix",
+        );
+    }
+
+    #[tokio::test]
+    async fn evaluates_over_http() {
+        let prometheus = server(200, r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.25"]}]}}"#).await;
+        let gate = Gate {
+            prometheus: format!("{}/", prometheus.url),
+            query: "sum(rate(x[5m])) > 0".into(),
+            max: 0.5,
+        };
+        assert_eq!(evaluate(&gate).await, Verdict::Pass(0.25));
+        let requests = prometheus.requests.lock().unwrap().clone();
+        assert!(
+            requests[0].starts_with(
+                "GET /api/v1/query?query=sum%28rate%28x%5B5m%5D%29%29%20%3E%200 HTTP/1.1"
+            ),
+            "{requests:?}"
+        );
+        let strict = Gate { max: 0.1, ..gate };
+        assert_eq!(evaluate(&strict).await, Verdict::Over(0.25));
+
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = Gate {
+            prometheus: format!("http://{}", closed.local_addr().unwrap()),
+            query: "up".into(),
+            max: 1.0,
+        };
+        drop(closed);
+        assert!(matches!(evaluate(&dead).await, Verdict::Error(why) if why.contains("connect")));
+        let https = Gate {
+            prometheus: "https://prom.example".into(),
+            ..dead
+        };
+        assert!(validate(&[https]).unwrap_err().contains("[[gate]] #1"));
+    }
+}

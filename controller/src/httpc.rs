@@ -1,0 +1,266 @@
+//! A minimal HTTP/1.1 client (hyper) for Prometheus gates and webhooks: one request per
+//! connection, plain `http://` only, a bounded body, and every error as one line that
+//! names the URL.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Bytes of a response body read at most.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A parsed `http://host[:port]/path?query` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    /// `host:port` as written (port 80 when absent), for the Host header.
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+impl Url {
+    /// Parses an `http://` URL; `https://` and anything else are errors that say so.
+    pub fn parse(url: &str) -> Result<Url, String> {
+        if url.starts_with("https://") {
+            return Err(format!(
+                "{} is https, which hoist does not speak to Prometheus or webhooks yet; \
+                 use an http:// URL (for example a local relay)",
+                redact(url)
+            ));
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{} is not an http:// URL", redact(url)))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("{} has a bad port {port:?}", redact(url)))?;
+                (host, port)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{} has no host", redact(url)));
+        }
+        Ok(Url {
+            authority: authority.to_string(),
+            host: host.to_string(),
+            port,
+            path,
+        })
+    }
+}
+
+/// A URL for messages: scheme and host only, since webhook paths are secrets.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    format!("{scheme}://{host}/…")
+}
+
+/// A response: status code and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET url`, bounded by `timeout` as a whole.
+pub async fn get(url: &Url, timeout: Duration) -> Result<Response, String> {
+    request(url, "GET", None, timeout).await
+}
+
+/// `POST url` with a JSON body, bounded by `timeout` as a whole.
+pub async fn post_json(url: &Url, body: String, timeout: Duration) -> Result<Response, String> {
+    request(url, "POST", Some(body), timeout).await
+}
+
+async fn request(
+    url: &Url,
+    method: &str,
+    body: Option<String>,
+    timeout: Duration,
+) -> Result<Response, String> {
+    match tokio::time::timeout(timeout, exchange(url, method, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+async fn exchange(url: &Url, method: &str, body: Option<String>) -> Result<Response, String> {
+    let tcp = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| format!("connect {}: {e}", url.authority))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(url.path.as_str())
+        .header(http::header::HOST, url.authority.as_str())
+        .header(
+            http::header::USER_AGENT,
+            concat!("hoist/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(http::header::ACCEPT, "application/json");
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| format!("HTTP {status}, reading the body: {e}"))?;
+    conn.abort();
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for query values).
+pub fn encode(text: &str) -> String {
+    use std::fmt::Write as _;
+    text.bytes().fold(String::new(), |mut out, b| {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A one-trick HTTP server: answers every request with `status` and `body`, and
+    /// records each request's head and body.
+    pub(crate) struct Server {
+        pub url: String,
+        pub requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    pub(crate) async fn server(status: u16, body: &'static str) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read the head, then as much body as Content-Length says.
+                    loop {
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                            let length = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length: ")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if rest.len() >= length {
+                                break;
+                            }
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf).into_owned());
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Server { url, requests }
+    }
+
+    #[test]
+    fn urls() {
+        let url = Url::parse("http://127.0.0.1:9090").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("127.0.0.1", 9090, "/")
+        );
+        let url = Url::parse("http://prom.internal/prometheus/").unwrap();
+        assert_eq!((url.port, url.path.as_str()), (80, "/prometheus/"));
+        assert_eq!(url.authority, "prom.internal");
+        let url = Url::parse("http://[::1]:8080/hook?x=1").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("::1", 8080));
+        assert_eq!(Url::parse("http://h?a=b").unwrap().path, "/?a=b");
+        let err = Url::parse("https://hooks.slack.com/services/T0/B0/SECRET").unwrap_err();
+        assert!(err.contains("is https") && !err.contains("SECRET"), "{err}");
+        assert!(Url::parse("http://h:x/").unwrap_err().contains("bad port"));
+        assert!(Url::parse("ftp://h/").is_err());
+        assert_eq!(redact("http://h:1/a/b?c"), "http://h:1/…");
+        assert_eq!(
+            encode("up{job=\"x\"} > 0"),
+            "up%7Bjob%3D%22x%22%7D%20%3E%200"
+        );
+    }
+
+    #[tokio::test]
+    async fn get_and_post() {
+        let server = server(200, "{\"ok\":true}").await;
+        let url = Url::parse(&format!("{}/api?q=1", server.url)).unwrap();
+        let response = get(&url, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, "{\"ok\":true}");
+        let response = post_json(&url, "{\"text\":\"hi\"}".into(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        let requests = server.requests.lock().unwrap().clone();
+        assert!(
+            requests[0].starts_with("GET /api?q=1 HTTP/1.1\r\n"),
+            "{requests:?}"
+        );
+        assert!(requests[1].starts_with("POST /api?q=1 HTTP/1.1\r\n"));
+        assert!(requests[1].ends_with("{\"text\":\"hi\"}"), "{requests:?}");
+
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = Url::parse(&format!("http://{}/", closed.local_addr().unwrap())).unwrap();
+        drop(closed);
+        let err = get(&dead, Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.starts_with("connect 127.0.0.1:"), "{err}");
+    }
+}
