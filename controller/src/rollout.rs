@@ -278,7 +278,8 @@ pub async fn run(
     );
     let count = plan.hosts.len();
     let hosts_word = if count == 1 { "host" } else { "hosts" };
-    let heading = format!("{title} to {count} {hosts_word}");
+    let to = if deploying { "to" } else { "on" };
+    let heading = format!("{title} {to} {count} {hosts_word}");
     view.say(&plan.text(&heading, op.migrates(), &extra), Some(plan_json));
     if rollout.dry_run {
         view.say("dry run: nothing was changed and no lock was taken", None);
@@ -315,10 +316,7 @@ async fn execute(
     if let Some(v) = verdict.as_ref().filter(|v| !v.open && !forced) {
         let why = format!("outside the deploy window: {}", v.describe());
         refuse_on_hosts(rollout, op, plan, &ids, &why).await;
-        view.say(
-            &format!("refused: {why}"),
-            Some(json!({"kind": "refused", "why": why})),
-        );
+        view.json_line(&json!({"kind": "refused", "why": why}));
         notifier
             .send(
                 Event::Refusal,
@@ -342,13 +340,19 @@ async fn execute(
         .collect();
     let mut leases = Leases::new(&app, &reason, rollout.creds, rollout.timeout);
     let pressed = || interrupt.count() > 0;
+    let mut last_wait = String::new();
+    let waiting = |why: &str| {
+        // Once per holder, not once per retry.
+        if why != last_wait {
+            eprintln!(
+                "hoist: waiting up to {} for the lock ({why})",
+                render::human_duration(plan::millis(rollout.lock_wait))
+            );
+            last_wait = why.to_string();
+        }
+    };
     let taken = leases
-        .take(
-            &targets,
-            rollout.lock_wait,
-            |why| eprintln!("hoist: waiting for the lock ({why})"),
-            pressed,
-        )
+        .take(&targets, rollout.lock_wait, waiting, pressed)
         .await;
     let unreachable = match taken {
         Ok(unreachable) => unreachable,
@@ -363,10 +367,7 @@ async fn execute(
                     refused.kept.join(", ")
                 ));
             }
-            view.say(
-                &format!("refused: {why}"),
-                Some(json!({"kind": "refused", "host": refused.host, "why": why})),
-            );
+            view.json_line(&json!({"kind": "refused", "host": refused.host, "why": why}));
             notifier
                 .send(
                     Event::Refusal,
@@ -398,8 +399,13 @@ async fn execute(
     };
     let mut locked = leases.hosts();
     locked.sort_by_key(|name| plan.hosts.iter().position(|h| &h.name == name));
+    let on = match locked.len() {
+        n if n == plan.hosts.len() && n > 6 => format!("all {n} hosts"),
+        n if n > 6 => format!("{n} hosts"),
+        _ => join_or_none(&locked),
+    };
     state.view.say(
-        &format!("locked {app} on {}", join_or_none(&locked)),
+        &format!("locked {app} on {on}"),
         Some(json!({
             "kind": "locked",
             "hosts": locked,
@@ -1572,4 +1578,121 @@ async fn run_command(
         live: crate::progress::live_possible(global.json),
     };
     run(rollout, op, &mut out, &mut interrupt).await
+}
+
+#[cfg(test)]
+mod tests {
+    use hoist_proto::v1::JobResult;
+
+    use super::*;
+
+    fn finished(result: JobResult, release: &str, previous: &str, error: &str) -> Outcome {
+        Outcome::Finished(JobFinished {
+            result: result as i32,
+            release: release.into(),
+            previous_release: previous.into(),
+            duration_ms: 1200,
+            error: error.into(),
+        })
+    }
+
+    fn record(outcome: Option<Outcome>) -> Record {
+        Record {
+            host: "web-1".into(),
+            job_id: "deploy-x-web-1".into(),
+            before: Some("R1".into()),
+            took_ms: Some(1200),
+            outcome,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn summary_rows_say_what_serves_now_and_why() {
+        let label = |r: &Record| {
+            let (label, _, release, _, why) = row(r);
+            (label, release, why)
+        };
+        assert_eq!(
+            label(&record(None)),
+            ("not started".into(), "R1".into(), String::new())
+        );
+        let ok = finished(JobResult::Succeeded, "R2", "R1", "");
+        assert_eq!(
+            label(&record(Some(ok.clone()))),
+            ("succeeded".into(), "R2".into(), String::new())
+        );
+        let mut undone = record(Some(ok.clone()));
+        undone.undo = Some(finished(JobResult::Succeeded, "R1", "R2", ""));
+        assert_eq!(
+            label(&undone),
+            (
+                "rolled back".into(),
+                "R1".into(),
+                "switched, then rolled back when the rollout stopped".into()
+            )
+        );
+        undone.unhealthy = Some("check http failed during the bake: 500".into());
+        assert_eq!(label(&undone).2, "check http failed during the bake: 500");
+        let mut stuck = record(Some(ok.clone()));
+        stuck.undo = Some(Outcome::Refused("cannot lock web for the rollback".into()));
+        assert_eq!(
+            label(&stuck),
+            (
+                "rollback failed".into(),
+                "R2".into(),
+                "refused: cannot lock web for the rollback".into()
+            )
+        );
+        let mut sick = record(Some(ok));
+        sick.unhealthy = Some("check x failed during the bake".into());
+        assert_eq!(label(&sick).0, "unhealthy");
+        let agent_rolled_back = finished(
+            JobResult::RolledBack,
+            "R2",
+            "R1",
+            "rolled back to R1: check\nmore",
+        );
+        assert_eq!(
+            label(&record(Some(agent_rolled_back))),
+            (
+                "rolled back".into(),
+                "R1".into(),
+                "rolled back to R1: check".into()
+            )
+        );
+        let mut gone = record(Some(Outcome::Unreachable("connection refused".into())));
+        gone.skipped = Some("connection refused".into());
+        assert_eq!(
+            label(&gone),
+            (
+                "unreachable".into(),
+                "-".into(),
+                "connection refused".into()
+            )
+        );
+    }
+
+    #[test]
+    fn flags_override_the_fleet_defaults() {
+        let defaults = DeployDefaults::default();
+        let flags = RolloutFlags {
+            strategy: Some(Strategy::Canary),
+            max_unhealthy: Some(Amount::Percent(10)),
+            ..Default::default()
+        };
+        let shape = flags.shape(&defaults, Some(Duration::from_secs(30)), MigrateOn::All);
+        assert_eq!(shape.strategy, Strategy::Canary);
+        assert_eq!(shape.batch, defaults.batch);
+        assert_eq!(shape.canary, defaults.canary);
+        assert_eq!(shape.bake, Duration::from_secs(30));
+        assert_eq!(shape.max_unhealthy, Amount::Percent(10));
+        assert_eq!(shape.migrate_on, MigrateOn::All);
+        assert_eq!(
+            flags.shape(&defaults, None, MigrateOn::None).bake,
+            defaults.bake
+        );
+        assert!(parse_positive("0").unwrap_err().contains("never deploy"));
+        assert_eq!(parse_positive("2"), Ok(Amount::Count(2)));
+    }
 }

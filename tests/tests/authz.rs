@@ -101,9 +101,10 @@ async fn authorization_matrix() {
             .await
             .unwrap_or_else(|e| panic!("deployer {rpc:?}: {e:?}"));
     }
-    // Authorized, and then refused honestly by a handler this build does not serve.
-    let (code, _) = call(&mut deployer, Rpc::Deploy).await.unwrap_err();
-    assert_eq!(code, Code::Unimplemented);
+    // Authorized: the handler itself answers (this agent has no app "web").
+    let (code, msg) = call(&mut deployer, Rpc::Deploy).await.unwrap_err();
+    assert_eq!(code, Code::NotFound, "{msg}");
+    assert!(msg.contains("unknown app \"web\""), "{msg}");
 
     let info = deployer
         .get_info(GetInfoRequest {})

@@ -118,13 +118,11 @@ retries = 1
 }
 
 /// The commit part of the release `current` points at (release ids are
-/// `<UTC time>-<commit>`, made by each host at its own time).
+/// `<UTC time>-<commit>[-<n>]`, made by each host at its own time).
 fn current(deploy_to: &Path) -> Option<String> {
     std::fs::read_link(deploy_to.join("current")).ok().map(|t| {
         let release = t.file_name().unwrap().to_string_lossy().into_owned();
-        release
-            .rsplit_once('-')
-            .map_or(release.clone(), |(_, commit)| commit.to_string())
+        release.split('-').nth(1).unwrap_or(&release).to_string()
     })
 }
 
@@ -600,6 +598,26 @@ async fn the_budget_is_fleet_wide_and_unreachable_hosts_count() {
     for host in ["web-5", "web-6"] {
         assert_eq!(journal(&fl, host).len(), 1, "{host} was never touched");
     }
+
+    // The host that runs the migrations fails: whatever the budget, no other host
+    // starts (they would run against a schema that was never migrated).
+    f.sick("web-1", true);
+    let (out, err) = hoist_expect(
+        1,
+        &[
+            "deploy", "web", "--ref", "main", "--fleet", &fl, "--hosts", six,
+        ],
+    );
+    f.sick("web-1", false);
+    assert!(
+        err.contains("web-1 ran the migrations and did not succeed, so no other host started"),
+        "{err}"
+    );
+    assert!(!out.contains("==> web-2"), "{out}");
+    assert!(
+        f.currents().iter().all(|c| c.as_deref() == Some(&v1)),
+        "{out}"
+    );
 
     // An unreachable host counts: within a budget of 1 the others deploy (exit 0)...
     let (out, _) = hoist_expect(

@@ -462,6 +462,19 @@ fn timed_until_link(
     Ok((to_switch, total))
 }
 
+/// One durable small write in `dir`, as hoistd makes for its state files: write, fsync
+/// the file, rename, fsync the directory. Its cost depends on the disk's other work.
+fn fsync_probe(dir: &Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let tmp = dir.join(".probe.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(b"hoist-bench fsync probe\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join("probe"))?;
+    File::open(dir)?.sync_all()?;
+    Ok(started.elapsed())
+}
+
 /// The release a `current` symlink names (its last component).
 fn link_name(link: &Path) -> Option<String> {
     std::fs::read_link(link)
@@ -836,6 +849,7 @@ async fn single_host(
     let (mut hoist_deploys, mut shell_deploys) = (Vec::new(), Vec::new());
     let (mut hoist_switch, mut hoist_rollback_total, mut shell_switch) =
         (Vec::new(), Vec::new(), Vec::new());
+    let mut fsyncs = Vec::new();
     for run in 0..plan.deploy_runs {
         repo.commit_version(&format!("{}", run + 1), &[]);
         let hoist_before = link_name(&current).context("no current after a deploy")?;
@@ -867,6 +881,7 @@ async fn single_host(
             &shell_before,
         )?;
         shell_switch.push(to_switch);
+        fsyncs.push(fsync_probe(root.path())?);
     }
     drop(agents);
 
@@ -886,9 +901,13 @@ async fn single_host(
         format!(
             "1: hoist deploy {} vs deploy.sh {} (min–max); both fetch a new commit into a warm \
          mirror each run; hoist's time includes the CLI start, mTLS connect, job stream, \
-         journal, fsync of the switch and pruning",
+         journal, durable (fsynced) state files and pruning; one durable small write (write, \
+         fsync, rename, fsync of the dir) took {} median ({}) on this disk during the run, \
+         and the script makes none",
             spread(&hoist_deploys),
-            spread(&shell_deploys)
+            spread(&shell_deploys),
+            ms(median(&fsyncs)),
+            spread(&fsyncs)
         ),
     );
     let (h, s) = (median(&hoist_switch), median(&shell_switch));
