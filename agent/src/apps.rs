@@ -56,14 +56,21 @@ pub struct Apps {
     config: watch::Receiver<Arc<Config>>,
     registry: Arc<Registry>,
     owners: Arc<Mutex<HashMap<String, mpsc::Sender<Command>>>>,
+    /// Wakes the monitor for fresh check results when a job ends.
+    recheck: Arc<tokio::sync::Notify>,
 }
 
 impl Apps {
-    pub fn new(config: watch::Receiver<Arc<Config>>, registry: Arc<Registry>) -> Apps {
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        registry: Arc<Registry>,
+        recheck: Arc<tokio::sync::Notify>,
+    ) -> Apps {
         Apps {
             config,
             registry,
             owners: Arc::new(Mutex::new(HashMap::new())),
+            recheck,
         }
     }
 
@@ -114,6 +121,7 @@ impl Apps {
             lock: AppLock::load(&config.agent.state_dir, app),
             running: None,
             tx: tx.downgrade(),
+            recheck: self.recheck.clone(),
         };
         tokio::spawn(owner.run(rx));
         owners.insert(app.to_string(), tx.clone());
@@ -208,6 +216,7 @@ struct Owner {
     /// a lease the controller took first).
     running: Option<(Arc<Job>, bool)>,
     tx: mpsc::WeakSender<Command>,
+    recheck: Arc<tokio::sync::Notify>,
 }
 
 impl Owner {
@@ -263,6 +272,7 @@ impl Owner {
                             let _ = self.lock.release(&self.app, &job.id, false, now);
                         }
                         self.registry.retire(&job.id);
+                        self.recheck.notify_one();
                         // Event logs of jobs the journal no longer lists go too.
                         let journal = journal::Journal::load(&journal::Journal::path(
                             &self.state_dir,

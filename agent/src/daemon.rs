@@ -86,8 +86,14 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     let (sampler, first) = monitor::first_sample(&config).await;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
-    let monitor_task = tokio::spawn(monitor::run(config_rx.clone(), snap_tx, sampler));
-    let apps = Apps::new(config_rx.clone(), registry);
+    let recheck = Arc::new(tokio::sync::Notify::new());
+    let monitor_task = tokio::spawn(monitor::run(
+        config_rx.clone(),
+        snap_tx,
+        sampler,
+        recheck.clone(),
+    ));
+    let apps = Apps::new(config_rx.clone(), registry, recheck);
     for job in apps.recover() {
         tracing::warn!(job = %job, "job marked interrupted: hoistd stopped while it ran");
     }

@@ -76,6 +76,7 @@ pub async fn run(
     config: watch::Receiver<Arc<Config>>,
     publish: watch::Sender<Arc<Snapshot>>,
     sampler: Sampler,
+    recheck: Arc<tokio::sync::Notify>,
 ) {
     let mut sampler = Some(sampler);
     loop {
@@ -107,7 +108,12 @@ pub async fn run(
             resources,
             apps,
         }));
-        tokio::time::sleep(cfg.agent.health_interval.max(Duration::from_millis(100))).await;
+        // Sleep until the next round, or until a job asks for fresh results (a finished
+        // deploy should not leave the previous release's check results on show).
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.agent.health_interval.max(Duration::from_millis(100))) => {}
+            _ = recheck.notified() => {}
+        }
     }
 }
 

@@ -213,13 +213,26 @@ async fn hoist_status_table_json_and_unreachable_hosts() {
 
 #[test]
 fn demo_runs_to_the_end() {
+    let started = std::time::Instant::now();
     let (status, out, err) = hoist(&["demo"]);
     assert!(status.success(), "{out}{err}");
-    for needle in ["web-1", "web-2", "web-3", "stopping the agents", "done in"] {
+    for needle in [
+        "1. deploy v1",
+        "2. rolling deploy of v2",
+        "3. v3 fails its checks",
+        "every host serves v2 again",
+        "rolled back",
+        "Deployment log: shop on web-1",
+        "STATUS says broken",
+        "stopping the agents",
+        "done in",
+    ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
     }
-    // web-3's worker is down on purpose and the table says so.
-    assert!(out.contains("down: shop-worker"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the demo must stay under a minute"
+    );
     let dir = out
         .lines()
         .find_map(|l| l.strip_prefix("==> hoist demo in "))
