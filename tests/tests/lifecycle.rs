@@ -213,7 +213,6 @@ async fn hoist_status_table_json_and_unreachable_hosts() {
 
 #[test]
 fn demo_runs_to_the_end() {
-    let started = std::time::Instant::now();
     let (status, out, err) = hoist(&["demo"]);
     assert!(status.success(), "{out}{err}");
     for needle in [
@@ -229,10 +228,6 @@ fn demo_runs_to_the_end() {
     ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
     }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
-        "the demo must stay under a minute"
-    );
     let dir = out
         .lines()
         .find_map(|l| l.strip_prefix("==> hoist demo in "))
