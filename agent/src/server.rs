@@ -66,6 +66,18 @@ impl AgentService {
         )))
     }
 
+    /// Starts (or finds, by id) a job and streams its events from the first.
+    async fn run_job(
+        &self,
+        app: &str,
+        job_id: &str,
+        who: &str,
+        request: deploy::Request,
+    ) -> Result<Response<EventStream>, Status> {
+        let job = self.apps.start(app, job_id, who, request).await?;
+        Ok(Response::new(job.follow()))
+    }
+
     async fn status_now(&self, app: &str) -> Result<StatusResponse, Status> {
         let config = self.config.borrow().clone();
         Self::check_app(&config, app)?;
@@ -151,22 +163,19 @@ impl Agent for AgentService {
         let who = who(&request);
         let req = request.into_inner();
         release::validate_ref(&req.r#ref)?;
-        let job = self
-            .apps
-            .start(
-                &req.app,
-                &req.deploy_id,
-                &who,
-                deploy::Request::Deploy {
-                    r#ref: req.r#ref,
-                    migrate: req.migrate,
-                    allow_missing_env: req.allow_missing_env,
-                    forced: req.forced,
-                    reason: req.reason,
-                },
-            )
-            .await?;
-        Ok(Response::new(job.follow()))
+        self.run_job(
+            &req.app,
+            &req.deploy_id,
+            &who,
+            deploy::Request::Deploy {
+                r#ref: req.r#ref,
+                migrate: req.migrate,
+                allow_missing_env: req.allow_missing_env,
+                forced: req.forced,
+                reason: req.reason,
+            },
+        )
+        .await
     }
 
     type RollbackStream = EventStream;
@@ -186,21 +195,18 @@ impl Agent for AgentService {
             ));
         }
         let job_id = job_id_or_new(&req.job_id, "rollback");
-        let job = self
-            .apps
-            .start(
-                &req.app,
-                &job_id,
-                &who,
-                deploy::Request::Rollback {
-                    to_release: req.to_release,
-                    migrate: req.migrate,
-                    restore_db: req.restore_db,
-                    reason: req.reason,
-                },
-            )
-            .await?;
-        Ok(Response::new(job.follow()))
+        self.run_job(
+            &req.app,
+            &job_id,
+            &who,
+            deploy::Request::Rollback {
+                to_release: req.to_release,
+                migrate: req.migrate,
+                restore_db: req.restore_db,
+                reason: req.reason,
+            },
+        )
+        .await
     }
 
     type RestartStream = EventStream;
@@ -231,18 +237,15 @@ impl Agent for AgentService {
             }
         }
         let job_id = job_id_or_new(&req.job_id, "restart");
-        let job = self
-            .apps
-            .start(
-                &req.app,
-                &job_id,
-                &who,
-                deploy::Request::Restart {
-                    service: req.service,
-                },
-            )
-            .await?;
-        Ok(Response::new(job.follow()))
+        self.run_job(
+            &req.app,
+            &job_id,
+            &who,
+            deploy::Request::Restart {
+                service: req.service,
+            },
+        )
+        .await
     }
 
     type AttachStream = EventStream;
@@ -382,20 +385,17 @@ impl Agent for AgentService {
             return Err(Status::invalid_argument("nothing to set; pass KEY=VALUE"));
         }
         let job_id = job_id_or_new(&req.job_id, "env");
-        let job = self
-            .apps
-            .start(
-                &req.app,
-                &job_id,
-                &who,
-                deploy::Request::Env {
-                    set,
-                    unset: Vec::new(),
-                    restart: req.restart,
-                },
-            )
-            .await?;
-        Ok(Response::new(job.follow()))
+        self.run_job(
+            &req.app,
+            &job_id,
+            &who,
+            deploy::Request::Env {
+                set,
+                unset: Vec::new(),
+                restart: req.restart,
+            },
+        )
+        .await
     }
 
     type EnvUnsetStream = EventStream;
@@ -412,20 +412,17 @@ impl Agent for AgentService {
             return Err(Status::invalid_argument("nothing to unset; pass KEY"));
         }
         let job_id = job_id_or_new(&req.job_id, "env");
-        let job = self
-            .apps
-            .start(
-                &req.app,
-                &job_id,
-                &who,
-                deploy::Request::Env {
-                    set: Vec::new(),
-                    unset: req.keys,
-                    restart: req.restart,
-                },
-            )
-            .await?;
-        Ok(Response::new(job.follow()))
+        self.run_job(
+            &req.app,
+            &job_id,
+            &who,
+            deploy::Request::Env {
+                set: Vec::new(),
+                unset: req.keys,
+                restart: req.restart,
+            },
+        )
+        .await
     }
     async fn record_refusal(
         &self,

@@ -54,6 +54,9 @@ pub struct Leases {
     creds: Credentials,
     timeout: Duration,
     held: Arc<Mutex<Vec<Held>>>,
+    /// Written by a renewal round, read by hand-overs (which may run at once), so a
+    /// renewal never re-takes the lease a hand-over just released.
+    busy: Arc<tokio::sync::RwLock<()>>,
     renewer: Option<JoinHandle<()>>,
 }
 
@@ -108,6 +111,7 @@ impl Leases {
             creds: creds.clone(),
             timeout,
             held: Arc::default(),
+            busy: Arc::default(),
             renewer: None,
         }
     }
@@ -115,14 +119,14 @@ impl Leases {
     /// Takes the app lock on every `(host, lease id)`, in host-name order, and keeps
     /// renewing them. A host that refuses (held by someone else, unknown app, role)
     /// releases every lock taken and fails, unless `wait` is non-zero: then it retries
-    /// until `wait` has passed, calling `waiting` with the reason before each pause,
+    /// until `wait` has passed, calling `waiting` with the host and why before each pause,
     /// and stopping early once `cancelled` says so (Ctrl-C). Hosts that do not answer
     /// are skipped and returned as `(host, why)`.
     pub async fn take(
         &mut self,
         targets: &[(&Host, String)],
         wait: Duration,
-        mut waiting: impl FnMut(&str),
+        mut waiting: impl FnMut(&str, &str),
         cancelled: impl Fn() -> bool,
     ) -> Result<Vec<(String, String)>, Refused> {
         let mut sorted: Vec<&(&Host, String)> = targets.iter().collect();
@@ -141,37 +145,39 @@ impl Leases {
                         unreachable.push((host.name.clone(), why));
                     }
                     Err(CallError::Status(status)) => {
-                        let busy = status.code() == tonic::Code::FailedPrecondition;
-                        refused = Some((host.name.clone(), CallError::Status(status), busy));
+                        let held_elsewhere = status.code() == tonic::Code::FailedPrecondition;
+                        refused =
+                            Some((host.name.clone(), CallError::Status(status), held_elsewhere));
                         break;
                     }
                 }
             }
-            let Some((host, err, busy)) = refused else {
+            let Some((host, err, held_elsewhere)) = refused else {
                 self.renew_in_background();
                 return Ok(unreachable);
             };
             let failures = self.release().await;
             let why = err.to_string();
             let kept: Vec<String> = failures.into_iter().map(|(h, _)| h).collect();
-            if !busy
+            if !held_elsewhere
                 || !kept.is_empty()
                 || cancelled()
                 || tokio::time::Instant::now() + RETRY_EVERY > deadline
             {
                 return Err(Refused { host, why, kept });
             }
-            waiting(&format!("{host}: {why}"));
+            waiting(&host, &why);
             tokio::time::sleep(RETRY_EVERY).await;
         }
     }
 
     fn renew_in_background(&mut self) {
         let (held, creds, timeout) = (self.held.clone(), self.creds.clone(), self.timeout);
-        let (app, reason) = (self.app.clone(), self.reason.clone());
+        let (app, reason, busy) = (self.app.clone(), self.reason.clone(), self.busy.clone());
         self.renewer = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
+                let _round = busy.write().await;
                 let now: Vec<Held> = locked(&held).clone();
                 let renewals = now.iter().map(|h| async {
                     if let Err(err) = lock(&h.host, &creds, timeout, &app, &reason, &h.id).await {
@@ -193,6 +199,7 @@ impl Leases {
 
     /// Moves `host`'s lease to `new_id` (the id of the job that runs next there).
     pub async fn hand_over(&self, host: &str, new_id: &str) -> Result<(), String> {
+        let _no_renewal = self.busy.read().await;
         let Some(held) = locked(&self.held)
             .iter()
             .find(|h| h.host.name == host)

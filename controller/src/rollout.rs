@@ -340,15 +340,15 @@ async fn execute(
         .collect();
     let mut leases = Leases::new(&app, &reason, rollout.creds, rollout.timeout);
     let pressed = || interrupt.count() > 0;
-    let mut last_wait = String::new();
-    let waiting = |why: &str| {
-        // Once per holder, not once per retry.
-        if why != last_wait {
+    let mut waiting_for = String::new();
+    let waiting = |host: &str, why: &str| {
+        // Once per host that holds things up, not once per retry.
+        if host != waiting_for {
             eprintln!(
-                "hoist: waiting up to {} for the lock ({why})",
+                "hoist: waiting up to {} for the lock on {host} ({why})",
                 render::human_duration(plan::millis(rollout.lock_wait))
             );
-            last_wait = why.to_string();
+            waiting_for = host.to_string();
         }
     };
     let taken = leases

@@ -934,7 +934,16 @@ async fn two_rollouts_at_once_one_wins_and_the_other_fails_clean() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = third.join().unwrap();
     assert_eq!(code, 0, "{out}{err}");
-    assert!(err.contains("waiting for the lock"), "{err}");
+    assert!(
+        err.contains("waiting up to 1m00s for the lock on web-1 (")
+            && err.contains("locked by dana"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("for the lock on web-1").count(),
+        1,
+        "said once, not once per retry: {err}"
+    );
     let v3 = f.current(0).unwrap();
     assert!(f.currents().iter().all(|c| c.as_deref() == Some(&v3)));
     // The loser's job ids appear in no journal.

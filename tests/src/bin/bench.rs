@@ -1301,7 +1301,15 @@ async fn idle(
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    // Everything `run` started is stopped when it returns, error or not.
+    if let Err(e) = run().await {
+        eprintln!("hoist-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let plan = Plan::from_args()?;
     install_panic_hook();
     let mut report = Report::default();
