@@ -3,4 +3,5 @@
 //! promtool, Prometheus) started on loopback.
 pub mod e2e;
 pub mod harness;
+pub mod jobs;
 pub mod services;

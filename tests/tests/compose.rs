@@ -9,21 +9,19 @@ use std::{path::Path, process::Command, time::Duration};
 
 use hoist_proto::v1::{
     AppStatus, DeployRequest, JobEvent, JobResult, RollbackRequest, ServiceState, StatusRequest,
-    job_event::Kind,
 };
 use hoist_tests::{
     e2e,
     harness::{Agent, AgentBuilder, Pki, Who, http_get},
+    jobs::{collect, output, result},
     services::{docker::Docker, git::AppRepo},
 };
-use tokio_stream::StreamExt as _;
 
 const TEST: &str = "compose_app_deploys_upgrades_and_rolls_back";
 const PROJECT: &str = "shop";
 const SERVICE: &str = "web";
 const V1: &str = "hoist-test/app:v1";
 const V2: &str = "hoist-test/app:v2";
-const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The tools this test needs, or `None` (after a SKIPPED line) when one is missing.
 fn require_tools() -> Option<()> {
@@ -89,35 +87,6 @@ interval = "250ms"
         repo = repo.url(),
         deploy_to = deploy_to.display(),
     )
-}
-
-async fn collect(stream: tonic::Streaming<JobEvent>) -> Vec<JobEvent> {
-    tokio::time::timeout(JOB_TIMEOUT, stream.map(|e| e.unwrap()).collect())
-        .await
-        .expect("job finished in time")
-}
-
-fn result(events: &[JobEvent]) -> (JobResult, String, String) {
-    events
-        .iter()
-        .find_map(|e| match &e.kind {
-            Some(Kind::Finished(f)) => Some((f.result(), f.release.clone(), f.error.clone())),
-            _ => None,
-        })
-        .expect("a finished event")
-}
-
-fn output(events: &[JobEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::Output(o)) => Some(format!("{}: {}", o.step, o.line)),
-            Some(Kind::Notice(n)) => Some(format!("notice: {}", n.message)),
-            Some(Kind::StepFinished(f)) if !f.ok => Some(format!("FAILED {}: {}", f.step, f.error)),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Asserts a finished deploy or rollback succeeded (showing both daemons' logs when

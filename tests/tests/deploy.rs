@@ -13,12 +13,12 @@ use hoist_proto::v1::{
 use hoist_tests::{
     e2e,
     harness::{Agent, AgentBuilder, Pki, Who},
+    jobs::{collect, output, result, steps},
     services::{
         git::AppRepo,
         supervisor::{Program, Supervisord},
     },
 };
-use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
 /// A deploy_to under a world-traversable temp dir (hooks may run as `nobody`).
@@ -91,48 +91,6 @@ async fn deploy(
         .await?
         .into_inner();
     Ok(collect(stream).await)
-}
-
-async fn collect(stream: tonic::Streaming<JobEvent>) -> Vec<JobEvent> {
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        stream.map(|e| e.unwrap()).collect(),
-    )
-    .await
-    .expect("job finished within 120s")
-}
-
-fn result(events: &[JobEvent]) -> (JobResult, String, String) {
-    events
-        .iter()
-        .find_map(|e| match &e.kind {
-            Some(Kind::Finished(f)) => Some((f.result(), f.release.clone(), f.error.clone())),
-            _ => None,
-        })
-        .expect("a finished event")
-}
-
-fn output(events: &[JobEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::Output(o)) => Some(format!("{}: {}", o.step, o.line)),
-            Some(Kind::Notice(n)) => Some(format!("notice: {}", n.message)),
-            Some(Kind::StepFinished(f)) if !f.ok => Some(format!("FAILED {}: {}", f.step, f.error)),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn steps(events: &[JobEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::StepStarted(s)) => Some(s.step.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn current(deploy_to: &Path) -> String {
