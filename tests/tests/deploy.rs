@@ -437,6 +437,46 @@ async fn failure_paths_change_nothing() {
     .await;
     assert_eq!(current(&deploy_to), good, "current untouched");
 
+    // The controller goes away right after starting a job: the job runs to its end.
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    let calm = text
+        .replace("step_timeout = \"1s\"", "step_timeout = \"20s\"")
+        .replace(
+            &format!(
+                "\"sh -c 'echo $$ > {}; exec sleep 300' & sleep 300\", ",
+                marker.display()
+            ),
+            "\"sleep 1\", ",
+        );
+    std::fs::write(&agent.config, calm).unwrap();
+    agent.reload().await;
+    let stream = client
+        .deploy(DeployRequest {
+            app: "web".into(),
+            r#ref: "main".into(),
+            deploy_id: "detached".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(stream);
+    drop(client);
+    let mut client = agent.connect(&pki, Who::Deployer).await.unwrap();
+    let events = collect(
+        client
+            .attach(AttachRequest {
+                job_id: "detached".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let (res, detached, err) = result(&events);
+    assert_eq!(res, JobResult::Succeeded, "{err}\n{}", output(&events));
+    assert_eq!(current(&deploy_to), detached);
+    let good = detached;
+
     // A refusal by the controller (deploy window) is recorded in the journal.
     client
         .record_refusal(RecordRefusalRequest {
