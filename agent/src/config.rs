@@ -197,6 +197,29 @@ pub struct Steps {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command(pub Vec<String>);
 
+impl App {
+    /// The app's services, plus, for the compose strategy, the app's compose project
+    /// itself (every service in it, recreated from the release's compose file).
+    pub fn all_services(&self) -> Vec<Service> {
+        let mut services = self.services.clone();
+        if self.strategy == Strategy::Compose
+            && let Some(project) = &self.project
+        {
+            services.insert(
+                0,
+                Service::Compose {
+                    compose_file: self.compose_file.clone(),
+                    project: project.clone(),
+                    services: Vec::new(),
+                    action: ComposeAction::Recreate,
+                    timeout: self.step_timeout,
+                },
+            );
+        }
+        services
+    }
+}
+
 /// An `[[app.services]]` entry: something to reload or restart after a switch.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Service {

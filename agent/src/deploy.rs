@@ -346,7 +346,7 @@ impl Ctx {
     async fn restart_services(&self, release_dir: &Path, only: &str) -> StepResult {
         for service in self
             .app
-            .services
+            .all_services()
             .iter()
             .filter(|s| only.is_empty() || s.display_name() == only)
         {
@@ -952,6 +952,7 @@ async fn deploy(
     record_release(ctx, &id, &commit, r#ref);
 
     let after: StepResult = async {
+        activate(ctx, &dir).await?;
         ctx.maybe_hook("after_switch", ctx.app.steps.after_switch.as_ref(), &dir)
             .await?;
         ctx.restart_services(&dir, "").await?;
@@ -1009,6 +1010,16 @@ fn note_current(ctx: &Ctx, id: &str, was: &str) {
     }
 }
 
+/// The command strategy's switch: `activate` (e.g. `helm upgrade --install ... --wait`)
+/// from the release, after `current` points at it.
+async fn activate(ctx: &Ctx, dir: &Path) -> StepResult {
+    if ctx.app.strategy == config::Strategy::Command {
+        ctx.maybe_hook("activate", ctx.app.activate.as_ref(), dir)
+            .await?;
+    }
+    Ok(())
+}
+
 fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
     let path = ctx.journal_path();
     let mut journal = Journal::load(&path);
@@ -1046,6 +1057,16 @@ async fn auto_rollback(
     }
     ctx.notice(format!("{reason}; rolling back to {previous}"));
     let prev_dir = ctx.layout.release(previous);
+    if ctx.app.strategy == config::Strategy::Command {
+        // The platform's own rollback (e.g. `helm rollback`), run from the failed release.
+        let _ = ctx
+            .maybe_hook(
+                "deactivate",
+                ctx.app.deactivate.as_ref(),
+                &ctx.layout.release(id),
+            )
+            .await;
+    }
     let started = ctx.start("rollback", format!("current -> releases/{previous}"));
     let r = ctx
         .layout
@@ -1163,6 +1184,7 @@ async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> O
             .or_else(|e| ctx.fail("switch", format!("cannot switch: {e}")));
         ctx.finish("switch", started, r)?;
         note_current(ctx, &target, &current);
+        activate(ctx, &target_dir).await?;
         ctx.maybe_hook(
             "after_switch",
             ctx.app.steps.after_switch.as_ref(),

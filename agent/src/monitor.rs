@@ -91,8 +91,9 @@ pub async fn run(
         .unwrap_or_else(|_| (Sampler::new(), HostResources::default()));
         sampler = Some(s);
         let apps = join_all(cfg.apps.iter().map(|app| async move {
+            let declared = app.all_services();
             let (services, checks) = tokio::join!(
-                join_all(app.services.iter().map(services::probe)),
+                join_all(declared.iter().map(services::probe)),
                 join_all(app.checks.iter().map(|c| checks::run(app, c)))
             );
             for c in checks.iter().filter(|c| !c.ok) {
@@ -126,7 +127,7 @@ pub async fn status(config: &Config, snapshot: &Snapshot, only_app: &str) -> Sta
         .filter(|a| only_app.is_empty() || a.name == only_app);
     let apps = join_all(apps.map(|app| async move {
         let (current_release, current_commit) = current_release(app);
-        let services = join_all(app.services.iter().map(services::probe)).await;
+        let services = join_all(app.all_services().iter().map(services::probe)).await;
         let checks = match snapshot.apps.get(&app.name) {
             Some(h) if h.checks.len() == app.checks.len() => h.checks.clone(),
             _ => app

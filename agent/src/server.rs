@@ -221,7 +221,7 @@ impl Agent for AgentService {
             Self::check_app(&config, &req.app)?;
             let app = config.apps.iter().find(|a| a.name == req.app);
             let names: Vec<String> = app
-                .map(|a| a.services.iter().map(|s| s.display_name()).collect())
+                .map(|a| a.all_services().iter().map(|s| s.display_name()).collect())
                 .unwrap_or_default();
             if !req.service.is_empty() && !names.contains(&req.service) {
                 return Err(Status::not_found(format!(

@@ -5,6 +5,9 @@
 //!
 //! A vector result with several series holds only when every series does, so the
 //! gate's value is the largest sample.
+//!
+//! `prometheus` may be `http://` or `https://` (verified against the system's root
+//! certificates; see [`crate::httpc`]).
 
 use std::{fmt, time::Duration};
 
@@ -243,8 +246,13 @@ mod tests {
         assert!(matches!(evaluate(&dead).await, Verdict::Error(why) if why.contains("connect")));
         let https = Gate {
             prometheus: "https://prom.example".into(),
+            ..dead.clone()
+        };
+        assert_eq!(validate(&[https]), Ok(()));
+        let bad_port = Gate {
+            prometheus: "https://prom.example:99999".into(),
             ..dead
         };
-        assert!(validate(&[https]).unwrap_err().contains("[[gate]] #1"));
+        assert!(validate(&[bad_port]).unwrap_err().contains("[[gate]] #1"));
     }
 }

@@ -1,21 +1,36 @@
 //! A minimal HTTP/1.1 client (hyper) for Prometheus gates and webhooks: one request per
-//! connection, plain `http://` only, a bounded body, and every error as one line that
-//! names the URL.
+//! connection, `http://` or `https://`, a bounded body, and every error as one line
+//! that names the URL.
+//!
+//! `https://` is rustls (ring) verifying the server against the system's root
+//! certificates (`rustls-native-certs`: the platform store, or `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR` when set) for the URL's host, DNS name or IP address, with ALPN
+//! `http/1.1`.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
 
 /// Bytes of a response body read at most.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// A parsed `http://host[:port]/path?query` URL.
+/// A parsed `http[s]://host[:port]/path?query` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
-    /// `host:port` as written (port 80 when absent), for the Host header.
+    /// `https://`: TLS to the server.
+    pub tls: bool,
+    /// `host:port` as written (port 80 or 443 when absent), for the Host header.
     pub authority: String,
     pub host: String,
     pub port: u16,
@@ -24,18 +39,15 @@ pub struct Url {
 }
 
 impl Url {
-    /// Parses an `http://` URL; `https://` and anything else are errors that say so.
+    /// Parses an `http://` or `https://` URL; anything else is an error that says so.
     pub fn parse(url: &str) -> Result<Url, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "{} is https, which hoist does not speak to Prometheus or webhooks yet; \
-                 use an http:// URL (for example a local relay)",
-                redact(url)
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{} is not an http:// URL", redact(url)))?;
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => {
+                return Err(format!("{} is not an http:// or https:// URL", redact(url)));
+            }
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
             Some(i) => (&rest[..i], rest[i..].to_string()),
@@ -48,13 +60,14 @@ impl Url {
                     .map_err(|_| format!("{} has a bad port {port:?}", redact(url)))?;
                 (host, port)
             }
-            _ => (authority, 80),
+            _ => (authority, if tls { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("{} has no host", redact(url)));
         }
         Ok(Url {
+            tls,
             authority: authority.to_string(),
             host: host.to_string(),
             port,
@@ -103,7 +116,54 @@ async fn exchange(url: &Url, method: &str, body: Option<String>) -> Result<Respo
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("connect {}: {e}", url.authority))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    if !url.tls {
+        return send(tcp, url, method, body).await;
+    }
+    let name = ServerName::try_from(url.host.clone())
+        .map_err(|e| format!("{} is not a TLS server name: {e}", url.host))?;
+    let tls = TlsConnector::from(tls_config()?)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {}: {e}", url.authority))?;
+    send(tls, url, method, body).await
+}
+
+/// The TLS client configuration, built once: the system's roots, ALPN `http/1.1`.
+fn tls_config() -> Result<Arc<ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "none found".to_string(), |e| e.to_string());
+                return Err(format!(
+                    "no trusted root certificates for https ({why}); install the system \
+                     CA bundle or set SSL_CERT_FILE"
+                ));
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS setup: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+/// One request and its response over an open connection.
+async fn send<S>(io: S, url: &Url, method: &str, body: Option<String>) -> Result<Response, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
@@ -217,6 +277,7 @@ pub(crate) mod tests {
     #[test]
     fn urls() {
         let url = Url::parse("http://127.0.0.1:9090").unwrap();
+        assert!(!url.tls);
         assert_eq!(
             (url.host.as_str(), url.port, url.path.as_str()),
             ("127.0.0.1", 9090, "/")
@@ -227,8 +288,20 @@ pub(crate) mod tests {
         let url = Url::parse("http://[::1]:8080/hook?x=1").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("::1", 8080));
         assert_eq!(Url::parse("http://h?a=b").unwrap().path, "/?a=b");
-        let err = Url::parse("https://hooks.slack.com/services/T0/B0/SECRET").unwrap_err();
-        assert!(err.contains("is https") && !err.contains("SECRET"), "{err}");
+        let url = Url::parse("https://hooks.slack.com/services/T0/B0/SECRET").unwrap();
+        assert!(url.tls);
+        assert_eq!(
+            (url.host.as_str(), url.port, url.authority.as_str()),
+            ("hooks.slack.com", 443, "hooks.slack.com")
+        );
+        assert_eq!(url.path, "/services/T0/B0/SECRET");
+        let url = Url::parse("https://[::1]:8443/x").unwrap();
+        assert_eq!((url.tls, url.host.as_str(), url.port), (true, "::1", 8443));
+        let err = Url::parse("ftp://h/SECRET").unwrap_err();
+        assert!(
+            err.contains("not an http") && !err.contains("SECRET"),
+            "{err}"
+        );
         assert!(Url::parse("http://h:x/").unwrap_err().contains("bad port"));
         assert!(Url::parse("ftp://h/").is_err());
         assert_eq!(redact("http://h:1/a/b?c"), "http://h:1/…");

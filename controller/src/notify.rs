@@ -1,6 +1,7 @@
 //! `[notify] webhooks`: Slack-compatible JSON (`{"text": ..., "attachments": [...]}`)
-//! POSTed to every webhook when a rollout starts, succeeds, fails, rolls hosts back or
-//! is refused. Sending happens in the background with a short timeout: a dead or slow
+//! POSTed to every webhook (`http://` or `https://`, verified against the system's root
+//! certificates) when a rollout starts, succeeds, fails, rolls hosts back or is
+//! refused. A URL hoist cannot use (a bad port) is skipped with one message. Sending happens in the background with a short timeout: a dead or slow
 //! webhook never fails or holds up a deploy; its error goes to stderr. Before the
 //! command exits it waits (at most [`TIMEOUT`]) for messages still in flight, so the
 //! last one is not lost.
@@ -160,11 +161,13 @@ mod tests {
         let live = server(200, "ok").await;
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead = format!("http://{}/hook", closed.local_addr().unwrap());
+        let dead_tls = format!("https://{}/hook", closed.local_addr().unwrap());
         drop(closed);
         let notifier = Notifier::new(&notify(&[
             dead,
             format!("{}/services/T0/SECRET", live.url),
-            "https://hooks.slack.com/services/T0/B0/SECRET".into(),
+            dead_tls,
+            "http://127.0.0.1:99999/services/T0/B0/SECRET".into(),
         ]));
         let started = std::time::Instant::now();
         notifier

@@ -66,14 +66,11 @@ name = "shop"
 repo = "{repo}"
 deploy_to = "{deploy_to}"
 keep_releases = 3
-step_timeout = "60s"
-
-[[app.services]]
-kind = "compose"
+step_timeout = "90s"
+# The compose strategy: each release's compose file brings the project up, recreated.
+strategy = "compose"
 project = "{PROJECT}"
-services = ["{SERVICE}"]
 compose_file = "docker-compose.yml"
-timeout = "90s"
 
 [[app.checks]]
 kind = "http"

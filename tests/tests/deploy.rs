@@ -592,3 +592,52 @@ async fn killed_agent_leaves_current_and_marks_the_job_interrupted() {
         output(&events)
     );
 }
+
+#[tokio::test]
+async fn command_strategy_activates_and_deactivates() {
+    let repo = AppRepo::new_static(&[("index.html", "hi\n")]);
+    repo.commit_version("1", &[]);
+    let root = deploy_root();
+    let deploy_to = root.path().join("web");
+    let marks = scratch(&root);
+    let toml = format!(
+        r#"
+[[app]]
+name = "web"
+repo = "{repo}"
+deploy_to = "{deploy_to}"
+strategy = "command"
+activate = "echo activate $(cat VERSION) >> {marks}/platform.log"
+deactivate = "echo deactivate $(cat VERSION) >> {marks}/platform.log"
+
+[[app.checks]]
+kind = "command"
+name = "not-broken"
+command = "test ! -e BROKEN"
+retries = 1
+"#,
+        repo = repo.url(),
+        deploy_to = deploy_to.display(),
+        marks = marks.display(),
+    );
+    let pki = Pki::new();
+    let agent = AgentBuilder::new(&pki).apps(&toml).start().await;
+    let mut client = agent.connect(&pki, Who::Deployer).await.unwrap();
+    let events = deploy(&mut client, "cmd-1", "main").await.unwrap();
+    assert_eq!(
+        result(&events).0,
+        JobResult::Succeeded,
+        "{}",
+        output(&events)
+    );
+    repo.commit_version("2", &[("BROKEN", "1")]);
+    let events = deploy(&mut client, "cmd-2", "main").await.unwrap();
+    assert_eq!(
+        result(&events).0,
+        JobResult::RolledBack,
+        "{}",
+        output(&events)
+    );
+    let log = std::fs::read_to_string(marks.join("platform.log")).unwrap();
+    assert_eq!(log, "activate 1\nactivate 2\ndeactivate 2\n");
+}
