@@ -8,4 +8,3 @@ pub mod nginx_php;
 pub mod postgres;
 pub mod promtool;
 pub mod supervisor;
-pub mod systemd;
