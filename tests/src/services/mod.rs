@@ -8,3 +8,4 @@ pub mod nginx_php;
 pub mod postgres;
 pub mod promtool;
 pub mod supervisor;
+pub mod systemd;

@@ -1,0 +1,448 @@
+//! A real systemd: a minimal Debian 12 root made once with `debootstrap` and cached
+//! under [`CACHE`], copied per run and booted with
+//! `systemd-nspawn --boot --register=no --keep-unit` (no private network, so loopback
+//! is shared with the host). Commands run inside through
+//! `nsenter --target <init> --mount --pid`. On drop the container is powered off
+//! (SIGKILL to its init if it does not stop in time) and the copy removed.
+
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tempfile::TempDir;
+
+use crate::{e2e, harness::Pki};
+
+/// The cached Debian root; built (into a temp dir, renamed when complete) when missing.
+pub const CACHE: &str = "/var/cache/hoist-tests/bookworm-systemd";
+const MIRROR: &str = "http://deb.debian.org/debian";
+const DEBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(900);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(20);
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+const AGENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Where the booted container finds the workspace's `hoistd` (bind-mounted read-only).
+const AGENT_BIN: &str = "/usr/local/bin/hoistd";
+const AGENT_STATE: &str = "/var/lib/hoist";
+const AGENT_LOG: &str = "/var/log/hoistd.log";
+
+/// A file written into the container's root before it boots.
+#[derive(Clone, Debug)]
+pub struct RootFile {
+    /// Absolute path inside the container.
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+impl RootFile {
+    pub fn new(path: &str, contents: impl Into<Vec<u8>>) -> Self {
+        RootFile {
+            path: path.into(),
+            contents: contents.into(),
+            mode: 0o644,
+        }
+    }
+
+    pub fn executable(path: &str, contents: impl Into<Vec<u8>>) -> Self {
+        RootFile {
+            mode: 0o755,
+            ..RootFile::new(path, contents)
+        }
+    }
+}
+
+/// What a [`Container`] boots with.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    pub files: Vec<RootFile>,
+    /// Units enabled (linked into `multi-user.target.wants`) before boot.
+    pub enable: Vec<String>,
+    /// Read-only binds, `(host path, path inside)`.
+    pub bind_ro: Vec<(PathBuf, String)>,
+}
+
+/// The tools a systemd test needs: `Some` when present; otherwise `None` after
+/// printing SKIPPED (or a panic under `HOIST_E2E=1`), as [`e2e::require`] does. Also
+/// needs root, which `systemd-nspawn` and writing [`CACHE`] require.
+pub fn require(test: &str) -> Option<()> {
+    e2e::require("systemd-nspawn", "systemd-container", test)?;
+    e2e::require("debootstrap", "debootstrap", test)?;
+    e2e::require("nsenter", "util-linux", test)?;
+    if nix::unistd::Uid::effective().is_root() {
+        return Some(());
+    }
+    let message = format!("{test}: systemd-nspawn needs root");
+    assert!(
+        !e2e::strict(),
+        "{message}; HOIST_E2E=1 makes this a failure"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {message}\n").as_bytes(),
+    );
+    None
+}
+
+/// Whether `root` is a complete root with systemd.
+fn complete(root: &Path) -> bool {
+    root.join("etc/os-release").is_file() && root.join("usr/lib/systemd/systemd").is_file()
+}
+
+/// The cached Debian 12 root with systemd, made with debootstrap when missing. A build
+/// goes to a temp dir renamed into place when complete, so a killed build leaves no
+/// half root behind; a concurrent build that finished first wins.
+pub fn cached_root() -> anyhow::Result<PathBuf> {
+    let cache = PathBuf::from(CACHE);
+    if complete(&cache) {
+        return Ok(cache);
+    }
+    let parent = cache.parent().context("cache has a parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    let build = tempfile::Builder::new()
+        .prefix("bookworm-systemd.build-")
+        .tempdir_in(parent)
+        .context("temp dir for debootstrap")?;
+    let target = build.path().join("root");
+    let started = Instant::now();
+    let out = e2e::run_with_timeout(
+        Command::new(e2e::find_tool("debootstrap").context("debootstrap not found")?)
+            .args([
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,dbus",
+                "bookworm",
+            ])
+            .arg(&target)
+            .arg(MIRROR),
+        None,
+        DEBOOTSTRAP_TIMEOUT,
+    )?;
+    ensure!(
+        out.status.success() && complete(&target),
+        "debootstrap {} failed ({}):\n{}{}",
+        target.display(),
+        out.status,
+        tail(&String::from_utf8_lossy(&out.stdout), 30),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "built {CACHE} with debootstrap in {:?}\n",
+            started.elapsed()
+        )
+        .as_bytes(),
+    );
+    if let Err(err) = fs::rename(&target, &cache) {
+        // Another run finished first: use its root, drop ours with the temp dir.
+        ensure!(complete(&cache), "rename to {CACHE}: {err}");
+    }
+    Ok(cache)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A booted systemd container; powered off and removed on drop.
+pub struct Container {
+    dir: TempDir,
+    machine: String,
+    nspawn: Option<Child>,
+    /// The container's init (its systemd), as the host sees it.
+    init: i32,
+}
+
+impl Container {
+    /// Copies the cached root, writes `setup`'s files, boots it and waits until
+    /// `systemctl is-system-running --wait` answers `running` or `degraded`.
+    pub fn boot(setup: &Setup) -> anyhow::Result<Container> {
+        let cache = cached_root()?;
+        let dir = tempfile::Builder::new()
+            .prefix("hoist-systemd-")
+            .tempdir()
+            .context("tempdir")?;
+        let root = dir.path().join("root");
+        let out = e2e::run_with_timeout(
+            Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(&cache)
+                .arg(&root),
+            None,
+            Duration::from_secs(120),
+        )?;
+        ensure!(
+            out.status.success(),
+            "copy {CACHE}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in &setup.files {
+            let path = inside(&root, &file.path);
+            fs::create_dir_all(path.parent().context("file has a parent")?)?;
+            fs::write(&path, &file.contents).with_context(|| format!("write {}", file.path))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))?;
+        }
+        let wants = root.join("etc/systemd/system/multi-user.target.wants");
+        fs::create_dir_all(&wants)?;
+        for unit in &setup.enable {
+            symlink(format!("/etc/systemd/system/{unit}"), wants.join(unit))
+                .with_context(|| format!("enable {unit}"))?;
+        }
+
+        let machine = format!("hoist-test-{}", std::process::id());
+        let log = fs::File::create(dir.path().join("nspawn.log"))?;
+        let mut cmd = Command::new(e2e::find_tool("systemd-nspawn").context("no nspawn")?);
+        cmd.args([
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--console=read-only",
+        ])
+        .arg(format!("--directory={}", root.display()))
+        .arg(format!("--machine={machine}"));
+        for (host, path) in &setup.bind_ro {
+            cmd.arg(format!("--bind-ro={}:{path}", host.display()));
+        }
+        let nspawn = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn systemd-nspawn")?;
+        let mut container = Container {
+            dir,
+            machine,
+            nspawn: Some(nspawn),
+            init: 0,
+        };
+        container.wait_booted()?;
+        Ok(container)
+    }
+
+    fn wait_booted(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let nspawn_pid = self.nspawn.as_ref().context("nspawn running")?.id();
+        let mut last = String::new();
+        loop {
+            if let Some(Ok(Some(status))) = self.nspawn.as_mut().map(Child::try_wait) {
+                bail!(
+                    "systemd-nspawn exited with {status} while booting:\n{}",
+                    self.log_text()
+                );
+            }
+            if self.init == 0 {
+                self.init = init_child(nspawn_pid).unwrap_or(0);
+            }
+            if self.init != 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.exec_timeout(&["systemctl", "is-system-running", "--wait"], left) {
+                    Ok(out) => {
+                        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                        if state == "running" || state == "degraded" {
+                            return Ok(());
+                        }
+                        last = format!("{state}{}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    Err(err) => last = err.to_string(),
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not booted within {BOOT_TIMEOUT:?} (last: {last}):\n{}",
+                    self.machine,
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn machine(&self) -> &str {
+        &self.machine
+    }
+
+    /// The container's root as the host sees it.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A path inside the container, as the host sees it.
+    pub fn path(&self, inside_path: &str) -> PathBuf {
+        inside(&self.root(), inside_path)
+    }
+
+    /// The console output of the boot (systemd-nspawn's stdout and stderr).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("nspawn.log")).unwrap_or_default()
+    }
+
+    /// Runs `argv` inside the container (its mount and pid namespaces).
+    pub fn exec(&self, argv: &[&str]) -> anyhow::Result<Output> {
+        self.exec_timeout(argv, COMMAND_TIMEOUT)
+    }
+
+    fn exec_timeout(&self, argv: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+        ensure!(self.init != 0, "{} has no init yet", self.machine);
+        e2e::run_with_timeout(
+            Command::new("nsenter")
+                .arg(format!("--target={}", self.init))
+                .args(["--mount", "--pid", "--"])
+                .args(argv),
+            None,
+            timeout,
+        )
+    }
+
+    /// `systemctl ARGS` inside the container; its stdout, or an error with its output.
+    pub fn systemctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec!["systemctl", "--no-pager"];
+        argv.extend(args);
+        let out = self.exec(&argv)?;
+        ensure!(
+            out.status.success(),
+            "systemctl {args:?} in {}: {}: {}{}",
+            self.machine,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// One property of `unit` (`systemctl show --value -p PROP`).
+    pub fn property(&self, unit: &str, prop: &str) -> anyhow::Result<String> {
+        Ok(self
+            .systemctl(&["show", "--value", "-p", prop, "--", unit])?
+            .trim()
+            .to_string())
+    }
+
+    /// The unit's `MainPID`; 0 when it has none.
+    pub fn main_pid(&self, unit: &str) -> anyhow::Result<u32> {
+        let pid = self.property(unit, "MainPID")?;
+        pid.parse().with_context(|| format!("MainPID {pid:?}"))
+    }
+
+    fn poweroff(&mut self) {
+        let Some(mut nspawn) = self.nspawn.take() else {
+            return;
+        };
+        if self.init != 0
+            && matches!(nspawn.try_wait(), Ok(None))
+            && self
+                .exec_timeout(&["systemctl", "poweroff"], KILL_TIMEOUT)
+                .is_ok()
+            && e2e::wait_bounded(&mut nspawn, POWEROFF_TIMEOUT).is_some()
+        {
+            return;
+        }
+        // Killing a pid namespace's init kills everything in it.
+        if self.init != 0 {
+            let _ = kill(Pid::from_raw(self.init), Signal::SIGKILL);
+        }
+        if e2e::wait_bounded(&mut nspawn, KILL_TIMEOUT).is_none() {
+            let _ = nspawn.kill();
+            let _ = e2e::wait_bounded(&mut nspawn, KILL_TIMEOUT);
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.poweroff();
+    }
+}
+
+fn inside(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// The child of `parent` that is the container's systemd.
+fn init_child(parent: u32) -> Option<i32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let (comm, rest) = stat.rsplit_once(')')?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent && comm.ends_with("(systemd")).then_some(pid)
+    })
+}
+
+/// A `hoistd` running inside a [`Container`] as the unit `hoistd.service`, with the
+/// agent certificate of `pki`, listening on `127.0.0.1:0` (loopback is shared).
+pub struct ContainerAgent {
+    pub container: Container,
+    pub grpc: String,
+}
+
+impl ContainerAgent {
+    /// Boots a container with `setup` plus hoistd (bind-mounted from the workspace's
+    /// build), its config (`apps` appended to it) and certificates, starts
+    /// `hoistd.service` and waits for its `listen` file.
+    pub fn start(pki: &Pki, apps: &str, mut setup: Setup) -> anyhow::Result<ContainerAgent> {
+        let ca = pki.ca_dir();
+        for name in ["ca.pem", "agent.pem", "agent.key"] {
+            let contents = fs::read(ca.join(name)).with_context(|| format!("read {name}"))?;
+            setup
+                .files
+                .push(RootFile::new(&format!("/etc/hoist/{name}"), contents));
+        }
+        setup.files.push(RootFile::new(
+            "/etc/hoist/agent.toml",
+            format!(
+                "[agent]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{AGENT_STATE}\"\nhealth_interval = \"1s\"\n\n[tls]\nca = \"/etc/hoist/ca.pem\"\ncert = \"/etc/hoist/agent.pem\"\nkey = \"/etc/hoist/agent.key\"\n\n{apps}\n"
+            ),
+        ));
+        setup.files.push(RootFile::new(
+            "/etc/systemd/system/hoistd.service",
+            format!(
+                "[Unit]\nDescription=hoist agent under test\n\n[Service]\nEnvironment=HOIST_LOG=info\nExecStart={AGENT_BIN} --config /etc/hoist/agent.toml\nStandardOutput=append:{AGENT_LOG}\nStandardError=append:{AGENT_LOG}\n"
+            ),
+        ));
+        setup.files.push(RootFile::new(AGENT_BIN, Vec::new()));
+        setup
+            .bind_ro
+            .push((crate::harness::bin("hoistd"), AGENT_BIN.into()));
+        let container = Container::boot(&setup)?;
+        container.systemctl(&["start", "hoistd.service"])?;
+        let listen = container.path(&format!("{AGENT_STATE}/listen"));
+        let deadline = Instant::now() + AGENT_TIMEOUT;
+        loop {
+            if let Ok(text) = fs::read_to_string(&listen)
+                && let Some(grpc) = text.lines().find_map(|l| l.strip_prefix("grpc="))
+            {
+                return Ok(ContainerAgent {
+                    grpc: grpc.to_string(),
+                    container,
+                });
+            }
+            let state = container.property("hoistd.service", "ActiveState")?;
+            if Instant::now() > deadline || state == "failed" || state == "inactive" {
+                bail!(
+                    "hoistd in {} not ready (hoistd.service {state}):\n{}",
+                    container.machine(),
+                    fs::read_to_string(container.path(AGENT_LOG)).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The agent's log (its unit's stdout and stderr).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.container.path(AGENT_LOG)).unwrap_or_default()
+    }
+}
