@@ -297,6 +297,20 @@ async fn deploy_releases_checks_and_automatic_rollback() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
+    // The deploy metrics count what happened, and pass promtool.
+    let metrics = agent.scrape().await.unwrap();
+    for line in [
+        "hoist_deploys_total{app=\"web\",result=\"succeeded\"} 2",
+        "hoist_deploys_total{app=\"web\",result=\"rolled_back\"} 1",
+        "hoist_deploy_duration_seconds{app=\"web\"}",
+        "hoist_app_release_info{app=\"web\"",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
+    }
+    if e2e::require("promtool", "prometheus", "deploy metrics").is_some() {
+        hoist_tests::services::promtool::check_metrics(&metrics).unwrap();
+    }
+
     // Status shows the release.
     let status = client
         .status(StatusRequest { app: "web".into() })
