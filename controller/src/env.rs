@@ -142,22 +142,6 @@ fn problems(answers: &[Answer<Vec<EnvVar>>], colour: bool) -> String {
     text
 }
 
-fn unanswered(answers: &[Answer<Vec<EnvVar>>]) -> Result<(), Failure> {
-    let failed: Vec<&str> = answers
-        .iter()
-        .filter(|a| a.result.is_err())
-        .map(|a| a.host.as_str())
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::failed(anyhow::anyhow!(
-            "no answer from {}",
-            failed.join(", ")
-        )))
-    }
-}
-
 /// HOST, KEY, VALUE; then the hosts that did not answer.
 pub fn render_list(answers: &[Answer<Vec<EnvVar>>], show: bool, colour: bool) -> String {
     let mut rows = Vec::new();
@@ -215,7 +199,7 @@ pub async fn list(
         let text = render_list(&answers, show, out.colour);
         out.text(&text);
     }
-    unanswered(&answers)
+    fanout::unanswered(&answers, "answer")
 }
 
 /// HOST and the key's value on each host (`(not set)` where it is missing).
@@ -269,7 +253,7 @@ pub async fn get(
         let text = render_get(&answers, key, show, out.colour);
         out.text(&text);
     }
-    unanswered(&answers)?;
+    fanout::unanswered(&answers, "answer")?;
     let missing: Vec<&str> = answers
         .iter()
         .filter(|a| {

@@ -48,6 +48,23 @@ pub struct Answer<T> {
     pub result: Result<T, CallError>,
 }
 
+/// Fails naming every host that gave no answer ("no WHAT from web-1, web-3").
+pub fn unanswered<T>(answers: &[Answer<T>], what: &str) -> Result<(), crate::Failure> {
+    let failed: Vec<&str> = answers
+        .iter()
+        .filter(|a| a.result.is_err())
+        .map(|a| a.host.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Failure::failed(anyhow::anyhow!(
+            "no {what} from {}",
+            failed.join(", ")
+        )))
+    }
+}
+
 /// Calls `call` on `host`, bounded by `timeout` for connecting and answering.
 pub async fn ask_one<T, F, Fut>(
     host: &Host,

@@ -167,19 +167,7 @@ pub async fn recent(
         let text = render_recent(&answers, out.colour);
         out.text(&text);
     }
-    let failed: Vec<&str> = answers
-        .iter()
-        .filter(|a| a.result.is_err())
-        .map(|a| a.host.as_str())
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::failed(anyhow::anyhow!(
-            "no job log from {}",
-            failed.join(", ")
-        )))
-    }
+    fanout::unanswered(&answers, "job log")
 }
 
 // === one job: the deployment log ===
