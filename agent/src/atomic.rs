@@ -5,29 +5,47 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
-    os::unix::fs::OpenOptionsExt as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::Path,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 /// Atomically replaces `path` with `bytes` (mode 0644).
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, bytes, |file| {
+        file.set_permissions(fs::Permissions::from_mode(0o644))
+    })
+}
+
+/// Atomically replaces `path` with `bytes`. The temp file is created 0600 with
+/// `O_EXCL|O_NOFOLLOW` (never readable by others, never through a planted symlink);
+/// `finish` gives it its owner and mode before it is fsynced and renamed over `path`,
+/// then the directory is fsynced. On any error the temp file is removed.
+pub fn write_with(
+    path: &Path,
+    bytes: &[u8],
+    finish: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<()> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)?;
         file.write_all(bytes)?;
+        finish(&file)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()

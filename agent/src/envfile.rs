@@ -8,11 +8,9 @@
 //! all read them back unchanged (see [`quote`]).
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Write as _},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    fs, io,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::Path,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
 use hoist_proto::v1::EnvVar;
@@ -220,54 +218,28 @@ fn valid_key(key: &str) -> bool {
 /// Atomically replaces `path` with `env`, keeping the existing file's mode and owner
 /// (a new file gets mode 0640 and the directory's group).
 ///
-/// This does not use [`crate::atomic::write_file`]: its temp file is created 0644, which
-/// would expose the secrets to every local user while it exists and leave the new
-/// `.env` world-readable. Here the temp file is created 0600 (`O_EXCL`, never following
-/// a planted symlink), given the final owner and mode, written, fsynced, renamed over
-/// `path`, and the directory fsynced. A symlink at `path` is refused rather than
-/// followed: `shared/` may be writable by the app's user.
+/// Through [`crate::atomic::write_with`]: the temp file is created 0600, so the secrets
+/// are never readable by others, and given the old file's owner and mode (0640 with the
+/// directory's group for a new file) before the rename. A symlink at `path` is refused
+/// rather than followed: `shared/` may be writable by the app's user.
 pub fn write_atomic(path: &Path, env: &EnvFile) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let (mode, owner) = target_mode_and_owner(path, dir)?;
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let tmp = dir.join(format!(
-        ".{}.hoist-{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(env.render().as_bytes())?;
+    crate::atomic::write_with(path, env.render().as_bytes(), |file| {
         let meta = file.metadata()?;
         match owner {
             Owner::Keep(uid, gid) if (uid, gid) != (meta.uid(), meta.gid()) => {
-                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+                std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
             }
             // Best effort: a non-root agent may not be in the directory's group.
             Owner::Group(gid) if gid != meta.gid() => {
-                let _ = std::os::unix::fs::fchown(&file, None, Some(gid));
+                let _ = std::os::unix::fs::fchown(file, None, Some(gid));
             }
             _ => {}
         }
         // After chown, which clears set-id bits.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+        file.set_permissions(fs::Permissions::from_mode(mode))
+    })
 }
 
 enum Owner {

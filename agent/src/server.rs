@@ -78,6 +78,36 @@ impl AgentService {
         Ok(Response::new(job.follow()))
     }
 
+    /// Checks an env edit (names and values; nothing empty) and runs it as a job.
+    async fn env_job(
+        &self,
+        app: &str,
+        job_id: &str,
+        who: &str,
+        set: Vec<(String, String)>,
+        unset: Vec<String>,
+        restart: bool,
+    ) -> Result<Response<EventStream>, Status> {
+        for (key, value) in &set {
+            envfile::check_assignment(key, value).map_err(Status::invalid_argument)?;
+        }
+        for key in &unset {
+            envfile::check_assignment(key, "").map_err(Status::invalid_argument)?;
+        }
+        if set.is_empty() && unset.is_empty() {
+            return Err(Status::invalid_argument(
+                "nothing to change; pass KEY=VALUE to set or KEY to unset",
+            ));
+        }
+        let job_id = job_id_or_new(job_id, "env");
+        let request = deploy::Request::Env {
+            set,
+            unset,
+            restart,
+        };
+        self.run_job(app, &job_id, who, request).await
+    }
+
     async fn status_now(&self, app: &str) -> Result<StatusResponse, Status> {
         let config = self.config.borrow().clone();
         Self::check_app(&config, app)?;
@@ -376,26 +406,9 @@ impl Agent for AgentService {
     ) -> Result<Response<EventStream>, Status> {
         let who = who(&request);
         let req = request.into_inner();
-        let mut set = Vec::new();
-        for var in req.vars {
-            envfile::check_assignment(&var.key, &var.value).map_err(Status::invalid_argument)?;
-            set.push((var.key, var.value));
-        }
-        if set.is_empty() {
-            return Err(Status::invalid_argument("nothing to set; pass KEY=VALUE"));
-        }
-        let job_id = job_id_or_new(&req.job_id, "env");
-        self.run_job(
-            &req.app,
-            &job_id,
-            &who,
-            deploy::Request::Env {
-                set,
-                unset: Vec::new(),
-                restart: req.restart,
-            },
-        )
-        .await
+        let set: Vec<(String, String)> = req.vars.into_iter().map(|v| (v.key, v.value)).collect();
+        self.env_job(&req.app, &req.job_id, &who, set, Vec::new(), req.restart)
+            .await
     }
 
     type EnvUnsetStream = EventStream;
@@ -405,22 +418,13 @@ impl Agent for AgentService {
     ) -> Result<Response<EventStream>, Status> {
         let who = who(&request);
         let req = request.into_inner();
-        for key in &req.keys {
-            envfile::check_assignment(key, "").map_err(Status::invalid_argument)?;
-        }
-        if req.keys.is_empty() {
-            return Err(Status::invalid_argument("nothing to unset; pass KEY"));
-        }
-        let job_id = job_id_or_new(&req.job_id, "env");
-        self.run_job(
+        self.env_job(
             &req.app,
-            &job_id,
+            &req.job_id,
             &who,
-            deploy::Request::Env {
-                set: Vec::new(),
-                unset: req.keys,
-                restart: req.restart,
-            },
+            Vec::new(),
+            req.keys,
+            req.restart,
         )
         .await
     }
