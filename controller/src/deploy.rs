@@ -6,8 +6,6 @@
 //! Who migrates is decided by the controller, never by the agents: the rollout picks
 //! the host (`migrate_on`) and sets `migrate` in that host's request only.
 
-use std::time::Duration;
-
 use hoist_proto::v1::{DeployRequest, RestartRequest, RollbackRequest};
 
 use crate::{
@@ -15,10 +13,6 @@ use crate::{
     fleet::{Host, MigrateOn},
     jobs::{self, JobRequest, Report, Session},
 };
-
-/// Lease of a deploy's app lock; the agent renews it while the controller's stream
-/// lives, so a controller that dies leaves a lock that expires within this.
-pub const LOCK_TTL: Duration = Duration::from_secs(60);
 
 fn blank(reason: &Option<String>) -> bool {
     reason.as_deref().is_none_or(|r| r.trim().is_empty())
@@ -78,7 +72,6 @@ impl DeployOptions {
             allow_missing_env: self.allow_missing_env,
             forced: self.force,
             reason: self.reason.clone().unwrap_or_default(),
-            lock_ttl_ms: LOCK_TTL.as_millis() as u64,
         })
     }
 
@@ -271,7 +264,6 @@ mod tests {
         assert!(first.migrate && first.forced && first.allow_missing_env);
         assert_eq!(first.reason, "hotfix");
         assert_eq!(first.r#ref, "main");
-        assert_eq!(first.lock_ttl_ms, 60_000);
     }
 
     #[test]
