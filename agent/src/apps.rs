@@ -15,10 +15,11 @@ use tonic::Status;
 
 use crate::{
     config::Config,
-    deploy::{self, Request},
-    jobs::{Job, Registry},
-    journal,
-    lock::AppLock,
+    flows::{
+        self, Request,
+        events::{Job, Registry},
+    },
+    state::{journal, lock::AppLock},
 };
 
 type Reply<T> = oneshot::Sender<Result<T, Status>>;
@@ -86,7 +87,7 @@ impl Apps {
             .apps
             .iter()
             .filter_map(|app| {
-                let id = deploy::recover(&config.agent.state_dir, app, &self.registry)?;
+                let id = flows::recover(&config.agent.state_dir, app, &self.registry)?;
                 // A lock taken by the dead job dies with it.
                 let mut lock = AppLock::load(&config.agent.state_dir, &app.name);
                 let _ = lock.release(&app.name, &id, false, journal::now_ms());
@@ -146,7 +147,7 @@ impl Apps {
         who: &str,
         request: Request,
     ) -> Result<Arc<Job>, Status> {
-        crate::jobs::validate_id(job_id)?;
+        crate::flows::events::validate_id(job_id)?;
         if let Some(job) = self.registry.get(job_id) {
             if job.app != app && !job.app.is_empty() {
                 return Err(Status::already_exists(format!(
@@ -321,8 +322,8 @@ impl Owner {
                 &self.app,
                 &who,
                 &job_id,
-                &format!("{} job", crate::journal::kind_name(request.kind())),
-                Some(deploy::JOB_LEASE),
+                &format!("{} job", crate::state::journal::kind_name(request.kind())),
+                Some(flows::JOB_LEASE),
                 now,
             )?;
         }
@@ -331,10 +332,10 @@ impl Owner {
             .create(&job_id, &self.app)
             .map_err(|e| Status::internal(format!("cannot create the job log: {e}")))?;
         self.running = Some((job.clone(), !held_for_us));
-        let ctx = deploy::Ctx::new(&self.state_dir, app, job.clone(), who);
+        let ctx = flows::Ctx::new(&self.state_dir, app, job.clone(), who);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            deploy::run(ctx, request).await;
+            flows::run(ctx, request).await;
             if let Some(tx) = tx.upgrade() {
                 let _ = tx.send(Command::Finished { job_id }).await;
             }

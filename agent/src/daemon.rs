@@ -12,7 +12,13 @@ use tokio::{
 use tonic::transport::Server;
 
 use crate::{
-    apps::Apps, atomic, authz::AuthzLayer, config, jobs, monitor, notify, server::AgentService, tls,
+    apps::Apps,
+    config,
+    flows::events as jobs,
+    monitor,
+    rpc::{authz::AuthzLayer, server::AgentService, tls},
+    sd_notify as notify,
+    state::atomic,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,12 @@ use hyper::{Request, Response, body::Bytes, server::conn::http1, service::servic
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{config::Config, journal::Journal, monitor, monitor::Snapshot, resources};
+use crate::{
+    config::Config,
+    host::resources,
+    monitor::{self, Snapshot},
+    state::journal::Journal,
+};
 
 /// Renders every metric of SPEC §6 from the latest snapshot.
 pub fn render(config: &Config, snap: &Snapshot) -> String {

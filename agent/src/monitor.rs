@@ -14,10 +14,8 @@ use hoist_proto::v1::{AppStatus, CheckStatus, HostResources, ServiceStatus, Stat
 use tokio::sync::watch;
 
 use crate::{
-    checks,
     config::{App, Config},
-    resources::Sampler,
-    services,
+    host::{checks, resources::Sampler, services},
 };
 
 /// One round of background sampling.

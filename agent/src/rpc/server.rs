@@ -1,5 +1,5 @@
 //! The `hoist.v1.Agent` gRPC service. Handlers validate, read the owners' published
-//! state, and answer; authorization already happened in [`crate::authz`].
+//! state, and answer; authorization already happened in [`crate::rpc::authz`].
 
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
@@ -10,16 +10,15 @@ use hoist_proto::v1::{
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::jobs::EventStream;
+use crate::flows::events::EventStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
     apps::Apps,
     config::Config,
-    deploy, envfile,
-    journal::Journal,
-    monitor, release,
-    tls::{Peer, Role},
+    flows as deploy, monitor,
+    rpc::tls::{Peer, Role},
+    state::{envfile, journal::Journal, release},
 };
 
 /// Shortest WatchStatus interval a client may ask for.
@@ -284,7 +283,7 @@ impl Agent for AgentService {
         request: Request<pb::AttachRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = request.into_inner().job_id;
-        crate::jobs::validate_id(&id)?;
+        crate::flows::events::validate_id(&id)?;
         let job = self.apps.registry().get(&id).ok_or_else(|| {
             Status::not_found(format!(
                 "no job {id} on this host; `hoist log APP` lists the jobs"
@@ -315,7 +314,7 @@ impl Agent for AgentService {
                 events: Vec::new(),
             }));
         }
-        crate::jobs::validate_id(&req.job_id)?;
+        crate::flows::events::validate_id(&req.job_id)?;
         let job = self
             .apps
             .registry()
@@ -434,7 +433,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
         let who = who(&request);
         let req = request.into_inner();
-        crate::jobs::validate_id(&req.job_id)?;
+        crate::flows::events::validate_id(&req.job_id)?;
         if req.reason.trim().is_empty() {
             return Err(Status::invalid_argument(
                 "say why the operation was refused",
@@ -444,14 +443,14 @@ impl Agent for AgentService {
         let app = find_app(&config, &req.app)?;
         let path = Journal::path(&config.agent.state_dir, &app.name);
         let mut journal = Journal::load(&path);
-        let kind = crate::journal::kind_name(req.kind());
-        journal.record_job(crate::journal::JobRecord {
+        let kind = crate::state::journal::kind_name(req.kind());
+        journal.record_job(crate::state::journal::JobRecord {
             job_id: req.job_id,
             kind: kind.into(),
             r#ref: req.r#ref,
             who,
-            started_at_ms: crate::journal::now_ms(),
-            result: crate::journal::result_name(pb::JobResult::Refused).into(),
+            started_at_ms: crate::state::journal::now_ms(),
+            result: crate::state::journal::result_name(pb::JobResult::Refused).into(),
             error: req.reason,
             ..Default::default()
         });
@@ -485,8 +484,8 @@ fn job_id_or_new(id: &str, kind: &str) -> String {
     if id.is_empty() {
         format!(
             "{kind}-{}-{:x}",
-            release::utc_stamp(crate::journal::now_ms() / 1000),
-            crate::journal::now_ms() % 0xffffff
+            release::utc_stamp(crate::state::journal::now_ms() / 1000),
+            crate::state::journal::now_ms() % 0xffffff
         )
     } else {
         id.to_string()

@@ -159,7 +159,7 @@ impl Layout {
 
     /// The release that served before `current`: from the journal's history when it
     /// knows, else the release before `current` by id order (ids sort by time).
-    pub fn previous(&self, journal: &crate::journal::Journal) -> Option<String> {
+    pub fn previous(&self, journal: &crate::state::journal::Journal) -> Option<String> {
         let current = self.current()?;
         let on_disk = self.list();
         if !journal.history.is_empty() {
@@ -346,7 +346,7 @@ mod tests {
         std::fs::create_dir_all(layout.release("r5.tmp")).unwrap();
         layout.switch("r2").unwrap();
         assert_eq!(layout.current().as_deref(), Some("r2"));
-        let journal = crate::journal::Journal::default();
+        let journal = crate::state::journal::Journal::default();
         assert_eq!(layout.previous(&journal).as_deref(), Some("r1"));
         assert_eq!(layout.list(), vec!["r1", "r2", "r3", "r4"]);
         // keep 2: r1 is previous and r2 current.

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::{
     config::{App, Check},
-    process,
+    host::process,
 };
 
 /// Body bytes read from an http check; enough for any health JSON.

@@ -12,7 +12,7 @@ use hoist_proto::v1::LockInfo;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::{atomic, journal};
+use crate::state::{atomic, journal};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Lease {

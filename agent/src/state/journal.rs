@@ -11,7 +11,7 @@ use std::{
 use hoist_proto::v1::{JobKind, JobResult, JobSummary, Release};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
+use crate::state::atomic;
 
 /// Jobs remembered per app (older ones and their event logs are pruned).
 pub const KEEP_JOBS: usize = 200;

@@ -11,7 +11,7 @@ use std::{
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::tls::{Peer, Role};
+use crate::rpc::tls::{Peer, Role};
 
 /// The least role a gRPC method needs, or `None` when the method is unknown.
 pub fn required_role(path: &str) -> Option<Role> {

@@ -218,14 +218,14 @@ fn valid_key(key: &str) -> bool {
 /// Atomically replaces `path` with `env`, keeping the existing file's mode and owner
 /// (a new file gets mode 0640 and the directory's group).
 ///
-/// Through [`crate::atomic::write_with`]: the temp file is created 0600, so the secrets
+/// Through [`crate::state::atomic::write_with`]: the temp file is created 0600, so the secrets
 /// are never readable by others, and given the old file's owner and mode (0640 with the
 /// directory's group for a new file) before the rename. A symlink at `path` is refused
 /// rather than followed: `shared/` may be writable by the app's user.
 pub fn write_atomic(path: &Path, env: &EnvFile) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let (mode, owner) = target_mode_and_owner(path, dir)?;
-    crate::atomic::write_with(path, env.render().as_bytes(), |file| {
+    crate::state::atomic::write_with(path, env.render().as_bytes(), |file| {
         let meta = file.metadata()?;
         match owner {
             Owner::Keep(uid, gid) if (uid, gid) != (meta.uid(), meta.gid()) => {

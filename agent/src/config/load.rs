@@ -1,0 +1,349 @@
+//! Loading: the raw document as serde reads it, and the validation pass that turns it
+//! into a [`Config`] with every diagnostic at once.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use hoist_config::Diagnostic;
+use hoist_config::{Hints, line_column};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::*;
+use super::{
+    check::{CHECK_KEYS, RawCheck},
+    service::{RawService, SERVICE_KEYS},
+    values::*,
+};
+
+// === loading ===
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text. `origin` names the file in diagnostics, and relative paths
+/// resolve against its directory.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let mut report = Report {
+        text,
+        origin,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            report.toml_error(&err);
+            return Err(report.into_error());
+        }
+    };
+    let base = origin.parent().unwrap_or(Path::new(""));
+    let config = raw.validate(base, &mut report);
+    if report.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(report.into_error())
+    }
+}
+
+/// Collects diagnostics, turning byte spans into lines and columns.
+pub(super) struct Report<'a> {
+    pub(super) text: &'a str,
+    origin: &'a Path,
+    pub(super) errors: Vec<Diagnostic>,
+}
+
+impl Report<'_> {
+    pub(super) fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        let diagnostic = Diagnostic::at(self.origin, self.text, span.start, message, hint);
+        self.errors.push(diagnostic);
+    }
+
+    fn toml_error(&mut self, err: &toml::de::Error) {
+        let diagnostic = Diagnostic::from_toml(self.origin, self.text, err, &HINTS);
+        self.errors.push(diagnostic);
+    }
+
+    fn into_error(mut self) -> ConfigError {
+        self.errors.sort_by_key(|d| (d.line, d.column));
+        ConfigError::Invalid {
+            errors: self.errors,
+        }
+    }
+}
+
+/// The agent config's own hints for toml's and serde's errors.
+const HINTS: Hints = Hints {
+    unknown_key: Some(kind_keys),
+    missing_key: &[
+        (
+            "tls",
+            "add a [tls] table with `ca`, `cert` and `key` (PEM files; \
+             `hoist ca issue --agent NAME` makes them)",
+        ),
+        (
+            "kind",
+            "set `kind` first; it decides which keys the entry takes",
+        ),
+    ],
+    message: &[(
+        "invalid type: map, expected a sequence",
+        "write `[[app]]` (a list of tables), not `[app]`",
+    )],
+};
+
+/// The hint for an unknown key of a service or check entry: the keys of each kind, as
+/// the union of every kind's keys (all serde knows) would mislead.
+fn kind_keys(keys: &str) -> Option<String> {
+    let (_, what, kinds) = [
+        ("pidfile", "services", SERVICE_KEYS),
+        ("expect_json", "checks", CHECK_KEYS),
+    ]
+    .into_iter()
+    .find(|(marker, _, _)| keys.starts_with("kind, ") && keys.contains(marker))?;
+    let hints: Vec<String> = kinds
+        .iter()
+        .map(|(kind, keys)| format!("{kind} {what} take {}", keys.join(", ")))
+        .collect();
+    Some(hints.join("; "))
+}
+
+// === the raw document and the validation pass ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: AgentSection,
+    tls: TlsSection,
+    #[serde(default)]
+    thresholds: Thresholds,
+    #[serde(default, rename = "app")]
+    apps: Vec<RawApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: Spanned<Name>,
+    repo: Repo,
+    deploy_to: Spanned<DeployTo>,
+    strategy: Option<Spanned<Strategy>>,
+    user: Option<Account>,
+    group: Option<Account>,
+    #[serde(default)]
+    keep_releases: KeepReleases,
+    #[serde(default)]
+    shared_files: Vec<SharedPath>,
+    #[serde(default)]
+    shared_dirs: Vec<SharedPath>,
+    #[serde(default)]
+    env: BTreeMap<EnvKey, String>,
+    step_timeout: Option<Timeout>,
+    #[serde(default)]
+    steps: Steps,
+    #[serde(default)]
+    services: Vec<RawService>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
+    compose_file: Option<Spanned<Word>>,
+    project: Option<Spanned<Name>>,
+    activate: Option<Spanned<Command>>,
+    deactivate: Option<Spanned<Command>>,
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path, report: &mut Report<'_>) -> Config {
+        let mut agent = self.agent;
+        agent.state_dir = base.join(&agent.state_dir);
+        let tls = TlsSection {
+            ca: base.join(&self.tls.ca),
+            cert: base.join(&self.tls.cert),
+            key: base.join(&self.tls.key),
+        };
+        let mut names: HashMap<String, Range<usize>> = HashMap::new();
+        let mut roots: HashMap<PathBuf, String> = HashMap::new();
+        let mut apps = Vec::with_capacity(self.apps.len());
+        for raw in self.apps {
+            let name = raw.name.get_ref().0.clone();
+            if let Some(first) = names.get(&name) {
+                let (line, _) = line_column(report.text, first.start);
+                report.error(
+                    raw.name.span(),
+                    format!("duplicate app `{name}`"),
+                    Some(format!(
+                        "the first `{name}` is at line {line}; app names are unique"
+                    )),
+                );
+            } else {
+                names.insert(name.clone(), raw.name.span());
+            }
+            let root = raw.deploy_to.get_ref().0.clone();
+            if let Some(other) = roots.get(&root) {
+                report.error(
+                    raw.deploy_to.span(),
+                    format!("deploy_to {} is already app `{other}`'s", root.display()),
+                    Some("every app needs its own deploy_to".into()),
+                );
+            } else {
+                roots.insert(root, name);
+            }
+            apps.push(raw.validate(base, report));
+        }
+        Config {
+            agent,
+            tls,
+            thresholds: self.thresholds,
+            apps,
+        }
+    }
+}
+
+impl RawApp {
+    fn validate(self, base: &Path, report: &mut Report<'_>) -> App {
+        let name = self.name.into_inner().0;
+        let strategy = self
+            .strategy
+            .as_ref()
+            .map_or(Strategy::Symlink, |s| *s.get_ref());
+        let strategy_span = self.strategy.as_ref().map(Spanned::span);
+        // A strategy's own keys: required with it, and a likely mistake without it.
+        let keys: [(&str, Strategy, Option<Range<usize>>); 4] = [
+            (
+                "compose_file",
+                Strategy::Compose,
+                spanned(&self.compose_file),
+            ),
+            ("project", Strategy::Compose, spanned(&self.project)),
+            ("activate", Strategy::Command, spanned(&self.activate)),
+            ("deactivate", Strategy::Command, spanned(&self.deactivate)),
+        ];
+        for (key, wants, span) in keys {
+            if let Some(span) = span
+                && wants != strategy
+            {
+                report.error(
+                    span,
+                    format!("`{key}` only applies to strategy = \"{}\"", wants.as_str()),
+                    Some(format!(
+                        "this app's strategy is \"{}\"; remove `{key}` or change the strategy",
+                        strategy.as_str()
+                    )),
+                );
+            }
+        }
+        let missing: Vec<&str> = match strategy {
+            Strategy::Symlink => vec![],
+            Strategy::Compose => [
+                ("compose_file", self.compose_file.is_none()),
+                ("project", self.project.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(key, absent)| absent.then_some(key))
+            .collect(),
+            Strategy::Command => match self.activate {
+                None => vec!["activate"],
+                Some(_) => vec![],
+            },
+        };
+        if !missing.is_empty() {
+            let keys = missing.join("` and `");
+            report.error(
+                strategy_span.unwrap_or(0..0),
+                format!("strategy = \"{}\" needs `{keys}`", strategy.as_str()),
+                Some(match strategy {
+                    Strategy::Compose => {
+                        "e.g. compose_file = \"compose.yaml\", project = \"shop\"".into()
+                    }
+                    _ => "e.g. activate = \"helm upgrade --install shop ./chart --wait\"".into(),
+                }),
+            );
+        }
+
+        let services = self
+            .services
+            .into_iter()
+            .filter_map(|s| s.validate(base, report))
+            .collect();
+        let mut checks = Vec::with_capacity(self.checks.len());
+        let mut check_names: HashMap<String, usize> = HashMap::new();
+        for raw in self.checks {
+            let span = raw.name.as_ref().map_or(raw.kind.span(), Spanned::span);
+            let Some(check) = raw.validate(report) else {
+                continue;
+            };
+            let check_name = check.name();
+            if let Some(line) = check_names.get(&check_name) {
+                report.error(
+                    span,
+                    format!("duplicate check `{check_name}` in app `{name}`"),
+                    Some(format!(
+                        "the first is at line {line}; give each check a distinct `name`"
+                    )),
+                );
+            } else {
+                check_names.insert(check_name, line_column(report.text, span.start).0);
+            }
+            checks.push(check);
+        }
+
+        App {
+            name,
+            repo: self.repo.0,
+            deploy_to: self.deploy_to.into_inner().0,
+            strategy,
+            user: self.user.map(|a| a.0),
+            group: self.group.map(|a| a.0),
+            keep_releases: self.keep_releases.0,
+            shared_files: self.shared_files.into_iter().map(|p| p.0).collect(),
+            shared_dirs: self.shared_dirs.into_iter().map(|p| p.0).collect(),
+            env: self.env.into_iter().map(|(k, v)| (k.0, v)).collect(),
+            step_timeout: self.step_timeout.map_or(Duration::from_secs(600), |t| t.0),
+            steps: self.steps,
+            services,
+            checks,
+            compose_file: self.compose_file.map(|f| f.into_inner().0),
+            project: self.project.map(|p| p.into_inner().0),
+            activate: self.activate.map(Spanned::into_inner),
+            deactivate: self.deactivate.map(Spanned::into_inner),
+        }
+    }
+}
+
+pub(super) fn spanned<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    value.as_ref().map(Spanned::span)
+}
+
+/// Reports the keys of an entry that belong to another `kind` of entry.
+pub(super) fn foreign_keys(
+    report: &mut Report<'_>,
+    what: &str,
+    allowed: &[&str],
+    present: &[(&str, Option<Range<usize>>)],
+) {
+    for (key, span) in present {
+        if let Some(span) = span
+            && !allowed.contains(key)
+        {
+            report.error(
+                span.clone(),
+                format!("`{key}` is not a key of {what}"),
+                Some(format!("{what} take: kind, {}", allowed.join(", "))),
+            );
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The agent's config file, `/etc/hoist/agent.toml` (SPEC §3): the apps this host
+//! deploys, the commands each step runs, its services and its checks.
+//!
+//! Parsing is strict: unknown keys are errors, and every error names the file, line and
+//! column it is about, with a hint where one helps. Values that can be checked on their
+//! own (names, durations, addresses, paths) are checked while deserializing, so toml
+//! attaches the value's position to the error; checks that span several values
+//! (duplicates, keys that belong to another `kind`, a strategy's required keys) run in a
+//! second pass over `toml::Spanned` values and report every problem at once.
+//!
+//! Relative paths (`state_dir`, the `[tls]` files, a signal service's `pidfile`) resolve
+//! against the directory of the config file, so a config and its certificates can be
+//! moved together. `deploy_to` must be absolute.
+
+mod check;
+mod load;
+mod service;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+pub use hoist_config::{Diagnostic, de_duration, parse_duration};
+use hoist_config::{hinted, render};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, Error as _},
+};
+
+pub use load::{load, parse};
+use values::{de_metrics_listen, de_socket_addr, de_timeout};
+
+// === errors ===
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(errors))]
+    Invalid { errors: Vec<Diagnostic> },
+}
+
+// === the config ===
+
+/// The whole agent config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub agent: AgentSection,
+    pub tls: TlsSection,
+    pub thresholds: Thresholds,
+    pub apps: Vec<App>,
+}
+
+/// `[agent]`: listeners, state, background intervals. Every key has a default.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSection {
+    /// gRPC over mutual TLS.
+    #[serde(deserialize_with = "de_socket_addr")]
+    pub listen: SocketAddr,
+    /// Journals, job logs, git mirrors, locks.
+    pub state_dir: PathBuf,
+    /// Prometheus text over plain HTTP; `""` in the file disables it.
+    #[serde(deserialize_with = "de_metrics_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Background health checks and resource sampling.
+    #[serde(deserialize_with = "de_timeout")]
+    pub health_interval: Duration,
+    /// How long in-flight RPCs may run after SIGTERM before the agent exits.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            state_dir: PathBuf::from("/var/lib/hoist"),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            health_interval: Duration::from_secs(15),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[tls]`: the fleet CA and this agent's certificate and key (PEM).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[thresholds]`: warn / critical levels for resource usage, in percent.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    pub cpu: Threshold,
+    pub memory: Threshold,
+    pub disk: Threshold,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            cpu: Threshold::new(80.0, 95.0),
+            memory: Threshold::new(85.0, 95.0),
+            disk: Threshold::new(80.0, 95.0),
+        }
+    }
+}
+
+/// A `[warn, critical]` pair, `0 < warn <= critical <= 100`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Threshold {
+    pub warn: f64,
+    pub critical: f64,
+}
+
+/// How a measured value compares with its threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Critical,
+}
+
+/// One `[[app]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct App {
+    pub name: String,
+    /// Any git URL or local path.
+    pub repo: String,
+    /// Absolute; holds `releases/`, `shared/`, `current`, `backups/`.
+    pub deploy_to: PathBuf,
+    pub strategy: Strategy,
+    /// Hooks and checks run as this user (and group); `None` runs them as the agent.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Releases kept on disk, at least 2: the current one and one to roll back to.
+    pub keep_releases: u32,
+    /// Relative to `shared/`; linked into every release.
+    pub shared_files: Vec<String>,
+    pub shared_dirs: Vec<String>,
+    /// Declared environment for hooks and checks (the `HOIST_*` variables are added).
+    pub env: BTreeMap<String, String>,
+    /// Limit for one step; the step's process group is killed when it runs out.
+    pub step_timeout: Duration,
+    pub steps: Steps,
+    pub services: Vec<Service>,
+    pub checks: Vec<Check>,
+    /// `compose` strategy: the compose file (relative to the release, or absolute).
+    pub compose_file: Option<String>,
+    /// `compose` strategy: the compose project name.
+    pub project: Option<String>,
+    /// `command` strategy: makes a release live (e.g. `helm upgrade --install ... --wait`).
+    pub activate: Option<Command>,
+    /// `command` strategy: takes a release down again (e.g. `helm rollback`).
+    pub deactivate: Option<Command>,
+}
+
+/// How a release goes live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Switch the `current` symlink atomically.
+    #[default]
+    Symlink,
+    /// Bring up the app's compose project with the new release.
+    Compose,
+    /// Run the declared `activate` command.
+    Command,
+}
+
+/// `[app.steps]`: the commands of a deploy, each optional.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Steps {
+    pub build: Option<Command>,
+    pub backup: Option<Command>,
+    pub maintenance_on: Option<Command>,
+    pub migrate: Option<Command>,
+    pub migrate_status: Option<Command>,
+    pub migrate_rollback: Option<Command>,
+    pub restore: Option<Command>,
+    pub after_switch: Option<Command>,
+    pub maintenance_off: Option<Command>,
+}
+
+/// A hook: one or more command lines, each run by `/bin/sh -c`, in order, stopping at
+/// the first that fails. Written as a string or a list of strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command(pub Vec<String>);
+
+impl App {
+    /// The app's services, plus, for the compose strategy, the app's compose project
+    /// itself (every service in it, recreated from the release's compose file).
+    pub fn all_services(&self) -> Vec<Service> {
+        let mut services = self.services.clone();
+        if self.strategy == Strategy::Compose
+            && let Some(project) = &self.project
+        {
+            services.insert(
+                0,
+                Service::Compose {
+                    compose_file: self.compose_file.clone(),
+                    project: project.clone(),
+                    services: Vec::new(),
+                    action: ComposeAction::Recreate,
+                    timeout: self.step_timeout,
+                },
+            );
+        }
+        services
+    }
+}
+
+/// An `[[app.services]]` entry: something to reload or restart after a switch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Service {
+    Systemd {
+        name: String,
+        action: SystemdAction,
+        timeout: Duration,
+    },
+    Supervisor {
+        /// A program, or `group:*`.
+        name: String,
+        /// `supervisorctl -s`; `None` uses supervisorctl's own default.
+        serverurl: Option<String>,
+        action: SupervisorAction,
+        timeout: Duration,
+    },
+    Compose {
+        compose_file: Option<String>,
+        project: String,
+        /// Empty means every service of the project.
+        services: Vec<String>,
+        action: ComposeAction,
+        timeout: Duration,
+    },
+    Signal {
+        name: Option<String>,
+        pidfile: PathBuf,
+        /// Normalised to the `SIG` form, e.g. `SIGUSR2`.
+        signal: String,
+        timeout: Duration,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SystemdAction {
+    Reload,
+    #[default]
+    Restart,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SupervisorAction {
+    #[default]
+    Restart,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ComposeAction {
+    /// `docker compose up -d --force-recreate`.
+    #[default]
+    Recreate,
+    /// `docker compose restart`.
+    Restart,
+}
+
+/// An `[[app.checks]]` entry: gates every deploy and runs every `health_interval`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    Http {
+        name: Option<String>,
+        /// Plain `http://`: checks target the app's local endpoint.
+        url: String,
+        expect_status: u16,
+        /// Dotted paths into the response JSON and the values they must have.
+        expect_json: BTreeMap<String, serde_json::Value>,
+        timeout: Duration,
+        retries: u32,
+        interval: Duration,
+    },
+    Tcp {
+        name: Option<String>,
+        /// `host:port`.
+        address: String,
+        timeout: Duration,
+        retries: u32,
+        interval: Duration,
+    },
+    Command {
+        name: Option<String>,
+        /// Run like a hook: as the app's user, in the current release.
+        command: Command,
+        timeout: Duration,
+        retries: u32,
+        interval: Duration,
+    },
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Symlink => "symlink",
+            Strategy::Compose => "compose",
+            Strategy::Command => "command",
+        }
+    }
+}
+
+// === impl Threshold ===
+
+impl Threshold {
+    const fn new(warn: f64, critical: f64) -> Self {
+        Threshold { warn, critical }
+    }
+
+    /// The level of a usage `percent`: at or above `critical`, at or above `warn`, or ok.
+    pub fn level(&self, percent: f64) -> Level {
+        if percent >= self.critical {
+            Level::Critical
+        } else if percent >= self.warn {
+            Level::Warn
+        } else {
+            Level::Ok
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Threshold;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [warn, critical] pair of percentages, e.g. [80, 95]")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Threshold, A::Error> {
+                let pair = "a threshold is a [warn, critical] pair of percentages, e.g. [80, 95]";
+                let warn: f64 = seq.next_element()?.ok_or_else(|| A::Error::custom(pair))?;
+                let critical: f64 = seq.next_element()?.ok_or_else(|| A::Error::custom(pair))?;
+                if seq.next_element::<f64>()?.is_some() {
+                    return Err(A::Error::custom(pair));
+                }
+                if !(warn > 0.0 && warn <= critical && critical <= 100.0) {
+                    return Err(A::Error::custom(hinted(
+                        format!("invalid threshold [{warn}, {critical}]"),
+                        "use [warn, critical] with 0 < warn <= critical <= 100",
+                    )));
+                }
+                Ok(Threshold::new(warn, critical))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+// === impl Command ===
+
+impl Command {
+    /// The command lines joined for display (`a && b`).
+    pub fn display(&self) -> String {
+        self.0.join(" && ")
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const EMPTY: &str = "empty command; write a command line, or a list of them";
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Command;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command string or a list of command strings")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Command, E> {
+                if s.trim().is_empty() {
+                    return Err(E::custom(EMPTY));
+                }
+                Ok(Command(vec![s.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+                let mut lines = Vec::new();
+                while let Some(line) = seq.next_element::<String>()? {
+                    if line.trim().is_empty() {
+                        return Err(A::Error::custom(EMPTY));
+                    }
+                    lines.push(line);
+                }
+                if lines.is_empty() {
+                    return Err(A::Error::custom(EMPTY));
+                }
+                Ok(Command(lines))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Service {
+    /// `systemd`, `supervisor`, `compose` or `signal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Service::Systemd { .. } => "systemd",
+            Service::Supervisor { .. } => "supervisor",
+            Service::Compose { .. } => "compose",
+            Service::Signal { .. } => "signal",
+        }
+    }
+
+    /// What operators call it: the unit or program, the compose project, or the
+    /// signal service's name (else its pidfile).
+    pub fn display_name(&self) -> String {
+        match self {
+            Service::Systemd { name, .. } | Service::Supervisor { name, .. } => name.clone(),
+            Service::Compose { project, .. } => project.clone(),
+            Service::Signal { name, pidfile, .. } => name
+                .clone()
+                .unwrap_or_else(|| pidfile.display().to_string()),
+        }
+    }
+
+    /// How long the reload or restart may take.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Service::Systemd { timeout, .. }
+            | Service::Supervisor { timeout, .. }
+            | Service::Compose { timeout, .. }
+            | Service::Signal { timeout, .. } => *timeout,
+        }
+    }
+}
+
+impl SystemdAction {
+    /// The `systemctl` verb.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemdAction::Reload => "reload",
+            SystemdAction::Restart => "restart",
+        }
+    }
+}
+
+impl SupervisorAction {
+    /// The `supervisorctl` verb.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisorAction::Restart => "restart",
+        }
+    }
+}
+
+impl ComposeAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComposeAction::Recreate => "recreate",
+            ComposeAction::Restart => "restart",
+        }
+    }
+}
+
+impl Check {
+    /// `http`, `tcp` or `command`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Http { .. } => "http",
+            Check::Tcp { .. } => "tcp",
+            Check::Command { .. } => "command",
+        }
+    }
+
+    /// The explicit `name`, else one derived from what the check does:
+    /// `http GET /api/health`, `tcp 127.0.0.1:5432`, `command php artisan ...`.
+    pub fn name(&self) -> String {
+        match self {
+            Check::Http { name: Some(n), .. }
+            | Check::Tcp { name: Some(n), .. }
+            | Check::Command { name: Some(n), .. } => n.clone(),
+            Check::Http { url, .. } => {
+                let path = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()))
+                    .unwrap_or_else(|| url.clone());
+                format!("http GET {path}")
+            }
+            Check::Tcp { address, .. } => format!("tcp {address}"),
+            Check::Command { command, .. } => {
+                let line = command.display();
+                let mut short: String = line.chars().take(40).collect();
+                if short.len() < line.len() {
+                    short.push('…');
+                }
+                format!("command {short}")
+            }
+        }
+    }
+
+    /// How long one attempt may take.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Check::Http { timeout, .. }
+            | Check::Tcp { timeout, .. }
+            | Check::Command { timeout, .. } => *timeout,
+        }
+    }
+
+    /// Attempts before the check counts as failed (at least 1).
+    pub fn retries(&self) -> u32 {
+        match self {
+            Check::Http { retries, .. }
+            | Check::Tcp { retries, .. }
+            | Check::Command { retries, .. } => *retries,
+        }
+    }
+
+    /// Pause between attempts.
+    pub fn interval(&self) -> Duration {
+        match self {
+            Check::Http { interval, .. }
+            | Check::Tcp { interval, .. }
+            | Check::Command { interval, .. } => *interval,
+        }
+    }
+}

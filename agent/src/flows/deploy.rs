@@ -1,0 +1,478 @@
+//! The deploy flow (SPEC §4): fetch, materialise, link shared, build, backup,
+//! maintenance, migrate, switch, restart, check; before the switch a failure removes the
+//! new release, after it the previous release is put back ([`super::rollback`]).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use hoist_proto::v1::{JobResult, StepOutput, Stream as WireStream, job_event::Kind};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::{self},
+    host::process::{self},
+    state::{
+        atomic,
+        journal::{self, Journal, ReleaseRecord},
+        release::{self},
+        running::Running,
+    },
+};
+
+use super::*;
+
+/// Free space required on top of the expected release size before materialising.
+pub(super) const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Fetch into the app's bare mirror and resolve `ref` to a commit.
+pub(super) async fn fetch(ctx: &Ctx, r#ref: &str) -> StepResult<String> {
+    let step = "fetch";
+    let started = ctx.start(step, format!("{} {}", ctx.app.repo, r#ref));
+    let result = async {
+        let repos = ctx.state_dir.join("repos");
+        std::fs::create_dir_all(&repos).or_else(|e| ctx.fail(step, format!("cannot create {}: {e}", repos.display())))?;
+        let mirror = repos.join(format!("{}.git", ctx.app.name));
+        let mirror_s = mirror.to_string_lossy().into_owned();
+        if mirror.join("HEAD").exists() {
+            ctx.tool(step, &["git", "--git-dir", &mirror_s, "remote", "set-url", "origin", &ctx.app.repo], &repos).await?;
+            ctx.tool(step, &["git", "--git-dir", &mirror_s, "fetch", "--prune", "--force", "--quiet", "origin"], &repos).await?;
+        } else {
+            let tmp = repos.join(format!("{}.git.tmp", ctx.app.name));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let tmp_s = tmp.to_string_lossy().into_owned();
+            ctx.tool(step, &["git", "clone", "--mirror", "--quiet", "--", &ctx.app.repo, &tmp_s], &repos).await?;
+            std::fs::rename(&tmp, &mirror).or_else(|e| ctx.fail(step, format!("cannot move the mirror into place: {e}")))?;
+        }
+        let spec = format!("{}^{{commit}}", r#ref);
+        match ctx
+            .tool(step, &["git", "--git-dir", &mirror_s, "rev-parse", "--verify", "--quiet", "--end-of-options", &spec], &repos)
+            .await
+        {
+            Ok(lines) if lines.first().is_some_and(|l| l.len() == 40) => Ok(lines[0].clone()),
+            _ => {
+                let known = ctx
+                    .tool(step, &["git", "--git-dir", &mirror_s, "for-each-ref", "--count=10", "--sort=-committerdate", "--format=%(refname:short)", "refs/heads", "refs/tags"], &repos)
+                    .await
+                    .unwrap_or_default();
+                ctx.fail(
+                    step,
+                    format!(
+                        "ref {ref:?} is not a branch, tag or commit of {repo}; recent refs: {known}",
+                        ref = r#ref,
+                        repo = ctx.app.repo,
+                        known = if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
+                )
+            }
+        }
+    }
+    .await;
+    if let Ok(commit) = &result {
+        ctx.job.emit(Kind::Output(StepOutput {
+            step: step.into(),
+            stream: WireStream::Stdout.into(),
+            line: format!("{} → {commit}", r#ref),
+        }));
+    }
+    ctx.finish(step, started, result)
+}
+
+/// Materialise `commit` into `releases/ID.tmp`, then rename to `releases/ID`.
+pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult {
+    let step = "materialise";
+    let started = ctx.start(step, format!("releases/{id}"));
+    let result = async {
+        let releases = ctx.layout.releases();
+        let free = release::free_bytes(&releases).or_else(|e| ctx.fail(step, format!("cannot stat {}: {e}", releases.display())))?;
+        let last = ctx
+            .layout
+            .current()
+            .map(|c| release::tree_size(&ctx.layout.release(&c)))
+            .unwrap_or(0);
+        let need = last + last / 5 + MIN_FREE_BYTES;
+        if free < need {
+            return ctx.fail(
+                step,
+                format!(
+                    "only {} MiB free under {}; a release needs about {} MiB (the current one is {} MiB); free space and deploy again",
+                    free >> 20,
+                    releases.display(),
+                    need >> 20,
+                    last >> 20
+                ),
+            );
+        }
+        let tmp = releases.join(format!("{id}.tmp"));
+        std::fs::create_dir_all(&tmp).or_else(|e| ctx.fail(step, format!("cannot create {}: {e}", tmp.display())))?;
+        let mirror = ctx.state_dir.join("repos").join(format!("{}.git", ctx.app.name));
+        let index = releases.join(format!(".{id}.index"));
+        let mut env = BTreeMap::new();
+        env.insert("GIT_INDEX_FILE".to_string(), index.display().to_string());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let argv = [
+            "git".to_string(),
+            "--git-dir".into(),
+            mirror.display().to_string(),
+            "--work-tree".into(),
+            tmp.display().to_string(),
+            "checkout".into(),
+            "--force".into(),
+            commit.into(),
+            "--".into(),
+            ".".into(),
+        ];
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let outcome = process::run_argv(&argv, &releases, &env, ctx.app.step_timeout, tx).await;
+        let _ = std::fs::remove_file(&index);
+        let mut output = Vec::new();
+        while let Ok((_, line)) = rx.try_recv() {
+            output.push(line);
+        }
+        match outcome {
+            Ok(o) if o.success() => {}
+            Ok(o) => return ctx.fail(step, format!("git checkout exited {:?}: {}", o.code, output.join(" / "))),
+            Err(e) => return ctx.fail(step, e.to_string()),
+        }
+        std::fs::write(tmp.join("REVISION"), format!("{commit}\n"))
+            .or_else(|e| ctx.fail(step, format!("cannot write REVISION: {e}")))?;
+        if let Some(run_as) = &ctx.run_as
+            && nix::unistd::Uid::effective().is_root()
+        {
+            release::chown_tree(&tmp, run_as.uid(), run_as.gid())
+                .or_else(|e| ctx.fail(step, format!("cannot give the release to {}: {e}", ctx.app.user.as_deref().unwrap_or("?"))))?;
+        }
+        std::fs::rename(&tmp, releases.join(id)).or_else(|e| ctx.fail(step, format!("cannot rename the release into place: {e}")))
+    }
+    .await;
+    ctx.finish(step, started, result)
+}
+
+/// Links shared paths and compares `.env.example` with `shared/.env`.
+pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepResult {
+    let step = "shared";
+    let started = ctx.start(step, "link shared files and dirs, check .env");
+    let result = (|| {
+        let dir = ctx.layout.release(id);
+        let linked = ctx
+            .layout
+            .link_shared(
+                &dir,
+                &ctx.app.shared_files,
+                &ctx.app.shared_dirs,
+                ctx.run_as
+                    .as_ref()
+                    .filter(|_| nix::unistd::Uid::effective().is_root())
+                    .map(|r| (r.uid(), r.gid())),
+            )
+            .or_else(|e| ctx.fail(step, format!("cannot link shared paths: {e}")))?;
+        for l in linked {
+            ctx.job.emit(Kind::Output(StepOutput {
+                step: step.into(),
+                stream: WireStream::Stdout.into(),
+                line: l,
+            }));
+        }
+        let example = dir.join(".env.example");
+        let actual = ctx.layout.shared().join(".env");
+        if example.is_file() {
+            let missing = crate::state::envfile::missing_keys_in_files(&example, &actual)
+                .or_else(|e| ctx.fail(step, e))?;
+            if !missing.is_empty() {
+                let text = format!(
+                    "shared/.env lacks keys that .env.example lists: {}",
+                    missing.join(", ")
+                );
+                if allow_missing_env {
+                    ctx.notice(format!("{text} (continuing: --allow-missing-env)"));
+                } else {
+                    return ctx.fail(
+                        step,
+                        format!(
+                            "{text}; set them with `hoist env {} set KEY=VALUE`, or deploy with --allow-missing-env",
+                            ctx.app.name
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    })();
+    ctx.finish(step, started, result)
+}
+
+/// Backup before migrating: the file is recorded on the release that is current now.
+pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<String>> {
+    let Some(cmd) = ctx.app.steps.backup.clone() else {
+        return Ok(None);
+    };
+    let current = ctx.layout.current().unwrap_or_else(|| "initial".into());
+    let file = ctx
+        .layout
+        .backups()
+        .join(format!("{current}.before-{new_id}.backup"));
+    ctx.vars
+        .insert("HOIST_BACKUP_FILE".into(), file.display().to_string());
+    if let Some(run_as) = &ctx.run_as
+        && nix::unistd::Uid::effective().is_root()
+    {
+        let _ = nix::unistd::chown(
+            &ctx.layout.backups(),
+            Some(run_as.uid()),
+            Some(run_as.gid()),
+        );
+    }
+    ctx.hook("backup", &cmd, &ctx.layout.release(new_id))
+        .await?;
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    if size == 0 {
+        let started = ctx.start("backup check", file.display().to_string());
+        let r = ctx.fail(
+            "backup check",
+            format!(
+                "the backup step left {} missing or empty; refusing to migrate without a backup",
+                file.display()
+            ),
+        );
+        return ctx.finish("backup check", started, r);
+    }
+    let marker = format!(
+        "{}\n{}\n{}\n",
+        file.display(),
+        release::utc_stamp(journal::now_ms() / 1000),
+        size
+    );
+    let _ = atomic::write_file(
+        &ctx.layout.backups().join("LAST_SUCCESS"),
+        marker.as_bytes(),
+    );
+    ctx.notice(format!("backup {} ({} bytes)", file.display(), size));
+    if ctx.layout.current().is_some() {
+        let path = ctx.journal_path();
+        let mut journal = Journal::load(&path);
+        let entry = journal.release_mut(&current);
+        match entry {
+            Some(r) => r.backup_file = Some(file.display().to_string()),
+            None => journal.releases.push(ReleaseRecord {
+                id: current.clone(),
+                backup_file: Some(file.display().to_string()),
+                ..Default::default()
+            }),
+        }
+        let _ = journal.save(&path);
+    }
+    Ok(Some(file.display().to_string()))
+}
+
+/// Keeps backups recorded on releases still on disk, the newest `keep` of the rest.
+pub(super) fn prune_backups(ctx: &Ctx) {
+    let journal = Journal::load(&ctx.journal_path());
+    let on_disk = ctx.layout.list();
+    let keep: Vec<String> = journal
+        .releases
+        .iter()
+        .filter(|r| on_disk.contains(&r.id))
+        .filter_map(|r| r.backup_file.clone())
+        .collect();
+    let mut others: Vec<PathBuf> = std::fs::read_dir(ctx.layout.backups())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "backup"))
+        .filter(|p| !keep.contains(&p.display().to_string()))
+        .collect();
+    others.sort();
+    let excess = others.len().saturating_sub(ctx.app.keep_releases as usize);
+    for p in others.into_iter().take(excess) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+pub(super) async fn deploy(
+    ctx: &mut Ctx,
+    r#ref: &str,
+    migrate: bool,
+    allow_missing_env: bool,
+    started_at_ms: u64,
+) -> Outcome {
+    if let Err(e) = ctx.layout.ensure() {
+        return failed(
+            Failed {
+                step: "prepare".into(),
+                error: format!("cannot create {}: {e}", ctx.app.deploy_to.display()),
+            },
+            "",
+            "",
+            "",
+        );
+    }
+    let previous = ctx.layout.current().unwrap_or_default();
+    let commit = match fetch(ctx, r#ref).await {
+        Ok(c) => c,
+        Err(f) => return failed(f, "", &previous, ""),
+    };
+    let id = release::new_id(&commit, &ctx.layout.releases());
+    ctx.set_release_vars(&id, &commit, r#ref);
+    ctx.notice(format!("release {id} ({}) from {}", &commit[..7], r#ref));
+    let mut running = Running {
+        job_id: ctx.job.id.clone(),
+        release: id.clone(),
+        switched: false,
+        started_at_ms,
+        kind: "deploy".into(),
+        who: ctx.who.clone(),
+        r#ref: r#ref.into(),
+    };
+    running.save(&ctx.state_dir, &ctx.app.name);
+
+    let dir = ctx.layout.release(&id);
+    let mut maintenance = false;
+    let before_switch: StepResult = async {
+        materialise(ctx, &commit, &id).await?;
+        link_shared(ctx, &id, allow_missing_env)?;
+        ctx.maybe_hook("build", ctx.app.steps.build.as_ref(), &dir)
+            .await?;
+        if migrate {
+            backup(ctx, &id).await?;
+        }
+        if let Some(cmd) = &ctx.app.steps.maintenance_on {
+            maintenance = true;
+            ctx.hook("maintenance_on", cmd, &dir).await?;
+        }
+        if migrate {
+            match &ctx.app.steps.migrate {
+                Some(cmd) => ctx.hook("migrate", cmd, &dir).await?,
+                None => ctx.notice("migrations requested, but this app declares no migrate step"),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(f) = before_switch {
+        if maintenance {
+            let _ = ctx
+                .maybe_hook(
+                    "maintenance_off",
+                    ctx.app.steps.maintenance_off.as_ref(),
+                    &dir,
+                )
+                .await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(ctx.layout.releases().join(format!("{id}.tmp")));
+        ctx.notice(format!(
+            "release {id} removed; current is untouched ({})",
+            if previous.is_empty() {
+                "no release yet"
+            } else {
+                &previous
+            }
+        ));
+        return failed(f, &id, &previous, &commit);
+    }
+
+    // The switch.
+    let started = ctx.start("switch", format!("current -> releases/{id}"));
+    let switched = ctx
+        .layout
+        .switch(&id)
+        .or_else(|e| ctx.fail("switch", format!("cannot switch current: {e}")));
+    if let Err(f) = ctx.finish("switch", started, switched) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return failed(f, &id, &previous, &commit);
+    }
+    running.switched = true;
+    running.save(&ctx.state_dir, &ctx.app.name);
+    record_release(ctx, &id, &commit, r#ref);
+
+    let after: StepResult = async {
+        activate(ctx, &dir).await?;
+        ctx.maybe_hook("after_switch", ctx.app.steps.after_switch.as_ref(), &dir)
+            .await?;
+        ctx.restart_services(&dir, "").await?;
+        if maintenance {
+            maintenance = false;
+            ctx.maybe_hook(
+                "maintenance_off",
+                ctx.app.steps.maintenance_off.as_ref(),
+                &dir,
+            )
+            .await?;
+        }
+        ctx.run_checks().await
+    }
+    .await;
+    let outcome = match after {
+        Ok(()) => Outcome {
+            result: JobResult::Succeeded,
+            release: id.clone(),
+            previous: previous.clone(),
+            commit: commit.clone(),
+            error: String::new(),
+        },
+        Err(f) => {
+            let migrated = migrate && ctx.app.steps.migrate.is_some();
+            super::rollback::auto_rollback(ctx, f, &id, &previous, &commit, migrated, maintenance)
+                .await
+        }
+    };
+    if outcome.result == JobResult::Succeeded {
+        note_current(ctx, &id, &previous);
+    }
+    let protect: Vec<String> = ctx
+        .layout
+        .previous(&Journal::load(&ctx.journal_path()))
+        .into_iter()
+        .collect();
+    let removed = ctx.layout.prune(ctx.app.keep_releases as usize, &protect);
+    if !removed.is_empty() {
+        ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
+    }
+    prune_backups(ctx);
+    outcome
+}
+
+/// Records in the journal's history that `id` now serves, after `was`.
+pub(super) fn note_current(ctx: &Ctx, id: &str, was: &str) {
+    let path = ctx.journal_path();
+    let mut journal = Journal::load(&path);
+    if !was.is_empty() && !journal.history.iter().any(|h| h == was) {
+        journal.note_current(was);
+    }
+    journal.note_current(id);
+    if let Err(err) = journal.save(&path) {
+        tracing::error!(error = %err, "cannot record the release history");
+    }
+}
+
+/// The command strategy's switch: `activate` (e.g. `helm upgrade --install ... --wait`)
+/// from the release, after `current` points at it.
+pub(super) async fn activate(ctx: &Ctx, dir: &Path) -> StepResult {
+    if ctx.app.strategy == config::Strategy::Command {
+        ctx.maybe_hook("activate", ctx.app.activate.as_ref(), dir)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
+    let path = ctx.journal_path();
+    let mut journal = Journal::load(&path);
+    journal.releases.retain(|r| r.id != id);
+    journal.releases.push(ReleaseRecord {
+        id: id.into(),
+        commit: commit.into(),
+        r#ref: r#ref.into(),
+        who: ctx.who.clone(),
+        deployed_at_ms: journal::now_ms(),
+        job_id: ctx.job.id.clone(),
+        backup_file: None,
+    });
+    let on_disk = ctx.layout.list();
+    journal.releases.retain(|r| on_disk.contains(&r.id));
+    if let Err(err) = journal.save(&path) {
+        tracing::error!(error = %err, "cannot record the release in the journal");
+    }
+}

@@ -1,0 +1,211 @@
+//! The job flows: deploy (SPEC §4), rollback, restart. Each step is an event with its
+//! start, output lines, exit code and duration; the flow decides what happens when a
+//! step fails: before the switch the new release is removed and `current` is untouched;
+//! after the switch the previous release is put back automatically.
+
+mod deploy;
+mod env;
+pub mod events;
+mod recover;
+mod restart;
+mod rollback;
+mod step;
+
+use std::time::{Duration, Instant};
+
+use hoist_proto::v1::{JobFinished, JobKind, JobResult, JobStarted, job_event::Kind};
+
+use crate::{
+    host::process::RunAs,
+    state::{
+        journal::{self, JobRecord, Journal},
+        running::Running,
+    },
+};
+
+pub use recover::recover;
+pub use step::Ctx;
+use step::{Failed, StepResult};
+
+/// What a job was asked to do.
+#[derive(Clone, Debug)]
+pub enum Request {
+    Deploy {
+        r#ref: String,
+        migrate: bool,
+        allow_missing_env: bool,
+        forced: bool,
+        reason: String,
+    },
+    Rollback {
+        to_release: String,
+        migrate: bool,
+        restore_db: bool,
+        reason: String,
+    },
+    Restart {
+        service: String,
+    },
+    /// Edit `shared/.env` (values never appear in events), then maybe restart.
+    Env {
+        set: Vec<(String, String)>,
+        unset: Vec<String>,
+        restart: bool,
+    },
+}
+
+impl Request {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Request::Deploy { .. } => JobKind::Deploy,
+            Request::Rollback { .. } => JobKind::Rollback,
+            Request::Restart { .. } => JobKind::Restart,
+            Request::Env { .. } => JobKind::Env,
+        }
+    }
+}
+
+/// How a job ended.
+pub struct Outcome {
+    pub result: JobResult,
+    pub release: String,
+    pub previous: String,
+    pub commit: String,
+    pub error: String,
+}
+
+/// Runs one job to its end and records it. Never panics on a failed step: every way out
+/// ends with a `JobFinished` event and a journal record.
+pub async fn run(mut ctx: Ctx, request: Request) -> Outcome {
+    let started_at_ms = journal::now_ms();
+    let clock = Instant::now();
+    if let Some(user) = &ctx.app.user {
+        match RunAs::resolve(user, ctx.app.group.as_deref()) {
+            Ok(r) => ctx.run_as = Some(r),
+            Err(err) => {
+                let outcome = Outcome {
+                    result: JobResult::Failed,
+                    release: String::new(),
+                    previous: String::new(),
+                    commit: String::new(),
+                    error: err.to_string(),
+                };
+                return finish(&ctx, &request, outcome, started_at_ms, clock);
+            }
+        }
+    }
+    let (r#ref, migrate, forced, reason) = match &request {
+        Request::Deploy {
+            r#ref,
+            migrate,
+            forced,
+            reason,
+            ..
+        } => (r#ref.clone(), *migrate, *forced, reason.clone()),
+        Request::Rollback {
+            migrate, reason, ..
+        } => (String::new(), *migrate, false, reason.clone()),
+        _ => (String::new(), false, false, String::new()),
+    };
+    ctx.job.emit(Kind::Started(JobStarted {
+        kind: request.kind().into(),
+        app: ctx.app.name.clone(),
+        r#ref,
+        commit: String::new(),
+        release: String::new(),
+        who: ctx.who.clone(),
+        migrate,
+        forced,
+        reason,
+    }));
+    if forced {
+        ctx.notice("deploy window overridden with --force");
+    }
+    let outcome = match &request {
+        Request::Deploy {
+            r#ref,
+            migrate,
+            allow_missing_env,
+            ..
+        } => deploy::deploy(&mut ctx, r#ref, *migrate, *allow_missing_env, started_at_ms).await,
+        Request::Rollback {
+            to_release,
+            migrate,
+            restore_db,
+            ..
+        } => rollback::rollback(&mut ctx, to_release, *migrate, *restore_db).await,
+        Request::Restart { service } => restart::restart(&ctx, service).await,
+        Request::Env {
+            set,
+            unset,
+            restart,
+        } => env::env_change(&ctx, set, unset, *restart).await,
+    };
+    finish(&ctx, &request, outcome, started_at_ms, clock)
+}
+
+fn finish(
+    ctx: &Ctx,
+    request: &Request,
+    outcome: Outcome,
+    started_at_ms: u64,
+    clock: Instant,
+) -> Outcome {
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    let path = ctx.journal_path();
+    let mut journal = Journal::load(&path);
+    let (r#ref, forced, reason) = match request {
+        Request::Deploy {
+            r#ref,
+            forced,
+            reason,
+            ..
+        } => (r#ref.clone(), *forced, reason.clone()),
+        Request::Rollback { reason, .. } => (String::new(), false, reason.clone()),
+        Request::Restart { service } => (String::new(), false, service.clone()),
+        Request::Env { set, unset, .. } => (String::new(), false, env::env_summary(set, unset)),
+    };
+    journal.record_job(JobRecord {
+        job_id: ctx.job.id.clone(),
+        kind: journal::kind_name(request.kind()).into(),
+        r#ref,
+        commit: outcome.commit.clone(),
+        release: outcome.release.clone(),
+        previous_release: outcome.previous.clone(),
+        who: ctx.who.clone(),
+        started_at_ms,
+        duration_ms,
+        result: journal::result_name(outcome.result).into(),
+        error: outcome.error.clone(),
+        forced,
+        reason,
+    });
+    if let Err(err) = journal.save(&path) {
+        tracing::error!(app = %ctx.app.name, error = %err, "cannot write the journal");
+    }
+    let _ = std::fs::remove_file(Running::path(&ctx.state_dir, &ctx.app.name));
+    ctx.job.emit(Kind::Finished(JobFinished {
+        result: outcome.result.into(),
+        release: outcome.release.clone(),
+        previous_release: outcome.previous.clone(),
+        duration_ms,
+        error: outcome.error.clone(),
+    }));
+    tracing::info!(app = %ctx.app.name, job = %ctx.job.id, result = journal::result_name(outcome.result),
+        release = %outcome.release, "job finished");
+    outcome
+}
+
+fn failed(f: Failed, release: &str, previous: &str, commit: &str) -> Outcome {
+    Outcome {
+        result: JobResult::Failed,
+        release: release.into(),
+        previous: previous.into(),
+        commit: commit.into(),
+        error: format!("{}: {}", f.step, f.error),
+    }
+}
+
+/// How long a deploy lease lasts without renewal (the job itself holds it while it
+/// runs; this bounds a lock left by a crashed agent).
+pub const JOB_LEASE: Duration = Duration::from_secs(3600);

@@ -1,0 +1,61 @@
+//! Recovery at startup, after hoistd died while a job ran.
+
+use std::path::Path;
+
+use hoist_proto::v1::JobResult;
+
+use crate::{
+    config::App,
+    state::{
+        journal::{self, JobRecord, Journal},
+        release::Layout,
+        running::Running,
+    },
+};
+
+/// Called at startup: a job that was running when the agent died is marked
+/// `interrupted`; a release it was building is removed; `current` is left as it is.
+pub fn recover(
+    state_dir: &Path,
+    app: &App,
+    registry: &crate::flows::events::Registry,
+) -> Option<String> {
+    let path = Running::path(state_dir, &app.name);
+    let running: Running = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let layout = Layout::new(&app.deploy_to);
+    let mut note = format!("hoistd stopped during this {} job", running.kind);
+    if !running.switched && !running.release.is_empty() {
+        if layout.current().as_deref() != Some(running.release.as_str()) {
+            let _ = std::fs::remove_dir_all(layout.release(&running.release));
+        }
+        let _ = std::fs::remove_dir_all(layout.releases().join(format!("{}.tmp", running.release)));
+        note.push_str(&format!(
+            "; the half-built release {} was removed; current is {}",
+            running.release,
+            layout.current().unwrap_or_else(|| "not set".into())
+        ));
+    } else if running.switched {
+        note.push_str(&format!(
+            "; current points at {} (switched before the stop): check `hoist status`",
+            running.release
+        ));
+    }
+    crate::flows::events::mark_interrupted(registry, &app.name, &running.job_id, &note);
+    let jpath = Journal::path(state_dir, &app.name);
+    let mut journal = Journal::load(&jpath);
+    journal.record_job(JobRecord {
+        job_id: running.job_id.clone(),
+        kind: running.kind.clone(),
+        r#ref: running.r#ref.clone(),
+        release: running.release.clone(),
+        who: running.who.clone(),
+        started_at_ms: running.started_at_ms,
+        result: journal::result_name(JobResult::Interrupted).into(),
+        error: note.clone(),
+        ..Default::default()
+    });
+    let _ = journal.save(&jpath);
+    let _ = std::fs::remove_file(&path);
+    tracing::warn!(app = %app.name, job = %running.job_id, "{note}");
+    Some(running.job_id)
+}

@@ -1,0 +1,178 @@
+//! Rollbacks: the one asked for (`hoist rollback`), and the automatic one after a
+//! deploy fails past its switch.
+
+use hoist_proto::v1::JobResult;
+
+use crate::{
+    config::{self},
+    state::journal::Journal,
+};
+
+use super::*;
+
+/// After-switch failure: put the previous release back and restart services.
+pub(super) async fn auto_rollback(
+    ctx: &Ctx,
+    f: Failed,
+    id: &str,
+    previous: &str,
+    commit: &str,
+    migrated: bool,
+    maintenance: bool,
+) -> Outcome {
+    let reason = format!("{}: {}", f.step, f.error);
+    if previous.is_empty() {
+        ctx.notice("no previous release to return to; the new release stays current");
+        return failed(f, id, previous, commit);
+    }
+    ctx.notice(format!("{reason}; rolling back to {previous}"));
+    let prev_dir = ctx.layout.release(previous);
+    if ctx.app.strategy == config::Strategy::Command {
+        // The platform's own rollback (e.g. `helm rollback`), run from the failed release.
+        let _ = ctx
+            .maybe_hook(
+                "deactivate",
+                ctx.app.deactivate.as_ref(),
+                &ctx.layout.release(id),
+            )
+            .await;
+    }
+    let started = ctx.start("rollback", format!("current -> releases/{previous}"));
+    let r = ctx
+        .layout
+        .switch(previous)
+        .or_else(|e| ctx.fail("rollback", format!("cannot switch back: {e}")));
+    if let Err(e) = ctx.finish("rollback", started, r) {
+        return failed(e, id, previous, commit);
+    }
+    let restarted = ctx.restart_services(&prev_dir, "").await;
+    if maintenance {
+        let _ = ctx
+            .maybe_hook(
+                "maintenance_off",
+                ctx.app.steps.maintenance_off.as_ref(),
+                &prev_dir,
+            )
+            .await;
+    }
+    if migrated {
+        ctx.notice(format!(
+            "migrations of {id} are not reversed automatically; run `hoist rollback {} --migrate` if the previous release needs the old schema",
+            ctx.app.name
+        ));
+    }
+    let mut error = format!("rolled back to {previous}: {reason}");
+    if let Err(e) = restarted {
+        error.push_str(&format!(
+            "; restarting services after the rollback failed too: {}",
+            e.error
+        ));
+    }
+    Outcome {
+        result: JobResult::RolledBack,
+        release: id.into(),
+        previous: previous.into(),
+        commit: commit.into(),
+        error,
+    }
+}
+
+pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> Outcome {
+    let current = ctx.layout.current().unwrap_or_default();
+    let target = if to.is_empty() {
+        ctx.layout
+            .previous(&Journal::load(&ctx.journal_path()))
+            .unwrap_or_default()
+    } else {
+        to.to_string()
+    };
+    let fail = |step: &str, error: String| {
+        failed(
+            Failed {
+                step: step.into(),
+                error,
+            },
+            &target,
+            &current,
+            "",
+        )
+    };
+    if target.is_empty() {
+        return fail(
+            "rollback",
+            "there is no previous release to roll back to".into(),
+        );
+    }
+    if !ctx.layout.release(&target).is_dir() {
+        return fail(
+            "rollback",
+            format!(
+                "release {target} is not on this host; see `hoist releases {}`",
+                ctx.app.name
+            ),
+        );
+    }
+    if target == current {
+        return fail("rollback", format!("release {target} is already current"));
+    }
+    let journal = Journal::load(&ctx.journal_path());
+    let record = journal.release(&target).cloned().unwrap_or_default();
+    ctx.set_release_vars(&target, &record.commit, &record.r#ref);
+    ctx.notice(format!("rolling back from {current} to {target}"));
+    let cur_dir = ctx.layout.release(&current);
+    let target_dir = ctx.layout.release(&target);
+    let result: StepResult = async {
+        if migrate {
+            // The release being left holds the migrations to reverse.
+            match &ctx.app.steps.migrate_rollback {
+                Some(cmd) => ctx.hook("migrate_rollback", cmd, &cur_dir).await?,
+                None => {
+                    return ctx.fail(
+                        "migrate_rollback",
+                        "this app declares no migrate_rollback step",
+                    );
+                }
+            }
+        }
+        if restore_db {
+            let Some(file) = record.backup_file.clone() else {
+                return ctx.fail(
+                    "restore",
+                    format!("no backup is recorded for release {target}; nothing to restore"),
+                );
+            };
+            let Some(cmd) = ctx.app.steps.restore.clone() else {
+                return ctx.fail("restore", "this app declares no restore step");
+            };
+            ctx.vars.insert("HOIST_BACKUP_FILE".into(), file);
+            ctx.hook("restore", &cmd, &target_dir).await?;
+        }
+        let started = ctx.start("switch", format!("current -> releases/{target}"));
+        let r = ctx
+            .layout
+            .switch(&target)
+            .or_else(|e| ctx.fail("switch", format!("cannot switch: {e}")));
+        ctx.finish("switch", started, r)?;
+        super::deploy::note_current(ctx, &target, &current);
+        super::deploy::activate(ctx, &target_dir).await?;
+        ctx.maybe_hook(
+            "after_switch",
+            ctx.app.steps.after_switch.as_ref(),
+            &target_dir,
+        )
+        .await?;
+        ctx.restart_services(&target_dir, "").await?;
+        ctx.run_checks().await
+    }
+    .await;
+    match result {
+        Ok(()) => Outcome {
+            result: JobResult::Succeeded,
+            release: target,
+            previous: current,
+            commit: record.commit,
+            error: String::new(),
+        },
+        Err(f) => failed(f, &target, &current, &record.commit),
+    }
+}

@@ -1,0 +1,395 @@
+//! What every flow is made of: a [`Ctx`] per job, and its steps: events with a start,
+//! output lines (secrets masked), an exit code and a duration; hooks, the agent's own
+//! tools, service restarts and checks.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use hoist_proto::v1::{
+    Notice, StepFinished, StepOutput, StepStarted, Stream as WireStream, job_event::Kind,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::{self, App},
+    flows::events::Job,
+    host::{
+        checks,
+        process::{self, RunAs, Stream},
+        services,
+    },
+    state::{journal::Journal, release::Layout},
+};
+
+/// Shortest secret that is masked in step output (shorter values would mask noise).
+pub(super) const MIN_SECRET_LEN: usize = 6;
+
+/// A step that failed: which, and why (with the tool's output tail).
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) step: String,
+    pub(super) error: String,
+}
+
+pub(super) type StepResult<T = ()> = Result<T, Failed>;
+
+/// Everything a running job needs.
+pub struct Ctx {
+    pub state_dir: PathBuf,
+    pub app: App,
+    pub job: Arc<Job>,
+    pub who: String,
+    pub(super) layout: Layout,
+    pub(super) run_as: Option<RunAs>,
+    pub(super) secrets: Vec<String>,
+    pub(super) vars: BTreeMap<String, String>,
+}
+
+impl Ctx {
+    pub fn new(state_dir: &Path, app: App, job: Arc<Job>, who: String) -> Ctx {
+        let layout = Layout::new(&app.deploy_to);
+        let secrets = secrets_of(&layout.shared().join(".env"));
+        Ctx {
+            state_dir: state_dir.to_path_buf(),
+            layout,
+            run_as: None,
+            secrets,
+            vars: BTreeMap::new(),
+            app,
+            job,
+            who,
+        }
+    }
+
+    pub(super) fn notice(&self, message: impl Into<String>) {
+        self.job.emit(Kind::Notice(Notice {
+            message: message.into(),
+        }));
+    }
+
+    pub(super) fn start(&self, step: &str, description: impl Into<String>) -> Instant {
+        self.job.emit(Kind::StepStarted(StepStarted {
+            step: step.into(),
+            description: description.into(),
+        }));
+        Instant::now()
+    }
+
+    pub(super) fn finish<T>(
+        &self,
+        step: &str,
+        started: Instant,
+        result: StepResult<T>,
+    ) -> StepResult<T> {
+        self.finish_with(step, started, result, -1, false)
+    }
+
+    pub(super) fn finish_with<T>(
+        &self,
+        step: &str,
+        started: Instant,
+        result: StepResult<T>,
+        exit_code: i32,
+        timed_out: bool,
+    ) -> StepResult<T> {
+        let (ok, error) = match &result {
+            Ok(_) => (true, String::new()),
+            Err(f) => (false, f.error.clone()),
+        };
+        self.job.emit(Kind::StepFinished(StepFinished {
+            step: step.into(),
+            ok,
+            exit_code: if ok && exit_code < 0 { 0 } else { exit_code },
+            duration_ms: started.elapsed().as_millis() as u64,
+            error,
+            timed_out,
+        }));
+        result
+    }
+
+    pub(super) fn fail<T>(&self, step: &str, error: impl Into<String>) -> StepResult<T> {
+        Err(Failed {
+            step: step.into(),
+            error: self.redact(&error.into()),
+        })
+    }
+
+    /// Masks values of `shared/.env` wherever they appear in output.
+    pub(super) fn redact(&self, line: &str) -> String {
+        let mut line = line.to_string();
+        for secret in &self.secrets {
+            if line.contains(secret.as_str()) {
+                line = line.replace(secret.as_str(), "••••");
+            }
+        }
+        line
+    }
+
+    /// Runs `f` while forwarding output lines into the job's events under `step`.
+    pub(super) async fn with_output<F, Fut, T>(&self, step: &str, f: F) -> T
+    where
+        F: FnOnce(mpsc::UnboundedSender<(Stream, String)>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Stream, String)>();
+        let forward = async {
+            while let Some((stream, line)) = rx.recv().await {
+                self.job.emit(Kind::Output(StepOutput {
+                    step: step.into(),
+                    stream: match stream {
+                        Stream::Stdout => WireStream::Stdout,
+                        Stream::Stderr => WireStream::Stderr,
+                    }
+                    .into(),
+                    line: self.redact(&line),
+                }));
+            }
+        };
+        let (result, ()) = tokio::join!(f(tx), forward);
+        result
+    }
+
+    /// The hook environment: declared env plus the `HOIST_*` variables.
+    pub(super) fn env(&self) -> BTreeMap<String, String> {
+        let mut env = self.app.env.clone();
+        env.insert("HOIST_APP".into(), self.app.name.clone());
+        env.insert("HOIST_DEPLOY_ID".into(), self.job.id.clone());
+        env.extend(self.vars.clone());
+        env
+    }
+
+    /// Runs a declared hook (each line by `/bin/sh -c`, in order, as the app's user, in
+    /// `cwd`) as one step.
+    pub(super) async fn hook(
+        &self,
+        step: &str,
+        command: &config::Command,
+        cwd: &Path,
+    ) -> StepResult {
+        let started = self.start(step, command.0.join(" && "));
+        let mut last_code = 0;
+        for line in &command.0 {
+            let spec = process::Spec {
+                shell: line.clone(),
+                cwd: cwd.to_path_buf(),
+                env: self.env(),
+                run_as: self.run_as.clone(),
+                timeout: self.app.step_timeout,
+            };
+            let outcome = self
+                .with_output(step, |tx| async move { process::run(&spec, tx).await })
+                .await;
+            match outcome {
+                Err(err) => return self.finish(step, started, self.fail(step, err.to_string())),
+                Ok(o) if o.timed_out => {
+                    let r = self.fail(
+                        step,
+                        format!(
+                            "`{line}` timed out after {:?}; its process group was killed (raise step_timeout if it needs longer)",
+                            self.app.step_timeout
+                        ),
+                    );
+                    return self.finish_with(step, started, r, -1, true);
+                }
+                Ok(o) if !o.success() => {
+                    let code = o.code.unwrap_or(-1);
+                    let r = self.fail(step, format!("`{line}` exited with {code}"));
+                    return self.finish_with(step, started, r, code, false);
+                }
+                Ok(o) => last_code = o.code.unwrap_or(0),
+            }
+        }
+        self.finish_with(step, started, Ok(()), last_code, false)
+    }
+
+    /// Runs an optional hook; a missing one is skipped silently.
+    pub(super) async fn maybe_hook(
+        &self,
+        step: &str,
+        command: Option<&config::Command>,
+        cwd: &Path,
+    ) -> StepResult {
+        match command {
+            Some(c) => self.hook(step, c, cwd).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a tool of the agent's own (git) with argv, output into `step`'s events.
+    /// Returns stdout lines.
+    pub(super) async fn tool(
+        &self,
+        step: &str,
+        argv: &[&str],
+        cwd: &Path,
+    ) -> StepResult<Vec<String>> {
+        let mut env = BTreeMap::new();
+        env.insert("GIT_TERMINAL_PROMPT".to_string(), "0".to_string());
+        if let Some(home) = std::env::var_os("HOME") {
+            env.insert("HOME".into(), home.to_string_lossy().into_owned());
+        }
+        let mut stdout = Vec::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let timeout = self.app.step_timeout;
+        let run = async move { process::run_argv(argv, cwd, &env, timeout, tx).await };
+        let collect = async {
+            let mut tail = Vec::new();
+            while let Some((stream, line)) = rx.recv().await {
+                if stream == Stream::Stdout {
+                    stdout.push(line);
+                } else {
+                    self.job.emit(Kind::Output(StepOutput {
+                        step: step.into(),
+                        stream: WireStream::Stderr.into(),
+                        line: self.redact(&line),
+                    }));
+                    tail.push(line);
+                }
+            }
+            tail
+        };
+        let (outcome, tail) = tokio::join!(run, collect);
+        match outcome {
+            Err(err) => self.fail(step, err.to_string()),
+            Ok(o) if o.success() => Ok(stdout),
+            Ok(o) => self.fail(
+                step,
+                format!(
+                    "`{}` failed ({}): {}",
+                    argv.join(" "),
+                    if o.timed_out {
+                        "timed out".to_string()
+                    } else {
+                        format!("exit {}", o.code.unwrap_or(-1))
+                    },
+                    tail.iter()
+                        .rev()
+                        .take(3)
+                        .rev()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                ),
+            ),
+        }
+    }
+
+    /// Restarts the app's services (or the one named), one step each.
+    pub(super) async fn restart_services(&self, release_dir: &Path, only: &str) -> StepResult {
+        for service in self
+            .app
+            .all_services()
+            .iter()
+            .filter(|s| only.is_empty() || s.display_name() == only)
+        {
+            let step = format!("restart {}", service.display_name());
+            let started = self.start(
+                &step,
+                format!("{} {}", service.kind(), service.display_name()),
+            );
+            let result = self
+                .with_output(&step, |tx| async move {
+                    services::restart(service, release_dir, &tx).await
+                })
+                .await;
+            let result = match result {
+                Ok(summary) => {
+                    self.job.emit(Kind::Output(StepOutput {
+                        step: step.clone(),
+                        stream: WireStream::Stdout.into(),
+                        line: summary,
+                    }));
+                    Ok(())
+                }
+                Err(err) => self.fail(&step, err.to_string()),
+            };
+            self.finish(&step, started, result)?;
+        }
+        Ok(())
+    }
+
+    /// Runs every check with its retries; the first check that never passes fails the
+    /// step with its last output.
+    pub(super) async fn run_checks(&self) -> StepResult {
+        for check in &self.app.checks {
+            let step = format!("check {}", check.name());
+            let started = self.start(&step, check.name());
+            let attempts = check.retries().max(1);
+            let mut last = String::new();
+            let mut passed = false;
+            for attempt in 1..=attempts {
+                let status = checks::run(&self.app, check).await;
+                self.job.emit(Kind::Output(StepOutput {
+                    step: step.clone(),
+                    stream: if status.ok {
+                        WireStream::Stdout
+                    } else {
+                        WireStream::Stderr
+                    }
+                    .into(),
+                    line: self.redact(&format!(
+                        "attempt {attempt}/{attempts}: {} ({} ms): {}",
+                        if status.ok { "ok" } else { "failing" },
+                        status.duration_ms,
+                        status.output.trim()
+                    )),
+                }));
+                if status.ok {
+                    passed = true;
+                    break;
+                }
+                last = status.output;
+                if attempt < attempts {
+                    tokio::time::sleep(check.interval()).await;
+                }
+            }
+            let result = if passed {
+                Ok(())
+            } else {
+                self.fail(
+                    &step,
+                    format!(
+                        "check {} failed {attempts} time(s): {}",
+                        check.name(),
+                        last.trim()
+                    ),
+                )
+            };
+            self.finish(&step, started, result)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_release_vars(&mut self, id: &str, commit: &str, r#ref: &str) {
+        self.vars.insert("HOIST_RELEASE".into(), id.into());
+        self.vars.insert(
+            "HOIST_RELEASE_DIR".into(),
+            self.layout.release(id).display().to_string(),
+        );
+        self.vars.insert("HOIST_COMMIT".into(), commit.into());
+        self.vars.insert("HOIST_REF".into(), r#ref.into());
+    }
+
+    pub(super) fn journal_path(&self) -> PathBuf {
+        Journal::path(&self.state_dir, &self.app.name)
+    }
+}
+
+pub(super) fn secrets_of(env_file: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(env_file) else {
+        return Vec::new();
+    };
+    let mut secrets: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|v| v.len() >= MIN_SECRET_LEN)
+        .collect();
+    // Longest first, so a value containing another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}

@@ -1,0 +1,200 @@
+//! Compose projects through `docker compose` (or `docker-compose`) and `docker ps`.
+
+use std::path::Path;
+
+use hoist_proto::v1::ServiceState;
+
+use crate::config::ComposeAction;
+
+use super::*;
+
+/// `docker ps` rows as [`parse_docker_ps`] reads them: service, state, status.
+pub(super) const DOCKER_PS_FORMAT: &str =
+    "{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Status}}";
+
+/// The `docker ps` filter selecting a compose project's containers.
+pub(super) fn compose_filter(project: &str) -> String {
+    format!("label=com.docker.compose.project={project}")
+}
+
+/// The `docker ps` filter leaving out one-off containers (`compose run`, e.g. a
+/// migration): they carry the service's label, but an exited one is not the service
+/// being down.
+pub(super) const COMPOSE_NOT_ONEOFF: &str = "label=com.docker.compose.oneoff=False";
+
+/// `docker ps` arguments listing a compose project's service containers (`filter` is
+/// [`compose_filter`]'s).
+pub(super) fn docker_ps_args(filter: &str) -> [&str; 8] {
+    [
+        "ps",
+        "--all",
+        "--filter",
+        filter,
+        "--filter",
+        COMPOSE_NOT_ONEOFF,
+        "--format",
+        DOCKER_PS_FORMAT,
+    ]
+}
+
+pub(super) async fn compose(project: &str, services: &[String]) -> (ServiceState, String) {
+    let filter = compose_filter(project);
+    match tool("docker", &docker_ps_args(&filter)).await {
+        Err(err) => (ServiceState::Unknown, err),
+        Ok((false, out)) => (ServiceState::Unknown, out.trim().to_string()),
+        Ok((true, out)) => parse_docker_ps(&out, services),
+    }
+}
+
+/// Aggregates `docker ps` rows of a compose project (only the declared services, when
+/// any are declared).
+pub fn parse_docker_ps(out: &str, services: &[String]) -> (ServiceState, String) {
+    let mut rows: Vec<(&str, &str, &str)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            Some((f.next()?, f.next()?, f.next().unwrap_or("")))
+        })
+        .filter(|(svc, _, _)| services.is_empty() || services.iter().any(|s| s == svc))
+        .collect();
+    rows.sort();
+    let missing: Vec<&String> = services
+        .iter()
+        .filter(|s| !rows.iter().any(|(svc, _, _)| svc == s))
+        .collect();
+    if rows.is_empty() {
+        return (ServiceState::Stopped, "no containers".into());
+    }
+    let mut detail: Vec<String> = rows
+        .iter()
+        .map(|(svc, _, status)| format!("{svc}: {status}"))
+        .collect();
+    detail.extend(missing.iter().map(|s| format!("{s}: no container")));
+    let state = if rows
+        .iter()
+        .any(|(_, st, status)| *st == "dead" || status.contains("unhealthy"))
+    {
+        ServiceState::Failed
+    } else if !missing.is_empty() || rows.iter().any(|(_, st, _)| *st != "running") {
+        if rows
+            .iter()
+            .any(|(_, st, _)| *st == "restarting" || *st == "created")
+        {
+            ServiceState::Starting
+        } else {
+            ServiceState::Stopped
+        }
+    } else if rows
+        .iter()
+        .any(|(_, _, status)| status.contains("health: starting"))
+    {
+        ServiceState::Starting
+    } else {
+        ServiceState::Running
+    };
+    (state, detail.join("; "))
+}
+
+/// Named in the error when neither flavour of compose is available.
+pub(super) const COMPOSE_TOOLS: &str = "docker compose (v2 plugin) or docker-compose";
+/// Compose's own default file names, in its order of preference.
+pub(super) const COMPOSE_DEFAULT_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+// --- compose ---
+
+/// Where and what compose acts on.
+pub(super) struct ComposeTarget<'a> {
+    pub(super) release_dir: &'a Path,
+    pub(super) compose_file: Option<&'a str>,
+    pub(super) project: &'a str,
+    pub(super) services: &'a [String],
+}
+
+pub(super) async fn restart_compose(
+    run: &Runner<'_>,
+    target: &ComposeTarget<'_>,
+    action: ComposeAction,
+) -> Result<String, RestartError> {
+    let file = compose_file(target.release_dir, target.compose_file)
+        .map_err(|problem| run.failed(problem, ""))?;
+    let mut argv: Vec<&str> = compose_command(run).await?;
+    argv.extend(["-p", target.project, "-f", file]);
+    argv.extend(match action {
+        ComposeAction::Recreate => &["up", "-d", "--force-recreate", "--no-deps"][..],
+        ComposeAction::Restart => &["restart"][..],
+    });
+    argv.extend(target.services.iter().map(String::as_str));
+    run.action(&argv, Some(target.release_dir), None)
+        .await
+        .map_err(|err| match err {
+            RestartError::NotInstalled { service, .. } => RestartError::NotInstalled {
+                service,
+                tool: COMPOSE_TOOLS.into(),
+            },
+            err => err,
+        })?;
+    let filter = compose_filter(target.project);
+    let mut ps = vec!["docker"];
+    ps.extend(docker_ps_args(&filter));
+    let ps = &ps;
+    let detail = run
+        .poll(move || async move {
+            let listed = run.tool(ps).await?;
+            if !listed.success {
+                return Ok(Progress::Waiting(listed.text));
+            }
+            Ok(match parse_docker_ps(&listed.text, target.services) {
+                (ServiceState::Running, detail) => Progress::Ready(detail),
+                (ServiceState::Failed, detail) => Progress::Failed(detail, String::new()),
+                (_, detail) => Progress::Waiting(detail),
+            })
+        })
+        .await?;
+    let done = match action {
+        ComposeAction::Recreate => "recreated",
+        ComposeAction::Restart => "restarted",
+    };
+    Ok(format!("{} {done}: {detail}", target.project))
+}
+
+/// The compose file argument (relative to the release dir, or absolute): the configured
+/// one, or compose's default names, whichever exists first.
+pub(super) fn compose_file<'a>(
+    release_dir: &Path,
+    configured: Option<&'a str>,
+) -> Result<&'a str, String> {
+    let candidates: Vec<&str> = match configured {
+        Some(file) => vec![file],
+        None => COMPOSE_DEFAULT_FILES.to_vec(),
+    };
+    candidates
+        .iter()
+        .find(|name| release_dir.join(name).is_file())
+        .copied()
+        .ok_or_else(|| match configured {
+            Some(file) => format!(
+                "compose file {} does not exist",
+                release_dir.join(file).display()
+            ),
+            None => format!(
+                "no compose file in {}: expected one of {}",
+                release_dir.display(),
+                COMPOSE_DEFAULT_FILES.join(", ")
+            ),
+        })
+}
+
+/// `docker compose` when the v2 plugin answers `docker compose version`, else
+/// `docker-compose` (whose absence [`restart_compose`] reports).
+pub(super) async fn compose_command(run: &Runner<'_>) -> Result<Vec<&'static str>, RestartError> {
+    match run.tool(&["docker", "compose", "version"]).await {
+        Ok(out) if out.success => Ok(vec!["docker", "compose"]),
+        Ok(_) | Err(RestartError::NotInstalled { .. }) => Ok(vec!["docker-compose"]),
+        Err(err) => Err(err),
+    }
+}

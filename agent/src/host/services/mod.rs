@@ -1,0 +1,435 @@
+//! The app's services, probed and restarted for real: systemd through `systemctl`,
+//! supervisor through `supervisorctl`, compose containers through `docker compose` and
+//! the Docker engine, and signal-managed daemons through their pidfile.
+//!
+//! Probes ([`probe`]) are read-only and never fail. Restarts ([`restart`]) perform the
+//! declared action and then wait, bounded by the service's `timeout`, until the service
+//! is really back.
+
+mod compose;
+mod signal;
+mod supervisor;
+mod systemd;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, path::Path, process::Stdio, time::Duration};
+
+use hoist_proto::v1::ServiceStatus;
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
+use tokio::{
+    io::{AsyncBufRead, AsyncBufReadExt as _, BufReader},
+    process::Command,
+    sync::mpsc::UnboundedSender,
+    time::Instant,
+};
+
+use crate::{
+    config::Service,
+    host::process::{Stream, tail},
+};
+
+pub use compose::parse_docker_ps;
+use compose::{ComposeTarget, compose, restart_compose};
+pub use signal::pidfile_state;
+use signal::restart_signal;
+pub use supervisor::{SupervisorProcess, parse_supervisor_processes, parse_supervisor_status};
+use supervisor::{restart_supervisor, supervisor};
+pub use systemd::parse_systemctl_show;
+use systemd::{restart_systemd, systemd};
+
+/// How long one probe may take before the service is reported `unknown`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Probes one service. Never fails: a probe that cannot run reports `Unknown` with why.
+pub async fn probe(service: &Service) -> ServiceStatus {
+    let (state, detail) = match service {
+        Service::Systemd { name, .. } => systemd(name).await,
+        Service::Supervisor {
+            name, serverurl, ..
+        } => supervisor(name, serverurl.as_deref()).await,
+        Service::Compose {
+            project, services, ..
+        } => compose(project, services).await,
+        Service::Signal { pidfile, .. } => pidfile_state(pidfile),
+    };
+    ServiceStatus {
+        kind: service.kind().into(),
+        name: service.display_name(),
+        state: state.into(),
+        detail,
+    }
+}
+
+/// Runs a probe tool; returns its stdout (and stderr) whatever its exit code, since
+/// status tools exit non-zero for stopped services.
+async fn tool(program: &str, args: &[&str]) -> Result<(bool, String), String> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(PROBE_TIMEOUT, child).await {
+        Err(_) => Err(format!("{program} did not answer within {PROBE_TIMEOUT:?}")),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{program} is not installed on this host"))
+        }
+        Ok(Err(err)) => Err(format!("cannot run {program}: {err}")),
+        Ok(Ok(out)) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            Ok((out.status.success(), text))
+        }
+    }
+}
+
+// === restarts ===
+
+/// Poll interval after an action: starts short, backs off to [`POLL_MAX`].
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(500);
+/// How long a tool that has exited may keep its output pipes open (through a
+/// grandchild) before its output is taken as complete.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+/// Output lines kept per tool invocation (older lines are still streamed).
+const KEPT_LINES: usize = 500;
+/// Output lines and bytes quoted in a [`RestartError`].
+const ERROR_LINES: usize = 3;
+const ERROR_BYTES: usize = 400;
+
+/// Why a restart or reload failed. Displayed as one line naming the service (e.g.
+/// `supervisor worker:*`), what went wrong and the tool's last output.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartError {
+    #[error("{service}: {tool} is not installed on this host")]
+    NotInstalled { service: String, tool: String },
+    #[error("{service}: cannot run {tool}: {reason}")]
+    Spawn {
+        service: String,
+        tool: String,
+        reason: String,
+    },
+    /// The action's tool failed or ran past the timeout.
+    #[error("{service}: `{command}` {outcome}{}", last_output(.output))]
+    Command {
+        service: String,
+        command: String,
+        outcome: String,
+        output: String,
+    },
+    /// The service went into a failed state, died, or cannot be acted on.
+    #[error("{service}: {}{}", one_line(.problem), last_output(.output))]
+    Failed {
+        service: String,
+        problem: String,
+        output: String,
+    },
+    /// Still not back when the timeout passed.
+    #[error("{service}: not back within {timeout:?}; last seen: {}", one_line(.state))]
+    Timeout {
+        service: String,
+        timeout: Duration,
+        state: String,
+    },
+}
+
+/// Performs `service`'s action (restart, reload, recreate or signal) and waits until the
+/// service is really back, all bounded by the service's `timeout`. The tools' output
+/// lines go to `out` as they come. Returns a one-line summary, e.g.
+/// `worker:* restarted: worker:worker_00 pid 123→456, worker:worker_01 pid 124→457`.
+///
+/// `release_dir` is where compose runs and where a relative `compose_file` is found.
+pub async fn restart(
+    service: &Service,
+    release_dir: &Path,
+    out: &UnboundedSender<(Stream, String)>,
+) -> Result<String, RestartError> {
+    let run = Runner {
+        service: format!("{} {}", service.kind(), service.display_name()),
+        timeout: service.timeout(),
+        deadline: Instant::now() + service.timeout(),
+        out,
+    };
+    match service {
+        Service::Systemd { name, action, .. } => restart_systemd(&run, name, *action).await,
+        Service::Supervisor {
+            name, serverurl, ..
+        } => restart_supervisor(&run, name, serverurl.as_deref()).await,
+        Service::Compose {
+            compose_file,
+            project,
+            services,
+            action,
+            ..
+        } => {
+            let target = ComposeTarget {
+                release_dir,
+                compose_file: compose_file.as_deref(),
+                project,
+                services,
+            };
+            restart_compose(&run, &target, *action).await
+        }
+        Service::Signal {
+            pidfile, signal, ..
+        } => restart_signal(&run, pidfile, signal).await,
+    }
+}
+
+/// What one look at a service after its action found.
+enum Progress<T> {
+    Ready(T),
+    /// Failed for good: the problem and the tool output showing it.
+    Failed(String, String),
+    /// Not yet: the state seen, reported if the timeout passes.
+    Waiting(String),
+}
+
+/// What a tool printed (both streams, interleaved, the last [`KEPT_LINES`] lines) and
+/// whether it succeeded.
+#[derive(Debug)]
+struct ToolOutput {
+    success: bool,
+    /// "exited with status 1", "was killed by signal 9".
+    status: String,
+    text: String,
+}
+
+/// Runs one service's tools against one deadline.
+struct Runner<'a> {
+    /// `kind name`, e.g. `supervisor worker:*`: how errors name the service.
+    service: String,
+    timeout: Duration,
+    deadline: Instant,
+    out: &'a UnboundedSender<(Stream, String)>,
+}
+
+impl Runner<'_> {
+    fn failed(&self, problem: impl Into<String>, output: impl Into<String>) -> RestartError {
+        RestartError::Failed {
+            service: self.service.clone(),
+            problem: problem.into(),
+            output: output.into(),
+        }
+    }
+
+    /// Runs a read-only tool (status, show, ps) quietly. Errors only when it cannot run
+    /// or outlives the deadline; a non-zero exit is in the output.
+    async fn tool(&self, argv: &[&str]) -> Result<ToolOutput, RestartError> {
+        self.run(argv, None, false).await
+    }
+
+    /// Runs the action, streaming its output. A failure is an error carrying the
+    /// output, followed by `diagnose`'s output when given (e.g. `systemctl status`).
+    async fn action(
+        &self,
+        argv: &[&str],
+        cwd: Option<&Path>,
+        diagnose: Option<&[&str]>,
+    ) -> Result<ToolOutput, RestartError> {
+        let output = self.run(argv, cwd, true).await?;
+        if output.success {
+            return Ok(output);
+        }
+        let mut text = output.text;
+        if let Some(diagnose) = diagnose
+            && let Ok(more) = self.tool(diagnose).await
+        {
+            text = format!("{text}\n{}", more.text);
+        }
+        Err(RestartError::Command {
+            service: self.service.clone(),
+            command: argv.join(" "),
+            outcome: output.status,
+            output: text,
+        })
+    }
+
+    /// Spawns `argv` (no shell) in its own process group, bounded by the deadline; on
+    /// timeout the whole group is killed.
+    async fn run(
+        &self,
+        argv: &[&str],
+        cwd: Option<&Path>,
+        stream: bool,
+    ) -> Result<ToolOutput, RestartError> {
+        let (program, args) = argv.split_first().unwrap_or((&"", &[]));
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        if let Some(dir) = cwd {
+            if !dir.is_dir() {
+                return Err(self.failed(format!("{} is not a directory", dir.display()), ""));
+            }
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => RestartError::NotInstalled {
+                service: self.service.clone(),
+                tool: program.to_string(),
+            },
+            _ => RestartError::Spawn {
+                service: self.service.clone(),
+                tool: program.to_string(),
+                reason: err.to_string(),
+            },
+        })?;
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        let mut lines = VecDeque::new();
+        let sink = |s: Stream, line: String| {
+            if stream {
+                let _ = self.out.send((s, line.clone()));
+            }
+            if lines.len() == KEPT_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        };
+        let finished = tokio::time::timeout_at(self.deadline, collect(&mut child, sink)).await;
+        // Whatever the tool left behind in its group (or all of it, on timeout) goes.
+        if let Some(pgid) = pgid {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+        let text = Vec::from(lines).join("\n");
+        match finished {
+            Ok(Ok(status)) => Ok(ToolOutput {
+                success: status.success(),
+                status: describe_exit(status),
+                text,
+            }),
+            Ok(Err(err)) => Err(RestartError::Spawn {
+                service: self.service.clone(),
+                tool: program.to_string(),
+                reason: err.to_string(),
+            }),
+            Err(_) => Err(RestartError::Command {
+                service: self.service.clone(),
+                command: argv.join(" "),
+                outcome: format!("did not finish within {:?}", self.timeout),
+                output: text,
+            }),
+        }
+    }
+
+    /// Calls `look` until it reports the service ready or failed, backing off between
+    /// looks; past the deadline the last state seen is the error.
+    async fn poll<T, F, Fut>(&self, mut look: F) -> Result<T, RestartError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Progress<T>, RestartError>>,
+    {
+        let mut delay = POLL_FIRST;
+        loop {
+            let state = match look().await? {
+                Progress::Ready(value) => return Ok(value),
+                Progress::Failed(problem, output) => return Err(self.failed(problem, output)),
+                Progress::Waiting(state) => state,
+            };
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Err(RestartError::Timeout {
+                    service: self.service.clone(),
+                    timeout: self.timeout,
+                    state,
+                });
+            }
+            tokio::time::sleep(delay.min(self.deadline - now)).await;
+            delay = (delay * 3 / 2).min(POLL_MAX);
+        }
+    }
+}
+
+/// Feeds `child`'s stdout and stderr lines to `sink` as they come and waits for it to
+/// exit; output still open [`PIPE_GRACE`] after the exit is abandoned.
+async fn collect(
+    child: &mut tokio::process::Child,
+    mut sink: impl FnMut(Stream, String),
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut stdout = child.stdout.take().map(BufReader::new);
+    let mut stderr = child.stderr.take().map(BufReader::new);
+    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+    let mut status = None;
+    let mut grace = Instant::now();
+    loop {
+        tokio::select! {
+            line = next_line(stdout.as_mut(), &mut out_buf), if stdout.is_some() => match line {
+                Some(line) => sink(Stream::Stdout, line),
+                None => stdout = None,
+            },
+            line = next_line(stderr.as_mut(), &mut err_buf), if stderr.is_some() => match line {
+                Some(line) => sink(Stream::Stderr, line),
+                None => stderr = None,
+            },
+            exit = child.wait(), if status.is_none() => {
+                status = Some(exit?);
+                grace = Instant::now() + PIPE_GRACE;
+            },
+            () = tokio::time::sleep_until(grace), if status.is_some() => break,
+        }
+        if stdout.is_none() && stderr.is_none() && status.is_some() {
+            break;
+        }
+    }
+    status.ok_or_else(|| std::io::Error::other("no exit status"))
+}
+
+/// The next line from `reader` (lossy UTF-8, without its line ending), or `None` at the
+/// end. Partial lines survive cancellation in `buf`, so this may be used in `select!`.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    reader: Option<&mut R>,
+    buf: &mut Vec<u8>,
+) -> Option<String> {
+    // A read error ends the stream like the end of file does.
+    let _ = reader?.read_until(b'\n', buf).await;
+    if buf.is_empty() {
+        return None;
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    let line = String::from_utf8_lossy(buf).into_owned();
+    buf.clear();
+    Some(line)
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => "ended abnormally".into(),
+    }
+}
+
+/// `text` squeezed onto one line: its last few non-blank lines joined by ` | `, cut to
+/// a few hundred bytes.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = lines[lines.len().saturating_sub(ERROR_LINES)..].join(" | ");
+    if joined.len() > ERROR_BYTES {
+        format!("…{}", tail(&joined, ERROR_BYTES))
+    } else {
+        joined
+    }
+}
+
+/// `; last output: ...` when there is any output.
+fn last_output(output: &str) -> String {
+    match one_line(output) {
+        line if line.is_empty() => String::new(),
+        line => format!("; last output: {line}"),
+    }
+}

@@ -1,0 +1,1 @@
+//! The one mapping from the agent's domain errors to `tonic::Status`.
