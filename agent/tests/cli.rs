@@ -1,6 +1,9 @@
 //! The `hoistd` binary's command line: the shipped example config validates, and
 //! `--help` names the commands.
 
+// This test runs the built binary, from outside the agent.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::Command;
 
 fn hoistd(args: &[&str]) -> std::process::Output {

@@ -1,12 +1,16 @@
-//! Running declared commands: as the app's user, with a clean environment, a timeout,
-//! and the whole process group killed when the timeout fires.
+//! The one place the agent starts processes: hooks (by `/bin/sh -c`, as the app's user),
+//! the agent's own tools (git, by argv) and the host's service tools (systemctl,
+//! supervisorctl, docker, by argv). Every child gets a clean, declared environment, its
+//! own process group, a deadline after which the whole group is killed, and its output
+//! streamed line by line. `clippy.toml` forbids `Command::new` everywhere else.
 
 use std::{
     collections::BTreeMap,
     ffi::CString,
+    os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::{
@@ -14,15 +18,31 @@ use nix::{
     unistd::{Gid, Group, Pid, Uid, User},
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
-    process::Command,
+    io::{AsyncBufRead, AsyncBufReadExt as _, BufReader},
+    process::{Child, Command},
     sync::mpsc,
+    time::Instant,
 };
 
 /// Grace between SIGTERM and SIGKILL for a timed-out process group.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// PATH given to commands: the environment is otherwise clean.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How long a child that has exited may keep its output pipes open (through a
+/// grandchild that left its group) before its output is taken as complete.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+/// What the host's service tools are given of the agent's own environment, and
+/// nothing else: where to find the tools (`PATH`, as the agent's unit sets it), and
+/// where the Docker engine and its client config are.
+const TOOL_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CONTEXT",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -37,6 +57,26 @@ pub enum ProcessError {
         command: String,
         source: std::io::Error,
     },
+    #[error("lost track of {command:?}: {source}")]
+    Wait {
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+impl ProcessError {
+    /// The underlying I/O error of a failed start or wait, or this error as one.
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            ProcessError::Spawn { source, .. } | ProcessError::Wait { source, .. } => source,
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
+
+    /// Whether the program does not exist (not installed, or not on `PATH`).
+    pub fn not_found(&self) -> bool {
+        matches!(self, ProcessError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 /// The identity a command runs as.
@@ -99,6 +139,8 @@ pub enum Stream {
 pub struct Outcome {
     /// Exit code; `None` when killed by a signal.
     pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
     pub timed_out: bool,
     pub duration: Duration,
 }
@@ -107,6 +149,15 @@ impl Outcome {
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out
     }
+
+    /// "exited with status 1", "was killed by signal 9".
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("was killed by signal {signal}"),
+            (None, None) => "ended abnormally".into(),
+        }
+    }
 }
 
 /// Runs `spec`, sending every output line to `lines` as it arrives.
@@ -114,24 +165,25 @@ pub async fn run(
     spec: &Spec,
     lines: mpsc::UnboundedSender<(Stream, String)>,
 ) -> Result<Outcome, ProcessError> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(&spec.shell);
-    prepare(&mut cmd, &spec.cwd, &spec.env);
+    let mut env = spec.env.clone();
     if let Some(run_as) = &spec.run_as {
         let home = User::from_uid(run_as.uid)
             .ok()
             .flatten()
             .map(|u| u.dir)
             .unwrap_or_else(|| "/".into());
-        cmd.env("HOME", home)
-            .env("USER", run_as.name.to_string_lossy().as_ref());
-        if !Uid::effective().is_root() && Uid::effective() == run_as.uid {
-            // Already that user (tests, unprivileged agents): nothing to drop.
-        } else {
-            set_identity(&mut cmd, run_as.clone());
-        }
+        env.insert("HOME".into(), home.display().to_string());
+        env.insert("USER".into(), run_as.name.to_string_lossy().into_owned());
     }
-    execute(cmd, &spec.shell, spec.timeout, lines).await
+    let argv = ["/bin/sh", "-c", spec.shell.as_str()];
+    let child = Spawn {
+        argv: &argv,
+        label: &spec.shell,
+        cwd: Some(&spec.cwd),
+        env: &env,
+        run_as: spec.run_as.as_ref(),
+    };
+    execute(child, Instant::now() + spec.timeout, to_channel(lines)).await
 }
 
 /// Runs a program with arguments (never through a shell: arguments may come from a
@@ -144,73 +196,190 @@ pub async fn run_argv(
     timeout: Duration,
     lines: mpsc::UnboundedSender<(Stream, String)>,
 ) -> Result<Outcome, ProcessError> {
-    let (program, args) = argv.split_first().ok_or_else(|| ProcessError::Spawn {
-        command: String::new(),
-        source: std::io::Error::other("empty command"),
-    })?;
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    prepare(&mut cmd, cwd, env);
-    execute(cmd, &argv.join(" "), timeout, lines).await
+    let label = argv.join(" ");
+    let child = Spawn {
+        argv,
+        label: &label,
+        cwd: Some(cwd),
+        env,
+        run_as: None,
+    };
+    execute(child, Instant::now() + timeout, to_channel(lines)).await
 }
 
-fn prepare(cmd: &mut Command, cwd: &Path, env: &BTreeMap<String, String>) {
-    cmd.current_dir(cwd)
+/// Runs one of the host's service tools (systemctl, supervisorctl, docker) by argv, as
+/// the agent, until `deadline`, feeding its output lines to `sink`. Its environment is
+/// clean but for [`TOOL_ENV`]; `cwd` defaults to `/`.
+pub async fn run_tool(
+    argv: &[&str],
+    cwd: Option<&Path>,
+    deadline: Instant,
+    sink: impl FnMut(Stream, String),
+) -> Result<Outcome, ProcessError> {
+    let label = argv.join(" ");
+    let env = tool_env();
+    let child = Spawn {
+        argv,
+        label: &label,
+        cwd: Some(cwd.unwrap_or(Path::new("/"))),
+        env: &env,
+        run_as: None,
+    };
+    execute(child, deadline, sink).await
+}
+
+/// The environment of the host's service tools: [`TOOL_ENV`] as the agent has it.
+fn tool_env() -> BTreeMap<String, String> {
+    TOOL_ENV
+        .iter()
+        .filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?)))
+        .collect()
+}
+
+fn to_channel(lines: mpsc::UnboundedSender<(Stream, String)>) -> impl FnMut(Stream, String) {
+    move |stream, line| {
+        let _ = lines.send((stream, line));
+    }
+}
+
+/// One child to start.
+struct Spawn<'a> {
+    argv: &'a [&'a str],
+    /// How errors name it.
+    label: &'a str,
+    cwd: Option<&'a Path>,
+    /// Everything the child's environment holds besides the default `PATH`.
+    env: &'a BTreeMap<String, String>,
+    run_as: Option<&'a RunAs>,
+}
+
+/// Starts `child` in its own process group with a clean environment and feeds its
+/// stdout and stderr lines to `sink` as they come. At `deadline` the group gets SIGTERM,
+/// then SIGKILL after [`KILL_GRACE`]. When the child has exited, whatever is left in its
+/// group is killed, and output still open [`PIPE_GRACE`] later is abandoned.
+async fn execute(
+    child: Spawn<'_>,
+    deadline: Instant,
+    mut sink: impl FnMut(Stream, String),
+) -> Result<Outcome, ProcessError> {
+    let started = Instant::now();
+    let (program, args) = child
+        .argv
+        .split_first()
+        .ok_or_else(|| ProcessError::Spawn {
+            command: String::new(),
+            source: std::io::Error::other("empty command"),
+        })?;
+    #[allow(clippy::disallowed_methods)] // the one spawner
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env_clear()
         .env("PATH", SAFE_PATH)
-        .envs(env)
+        .envs(child.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-}
-
-async fn execute(
-    mut cmd: Command,
-    label: &str,
-    timeout: Duration,
-    lines: mpsc::UnboundedSender<(Stream, String)>,
-) -> Result<Outcome, ProcessError> {
-    let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-        command: label.to_string(),
+    if let Some(cwd) = child.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(run_as) = child.run_as
+        && (Uid::effective().is_root() || Uid::effective() != run_as.uid)
+    {
+        // (Already that user, as in tests and unprivileged agents: nothing to drop.)
+        set_identity(&mut cmd, run_as.clone());
+    }
+    let mut proc = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        command: child.label.to_string(),
         source,
     })?;
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    let out = child
-        .stdout
-        .take()
-        .map(|s| pump(s, Stream::Stdout, lines.clone()));
-    let err = child.stderr.take().map(|s| pump(s, Stream::Stderr, lines));
-
-    let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => (status.ok(), false),
-        Err(_) => {
-            if let Some(pgid) = pgid {
-                let _ = killpg(pgid, Signal::SIGTERM);
-                if tokio::time::timeout(KILL_GRACE, child.wait())
-                    .await
-                    .is_err()
-                {
+    let pgid = proc
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let mut stdout = proc.stdout.take().map(BufReader::new);
+    let mut stderr = proc.stderr.take().map(BufReader::new);
+    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+    let mut status: Option<ExitStatus> = None;
+    let mut timed_out = false;
+    // After the exit: how long the pipes may stay open.
+    let mut grace = deadline;
+    loop {
+        tokio::select! {
+            line = next_line(stdout.as_mut(), &mut out_buf), if stdout.is_some() => match line {
+                Some(line) => sink(Stream::Stdout, line),
+                None => stdout = None,
+            },
+            line = next_line(stderr.as_mut(), &mut err_buf), if stderr.is_some() => match line {
+                Some(line) => sink(Stream::Stderr, line),
+                None => stderr = None,
+            },
+            exit = proc.wait(), if status.is_none() => {
+                status = Some(exit.map_err(|source| ProcessError::Wait {
+                    command: child.label.to_string(),
+                    source,
+                })?);
+                // The group may have children that outlived the leader and hold the pipes.
+                if let Some(pgid) = pgid {
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
-            }
-            (child.wait().await.ok(), true)
+                grace = Instant::now() + PIPE_GRACE;
+            },
+            () = tokio::time::sleep_until(grace), if status.is_some() => break,
+            () = tokio::time::sleep_until(deadline), if status.is_none() => {
+                timed_out = true;
+                status = Some(stop(&mut proc, pgid).await);
+                grace = Instant::now() + PIPE_GRACE;
+            },
         }
-    };
-    // The group may have children that outlived the shell and hold the pipes.
-    if let Some(pgid) = pgid {
-        let _ = killpg(pgid, Signal::SIGKILL);
+        if stdout.is_none() && stderr.is_none() && status.is_some() {
+            break;
+        }
     }
-    for task in [out, err].into_iter().flatten() {
-        let _ = tokio::time::timeout(KILL_GRACE, task).await;
-    }
+    let status = status.as_ref();
     Ok(Outcome {
-        code: status.as_ref().and_then(ExitStatus::code),
+        code: status.and_then(ExitStatus::code),
+        signal: status.and_then(ExitStatus::signal),
         timed_out,
         duration: started.elapsed(),
     })
+}
+
+/// Ends a child past its deadline: SIGTERM to its group, SIGKILL after [`KILL_GRACE`].
+async fn stop(proc: &mut Child, pgid: Option<Pid>) -> ExitStatus {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+        if tokio::time::timeout(KILL_GRACE, proc.wait()).await.is_err() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    } else {
+        let _ = proc.start_kill();
+    }
+    let status = proc.wait().await;
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    status.unwrap_or_else(|_| ExitStatus::from_raw(Signal::SIGKILL as i32))
+}
+
+/// The next line from `reader` (lossy UTF-8, without its line ending), or `None` at the
+/// end. Partial lines survive cancellation in `buf`, so this may be used in `select!`.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    reader: Option<&mut R>,
+    buf: &mut Vec<u8>,
+) -> Option<String> {
+    // A read error ends the stream like the end of file does.
+    let _ = reader?.read_until(b'\n', buf).await;
+    if buf.is_empty() {
+        return None;
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    let line = String::from_utf8_lossy(buf).into_owned();
+    buf.clear();
+    Some(line)
 }
 
 /// Runs `spec` and collects its output (both streams, interleaved), keeping the last
@@ -239,29 +408,6 @@ pub fn tail(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
-}
-
-fn pump(
-    reader: impl AsyncRead + Unpin + Send + 'static,
-    stream: Stream,
-    lines: mpsc::UnboundedSender<(Stream, String)>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        buf.pop();
-                    }
-                    let _ = lines.send((stream, String::from_utf8_lossy(&buf).into_owned()));
-                }
-            }
-        }
-    })
 }
 
 #[allow(unsafe_code)]

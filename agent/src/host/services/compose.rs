@@ -40,7 +40,7 @@ pub(super) fn docker_ps_args(filter: &str) -> [&str; 8] {
 pub(super) async fn compose(project: &str, services: &[String]) -> (ServiceState, String) {
     let filter = compose_filter(project);
     match tool("docker", &docker_ps_args(&filter)).await {
-        Err(err) => (ServiceState::Unknown, err),
+        Err(err) => (ServiceState::Unknown, err.to_string()),
         Ok((false, out)) => (ServiceState::Unknown, out.trim().to_string()),
         Ok((true, out)) => parse_docker_ps(&out, services),
     }

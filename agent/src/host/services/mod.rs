@@ -13,23 +13,14 @@ mod systemd;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, path::Path, process::Stdio, time::Duration};
+use std::{collections::VecDeque, path::Path, time::Duration};
 
 use hoist_proto::v1::ServiceStatus;
-use nix::{
-    sys::signal::{Signal, killpg},
-    unistd::Pid,
-};
-use tokio::{
-    io::{AsyncBufRead, AsyncBufReadExt as _, BufReader},
-    process::Command,
-    sync::mpsc::UnboundedSender,
-    time::Instant,
-};
+use tokio::{sync::mpsc::UnboundedSender, time::Instant};
 
 use crate::{
     config::Service,
-    host::process::{Stream, tail},
+    host::process::{self, Stream, tail},
 };
 
 pub use compose::parse_docker_ps;
@@ -64,28 +55,47 @@ pub async fn probe(service: &Service) -> ServiceStatus {
     }
 }
 
-/// Runs a probe tool; returns its stdout (and stderr) whatever its exit code, since
+/// Why a probe tool gave no answer (the probe then reports `unknown` with this).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProbeError {
+    #[error("{program} did not answer within {PROBE_TIMEOUT:?}")]
+    Timeout { program: String },
+    #[error("{program} is not installed on this host")]
+    NotInstalled { program: String },
+    #[error("cannot run {program}: {source}")]
+    Run {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs a probe tool; returns its stdout and stderr lines whatever its exit code, since
 /// status tools exit non-zero for stopped services.
-async fn tool(program: &str, args: &[&str]) -> Result<(bool, String), String> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(PROBE_TIMEOUT, child).await {
-        Err(_) => Err(format!("{program} did not answer within {PROBE_TIMEOUT:?}")),
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("{program} is not installed on this host"))
-        }
-        Ok(Err(err)) => Err(format!("cannot run {program}: {err}")),
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            Ok((out.status.success(), text))
-        }
+async fn tool(program: &str, args: &[&str]) -> Result<(bool, String), ProbeError> {
+    let mut argv = vec![program];
+    argv.extend(args);
+    let mut text = String::new();
+    let sink = |_, line: String| {
+        text.push_str(&line);
+        text.push('\n');
+    };
+    let outcome = process::run_tool(&argv, None, Instant::now() + PROBE_TIMEOUT, sink)
+        .await
+        .map_err(|err| match err {
+            err if err.not_found() => ProbeError::NotInstalled {
+                program: program.into(),
+            },
+            err => ProbeError::Run {
+                program: program.into(),
+                source: err.into_io(),
+            },
+        })?;
+    if outcome.timed_out {
+        return Err(ProbeError::Timeout {
+            program: program.into(),
+        });
     }
+    Ok((outcome.success(), text))
 }
 
 // === restarts ===
@@ -93,9 +103,6 @@ async fn tool(program: &str, args: &[&str]) -> Result<(bool, String), String> {
 /// Poll interval after an action: starts short, backs off to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(500);
-/// How long a tool that has exited may keep its output pipes open (through a
-/// grandchild) before its output is taken as complete.
-const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// Output lines kept per tool invocation (older lines are still streamed).
 const KEPT_LINES: usize = 500;
 /// Output lines and bytes quoted in a [`RestartError`].
@@ -250,40 +257,19 @@ impl Runner<'_> {
         })
     }
 
-    /// Spawns `argv` (no shell) in its own process group, bounded by the deadline; on
-    /// timeout the whole group is killed.
+    /// Runs `argv` (no shell) through the one spawner, bounded by the deadline.
     async fn run(
         &self,
         argv: &[&str],
         cwd: Option<&Path>,
         stream: bool,
     ) -> Result<ToolOutput, RestartError> {
-        let (program, args) = argv.split_first().unwrap_or((&"", &[]));
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        if let Some(dir) = cwd {
-            if !dir.is_dir() {
-                return Err(self.failed(format!("{} is not a directory", dir.display()), ""));
-            }
-            cmd.current_dir(dir);
+        let program = argv.first().copied().unwrap_or_default();
+        if let Some(dir) = cwd
+            && !dir.is_dir()
+        {
+            return Err(self.failed(format!("{} is not a directory", dir.display()), ""));
         }
-        let mut child = cmd.spawn().map_err(|err| match err.kind() {
-            std::io::ErrorKind::NotFound => RestartError::NotInstalled {
-                service: self.service.clone(),
-                tool: program.to_string(),
-            },
-            _ => RestartError::Spawn {
-                service: self.service.clone(),
-                tool: program.to_string(),
-                reason: err.to_string(),
-            },
-        })?;
-        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
         let mut lines = VecDeque::new();
         let sink = |s: Stream, line: String| {
             if stream {
@@ -294,30 +280,33 @@ impl Runner<'_> {
             }
             lines.push_back(line);
         };
-        let finished = tokio::time::timeout_at(self.deadline, collect(&mut child, sink)).await;
-        // Whatever the tool left behind in its group (or all of it, on timeout) goes.
-        if let Some(pgid) = pgid {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
+        let outcome = process::run_tool(argv, cwd, self.deadline, sink)
+            .await
+            .map_err(|err| match err {
+                err if err.not_found() => RestartError::NotInstalled {
+                    service: self.service.clone(),
+                    tool: program.to_string(),
+                },
+                err => RestartError::Spawn {
+                    service: self.service.clone(),
+                    tool: program.to_string(),
+                    reason: err.into_io().to_string(),
+                },
+            })?;
         let text = Vec::from(lines).join("\n");
-        match finished {
-            Ok(Ok(status)) => Ok(ToolOutput {
-                success: status.success(),
-                status: describe_exit(status),
-                text,
-            }),
-            Ok(Err(err)) => Err(RestartError::Spawn {
-                service: self.service.clone(),
-                tool: program.to_string(),
-                reason: err.to_string(),
-            }),
-            Err(_) => Err(RestartError::Command {
+        if outcome.timed_out {
+            return Err(RestartError::Command {
                 service: self.service.clone(),
                 command: argv.join(" "),
                 outcome: format!("did not finish within {:?}", self.timeout),
                 output: text,
-            }),
+            });
         }
+        Ok(ToolOutput {
+            success: outcome.success(),
+            status: outcome.describe(),
+            text,
+        })
     }
 
     /// Calls `look` until it reports the service ready or failed, backing off between
@@ -345,68 +334,6 @@ impl Runner<'_> {
             tokio::time::sleep(delay.min(self.deadline - now)).await;
             delay = (delay * 3 / 2).min(POLL_MAX);
         }
-    }
-}
-
-/// Feeds `child`'s stdout and stderr lines to `sink` as they come and waits for it to
-/// exit; output still open [`PIPE_GRACE`] after the exit is abandoned.
-async fn collect(
-    child: &mut tokio::process::Child,
-    mut sink: impl FnMut(Stream, String),
-) -> std::io::Result<std::process::ExitStatus> {
-    let mut stdout = child.stdout.take().map(BufReader::new);
-    let mut stderr = child.stderr.take().map(BufReader::new);
-    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-    let mut status = None;
-    let mut grace = Instant::now();
-    loop {
-        tokio::select! {
-            line = next_line(stdout.as_mut(), &mut out_buf), if stdout.is_some() => match line {
-                Some(line) => sink(Stream::Stdout, line),
-                None => stdout = None,
-            },
-            line = next_line(stderr.as_mut(), &mut err_buf), if stderr.is_some() => match line {
-                Some(line) => sink(Stream::Stderr, line),
-                None => stderr = None,
-            },
-            exit = child.wait(), if status.is_none() => {
-                status = Some(exit?);
-                grace = Instant::now() + PIPE_GRACE;
-            },
-            () = tokio::time::sleep_until(grace), if status.is_some() => break,
-        }
-        if stdout.is_none() && stderr.is_none() && status.is_some() {
-            break;
-        }
-    }
-    status.ok_or_else(|| std::io::Error::other("no exit status"))
-}
-
-/// The next line from `reader` (lossy UTF-8, without its line ending), or `None` at the
-/// end. Partial lines survive cancellation in `buf`, so this may be used in `select!`.
-async fn next_line<R: AsyncBufRead + Unpin>(
-    reader: Option<&mut R>,
-    buf: &mut Vec<u8>,
-) -> Option<String> {
-    // A read error ends the stream like the end of file does.
-    let _ = reader?.read_until(b'\n', buf).await;
-    if buf.is_empty() {
-        return None;
-    }
-    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        buf.pop();
-    }
-    let line = String::from_utf8_lossy(buf).into_owned();
-    buf.clear();
-    Some(line)
-}
-
-fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt as _;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        (None, None) => "ended abnormally".into(),
     }
 }
 

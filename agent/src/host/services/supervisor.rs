@@ -12,7 +12,7 @@ pub(super) async fn supervisor(name: &str, serverurl: Option<&str>) -> (ServiceS
     }
     args.extend(["status", name]);
     match tool("supervisorctl", &args).await {
-        Err(err) => (ServiceState::Unknown, err),
+        Err(err) => (ServiceState::Unknown, err.to_string()),
         Ok((_, out)) => parse_supervisor_status(&out),
     }
 }

@@ -15,7 +15,7 @@ pub(super) async fn systemd(unit: &str) -> (ServiceState, String) {
         unit,
     ];
     match tool("systemctl", &args).await {
-        Err(err) => (ServiceState::Unknown, err),
+        Err(err) => (ServiceState::Unknown, err.to_string()),
         Ok((false, out)) => (ServiceState::Unknown, out.trim().to_string()),
         Ok((true, out)) => parse_systemctl_show(&out),
     }

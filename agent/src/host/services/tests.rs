@@ -1,3 +1,6 @@
+// These tests start stand-in daemons and children directly, as the services under test.
+#![allow(clippy::disallowed_methods)]
+
 use std::{path::Path, time::Duration};
 
 use hoist_proto::v1::ServiceState;
