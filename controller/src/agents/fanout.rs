@@ -3,26 +3,29 @@
 //! answers in fleet order, and an error that still tells "unreachable" from the
 //! agent's own gRPC status (so callers can treat NotFound as "not here").
 
-use std::{fmt, future::Future, time::Duration};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use futures_util::{StreamExt as _, stream};
 use hoist_proto::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
-use crate::{
-    client::{self, Credentials},
-    fleet::Host,
-};
+use crate::{agents::client::{self, Credentials}, fleet::Host};
 
-/// Hosts asked at once.
-const CONCURRENCY: usize = 64;
+/// Hosts asked at once unless the caller says otherwise.
+pub const CONCURRENCY: usize = 64;
 
-/// Why a host gave no answer.
-#[derive(Debug)]
+/// Why a host gave no answer: the transport error or the agent's gRPC status, carried
+/// as is so callers can tell "unreachable" from "not here" (NotFound).
+#[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No connection, or no answer in time.
+    #[error("unreachable: {0}")]
     Unreachable(String),
     /// The agent answered with an error.
+    #[error("{}", client::status_error(.0))]
     Status(tonic::Status),
 }
 
@@ -30,13 +33,12 @@ impl CallError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, CallError::Status(s) if s.code() == tonic::Code::NotFound)
     }
-}
 
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// Why, without saying "unreachable" (for tables that say so already).
+    pub fn reason(&self) -> String {
         match self {
-            CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
-            CallError::Status(status) => f.write_str(&client::status_error(status)),
+            CallError::Unreachable(why) => why.clone(),
+            CallError::Status(status) => client::status_error(status),
         }
     }
 }
@@ -45,23 +47,33 @@ impl fmt::Display for CallError {
 pub struct Answer<T> {
     pub host: String,
     pub address: String,
+    /// From the start of the call to its answer (or to giving up).
+    pub elapsed: Duration,
     pub result: Result<T, CallError>,
 }
 
+/// Hosts that gave no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("no {what} from {}", hosts.join(", "))]
+pub struct Unanswered {
+    pub what: String,
+    pub hosts: Vec<String>,
+}
+
 /// Fails naming every host that gave no answer ("no WHAT from web-1, web-3").
-pub fn unanswered<T>(answers: &[Answer<T>], what: &str) -> Result<(), crate::Failure> {
-    let failed: Vec<&str> = answers
+pub fn unanswered<T>(answers: &[Answer<T>], what: &str) -> Result<(), Unanswered> {
+    let hosts: Vec<String> = answers
         .iter()
         .filter(|a| a.result.is_err())
-        .map(|a| a.host.as_str())
+        .map(|a| a.host.clone())
         .collect();
-    if failed.is_empty() {
+    if hosts.is_empty() {
         Ok(())
     } else {
-        Err(crate::Failure::failed(anyhow::anyhow!(
-            "no {what} from {}",
-            failed.join(", ")
-        )))
+        Err(Unanswered {
+            what: what.to_string(),
+            hosts,
+        })
     }
 }
 
@@ -103,17 +115,35 @@ where
     F: Fn(AgentClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
+    ask_all_bounded(hosts, creds, timeout, CONCURRENCY, call).await
+}
+
+/// [`ask_all`], at most `concurrency` hosts at a time.
+pub async fn ask_all_bounded<T, F, Fut>(
+    hosts: &[&Host],
+    creds: &Credentials,
+    timeout: Duration,
+    concurrency: usize,
+    call: F,
+) -> Vec<Answer<T>>
+where
+    F: Fn(AgentClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
     let call = &call;
     let mut answers: Vec<(usize, Answer<T>)> = stream::iter(hosts.iter().enumerate())
         .map(|(i, host)| async move {
+            let started = Instant::now();
+            let result = ask_one(host, creds, timeout, call).await;
             let answer = Answer {
                 host: host.name.clone(),
                 address: host.address.clone(),
-                result: ask_one(host, creds, timeout, call).await,
+                elapsed: started.elapsed(),
+                result,
             };
             (i, answer)
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     answers.sort_by_key(|(i, _)| *i);

@@ -7,13 +7,13 @@
 //! gate's value is the largest sample.
 //!
 //! `prometheus` may be `http://` or `https://` (verified against the system's root
-//! certificates; see [`crate::httpc`]).
+//! certificates; see [`crate::rollout::httpc`]).
 
 use std::{fmt, time::Duration};
 
 use serde_json::Value;
 
-use crate::{fleet::Gate, httpc};
+use crate::{fleet::Gate, rollout::httpc};
 
 /// Limit for one query, connecting included.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,7 +165,7 @@ pub fn judge(max: f64, status: u16, body: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::httpc::tests::server;
+    use crate::rollout::httpc::tests::server;
 
     fn vector(values: &[&str]) -> String {
         let series: Vec<String> = values

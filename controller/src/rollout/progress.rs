@@ -18,9 +18,11 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 use crate::{
-    jobs::Update,
-    render::{self, Output},
-    table::{Tone, paint},
+    agents::follow::Update,
+    output::{
+        render::{self, Output},
+        table::{Tone, paint},
+    },
 };
 
 /// How often the live lines redraw.
@@ -39,16 +41,16 @@ struct Live {
 }
 
 /// The rollout's output.
-pub struct View<'a, 'o> {
+pub struct Progress<'a, 'o> {
     out: &'a mut Output<'o>,
     hosts: Vec<String>,
     width: usize,
     live: Option<Live>,
 }
 
-impl<'a, 'o> View<'a, 'o> {
+impl<'a, 'o> Progress<'a, 'o> {
     /// A view of `hosts`; live when `live` (see [`live_possible`]).
-    pub fn new(out: &'a mut Output<'o>, hosts: Vec<String>, live: bool) -> View<'a, 'o> {
+    pub fn new(out: &'a mut Output<'o>, hosts: Vec<String>, live: bool) -> Progress<'a, 'o> {
         let width = hosts.iter().map(|h| h.chars().count()).max().unwrap_or(0);
         let live = (live && !out.json).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
@@ -67,7 +69,7 @@ impl<'a, 'o> View<'a, 'o> {
                 running,
             }
         });
-        View {
+        Progress {
             out,
             hosts,
             width,
@@ -260,7 +262,7 @@ impl<'a, 'o> View<'a, 'o> {
     }
 }
 
-impl Drop for View<'_, '_> {
+impl Drop for Progress<'_, '_> {
     fn drop(&mut self) {
         self.finish();
     }

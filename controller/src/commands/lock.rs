@@ -11,17 +11,19 @@
 
 use std::time::Duration;
 
-use hoist_proto::v1::{GetInfoRequest, LockInfo, LockRequest, StatusRequest, UnlockRequest};
+use clap::Args;
+use hoist_proto::v1::{GetInfoRequest, LockInfo, StatusRequest, UnlockRequest};
 use serde_json::{Value, json};
 
 use crate::{
-    Failure,
-    client::Credentials,
-    fanout::{self, CallError},
+    agents::{client::Credentials, fanout, ids},
+    commands::{Ctx, Failure, Global, QUERY_TIMEOUT, parse_duration, usage},
     fleet::Host,
-    jobs,
-    render::{self, Output},
-    table::{self, Tone},
+    output::{
+        render::{self, Output},
+        table::{self, Tone},
+    },
+    rollout::lease::{self, Unreachable},
 };
 
 /// Prefix of the ids of manual locks (`hoist lock`).
@@ -58,10 +60,68 @@ fn sorted<'h>(hosts: &[&'h Host]) -> Vec<&'h Host> {
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     hosts
 }
-
 fn line(out: &mut Output<'_>, host: &str, text: &str, tone: Tone) {
     let text = format!("{host}: {}\n", table::paint(text, tone, out.colour));
     out.text(&text);
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// The app, as named in the agents' config.
+    pub app: String,
+    /// Why deploys must wait; shown to whoever tries one.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Per-host limit for connecting and answering.
+    #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// The app, as named in the agents' config.
+    pub app: String,
+    /// Also release a running job's lock or another operator's manual lock.
+    #[arg(long)]
+    pub force: bool,
+    /// Per-host limit for connecting and answering.
+    #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `hoist lock APP --reason TEXT`.
+pub async fn lock_command(global: &Global, args: LockArgs) -> Result<(), Failure> {
+    if args.reason.trim().is_empty() {
+        return Err(usage(
+            "--reason is empty; say why deploys must wait (it is shown to whoever tries)",
+        ));
+    }
+    let mut ctx = Ctx::load(global)?;
+    let hosts = ctx.hosts.iter().collect::<Vec<_>>();
+    lock(
+        &hosts,
+        &ctx.creds,
+        args.timeout,
+        &args.app,
+        &args.reason,
+        &mut ctx.out,
+    )
+    .await
+}
+
+/// `hoist unlock APP [--force]`.
+pub async fn unlock_command(global: &Global, args: UnlockArgs) -> Result<(), Failure> {
+    let mut ctx = Ctx::load(global)?;
+    let hosts = ctx.hosts.iter().collect::<Vec<_>>();
+    unlock(
+        &hosts,
+        &ctx.creds,
+        args.timeout,
+        &args.app,
+        args.force,
+        &mut ctx.out,
+    )
+    .await
 }
 
 /// `hoist lock APP --reason TEXT` on every host, or on none.
@@ -73,88 +133,56 @@ pub async fn lock(
     reason: &str,
     out: &mut Output<'_>,
 ) -> Result<(), Failure> {
-    if reason.trim().is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "--reason is empty; say why deploys must wait (it is shown to whoever tries)"
-        )));
-    }
-    let id = jobs::new_job_id("lock")
-        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot read /dev/urandom: {e}")))?;
-    let mut taken: Vec<&Host> = Vec::new();
+    let id = ids::new_job_id("lock").map_err(Failure::failed)?;
+    let targets: Vec<(&Host, String)> = hosts.iter().map(|h| (*h, id.clone())).collect();
     let mut rows = Vec::new();
-    let mut refused: Option<(String, CallError)> = None;
-    for host in sorted(hosts) {
-        let request = LockRequest {
-            app: app.to_string(),
-            reason: reason.to_string(),
-            deploy_id: id.clone(),
-            ttl_ms: 0,
-        };
-        let answer = fanout::ask_one(host, creds, timeout, |mut client| async move {
-            client.lock(request).await.map(|r| r.into_inner())
-        })
-        .await;
-        match answer {
-            Ok(response) => {
-                let lock = response.lock.unwrap_or_default();
-                line(
-                    out,
-                    &host.name,
-                    &format!("locked {app} {}", describe(&lock)),
-                    Tone::Good,
-                );
-                rows.push(json!({ "host": host.name, "locked": true, "lock": lock_json(&lock) }));
-                taken.push(host);
-            }
-            Err(err) => {
-                line(
-                    out,
-                    &host.name,
-                    &format!("cannot lock {app}: {err}"),
-                    Tone::Bad,
-                );
-                rows.push(json!({ "host": host.name, "locked": false, "error": err.to_string() }));
-                refused = Some((host.name.clone(), err));
-                break;
-            }
-        }
-    }
-    let Some((name, err)) = refused else {
-        if out.json {
-            out.json_document(&Value::Array(rows));
-        } else {
-            out.text(&format!(
-                "deploys of {app} wait until `hoist unlock {app}` releases the lock\n"
-            ));
-        }
-        return Ok(());
-    };
-    let mut kept = Vec::new();
-    for host in taken.iter().rev() {
-        let request = UnlockRequest {
-            app: app.to_string(),
-            deploy_id: id.clone(),
-            force: false,
-        };
-        let answer = fanout::ask_one(host, creds, timeout, |mut client| async move {
-            client.unlock(request).await.map(|r| r.into_inner())
-        })
-        .await;
-        match answer {
-            Ok(_) => line(
+    let round = lease::lock_in_order(
+        &targets,
+        creds,
+        timeout,
+        app,
+        reason,
+        lease::NO_EXPIRY,
+        Unreachable::Refuse,
+        |host, _, lock| {
+            line(
                 out,
                 &host.name,
-                &format!("released {app} again"),
-                Tone::Warn,
-            ),
+                &format!("locked {app} {}", describe(&lock)),
+                Tone::Good,
+            );
+            rows.push(json!({ "host": host.name, "locked": true, "lock": lock_json(&lock) }));
+        },
+    )
+    .await;
+    let refusal = match round {
+        Ok(_) => {
+            if out.json {
+                out.json_document(&Value::Array(rows));
+            } else {
+                out.text(&format!(
+                    "deploys of {app} wait until `hoist unlock {app}` releases the lock\n"
+                ));
+            }
+            return Ok(());
+        }
+        Err(refusal) => refusal,
+    };
+    let (name, err) = (&refusal.host, &refusal.error);
+    line(out, name, &format!("cannot lock {app}: {err}"), Tone::Bad);
+    rows.push(json!({ "host": name, "locked": false, "error": err.to_string() }));
+    let mut kept = Vec::new();
+    for (host, released) in &refusal.released {
+        match released {
+            Ok(()) => line(out, host, &format!("released {app} again"), Tone::Warn),
             Err(e) => {
                 line(
                     out,
-                    &host.name,
+                    host,
                     &format!("could not release {app} again: {e}"),
                     Tone::Bad,
                 );
-                kept.push(host.name.as_str());
+                kept.push(host.as_str());
             }
         }
     }
@@ -171,7 +199,7 @@ pub async fn lock(
             kept.join(",")
         ));
     }
-    Err(Failure::failed(anyhow::anyhow!(why)))
+    Err(Failure::failed_with(why))
 }
 
 /// What `hoist unlock` may do with a host's lock, before asking the agent.
@@ -324,7 +352,7 @@ async fn unlock_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::{T0, at};
+    use crate::output::render::tests::{T0, at};
 
     fn held(deploy_id: &str, holder: &str) -> LockInfo {
         LockInfo {

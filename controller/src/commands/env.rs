@@ -7,23 +7,95 @@
 
 use std::time::Duration;
 
-use hoist_proto::v1::{EnvListRequest, EnvSetRequest, EnvUnsetRequest, EnvVar};
+use clap::{Args, Subcommand};
+use hoist_proto::v1::{EnvListRequest, EnvVar};
 use serde_json::{Value, json};
 
 use crate::{
-    Failure,
-    client::Credentials,
-    fanout::{self, Answer},
+    agents::{
+        client::Credentials,
+        fanout::{self, Answer},
+        ids,
+    },
+    commands::{Ctx, Failure, Global, JOB_CONNECT_TIMEOUT, finish, parse_duration, usage},
     fleet::Host,
-    jobs::{self, JobRequest, Report, Session},
-    render::Output,
-    table::{self, Cell, Tone},
+    output::{
+        render::Output,
+        table::{self, Cell, Tone},
+    },
+    rollout::operation::EnvChange,
 };
 
 // === arguments ===
 
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    /// The app, as named in the agents' config.
+    pub app: String,
+    #[command(subcommand)]
+    pub action: EnvAction,
+    /// Limit for connecting to each agent (and for list/get, for answering).
+    #[arg(long, global = true, default_value = JOB_CONNECT_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvAction {
+    /// The keys of the app's .env on each host.
+    List {
+        /// Show the values (needs the deployer role).
+        #[arg(long)]
+        show: bool,
+    },
+    /// One key on each host.
+    Get {
+        key: String,
+        /// Show the value (needs the deployer role).
+        #[arg(long)]
+        show: bool,
+    },
+    /// Set keys in the app's .env on each host, one host after another.
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        /// Restart the app's services afterwards so they read the new values.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Remove keys from the app's .env on each host, one host after another.
+    Unset {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// Restart the app's services afterwards.
+        #[arg(long)]
+        restart: bool,
+    },
+}
+
+/// Arguments that cannot be sent: a usage error.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnvArgError {
+    #[error(
+        "invalid key {0:?}: keys are letters, digits and '_', not starting with a digit \
+         (e.g. APP_DEBUG)"
+    )]
+    InvalidKey(String),
+    #[error("nothing to set: give KEY=VALUE arguments")]
+    NothingToSet,
+    #[error("{0:?} is not KEY=VALUE; write {0}=VALUE (VALUE may be empty: {0}=)")]
+    NotAnAssignment(String),
+    #[error("the value of {0} has a line break or NUL; .env values are one line")]
+    NotOneLine(String),
+    #[error("{0} is given twice")]
+    Twice(String),
+    #[error("nothing to unset: give KEY arguments")]
+    NothingToUnset,
+    #[error("{0:?}: unset takes keys, not KEY=VALUE; `hoist env APP set {0}` sets it")]
+    AssignmentToUnset(String),
+}
+
 /// An env key: a letter or `_`, then letters, digits or `_`.
-pub fn validate_key(key: &str) -> Result<(), String> {
+pub fn validate_key(key: &str) -> Result<(), EnvArgError> {
     let mut chars = key.chars();
     let ok = chars
         .next()
@@ -32,35 +104,27 @@ pub fn validate_key(key: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid key {key:?}: keys are letters, digits and '_', not starting with a digit \
-             (e.g. APP_DEBUG)"
-        ))
+        Err(EnvArgError::InvalidKey(key.to_string()))
     }
 }
 
 /// `KEY=VALUE` arguments. The value is everything after the first `=` (it may be empty
 /// or contain `=`), on one line.
-pub fn parse_assignments(args: &[String]) -> Result<Vec<EnvVar>, String> {
+pub fn parse_assignments(args: &[String]) -> Result<Vec<EnvVar>, EnvArgError> {
     if args.is_empty() {
-        return Err("nothing to set: give KEY=VALUE arguments".into());
+        return Err(EnvArgError::NothingToSet);
     }
     let mut vars: Vec<EnvVar> = Vec::with_capacity(args.len());
     for arg in args {
         let Some((key, value)) = arg.split_once('=') else {
-            let key = arg.as_str();
-            return Err(format!(
-                "{key:?} is not KEY=VALUE; write {key}=VALUE (VALUE may be empty: {key}=)"
-            ));
+            return Err(EnvArgError::NotAnAssignment(arg.clone()));
         };
         validate_key(key)?;
         if value.contains(['\n', '\r', '\0']) {
-            return Err(format!(
-                "the value of {key} has a line break or NUL; .env values are one line"
-            ));
+            return Err(EnvArgError::NotOneLine(key.to_string()));
         }
         if vars.iter().any(|v| v.key == key) {
-            return Err(format!("{key} is given twice"));
+            return Err(EnvArgError::Twice(key.to_string()));
         }
         vars.push(EnvVar {
             key: key.to_string(),
@@ -72,24 +136,73 @@ pub fn parse_assignments(args: &[String]) -> Result<Vec<EnvVar>, String> {
 }
 
 /// `KEY` arguments of `unset`.
-pub fn parse_keys(args: &[String]) -> Result<Vec<String>, String> {
+pub fn parse_keys(args: &[String]) -> Result<Vec<String>, EnvArgError> {
     if args.is_empty() {
-        return Err("nothing to unset: give KEY arguments".into());
+        return Err(EnvArgError::NothingToUnset);
     }
     let mut keys: Vec<String> = Vec::with_capacity(args.len());
     for key in args {
         if key.contains('=') {
-            return Err(format!(
-                "{key:?}: unset takes keys, not KEY=VALUE; `hoist env APP set {key}` sets it"
-            ));
+            return Err(EnvArgError::AssignmentToUnset(key.clone()));
         }
         validate_key(key)?;
         if keys.contains(key) {
-            return Err(format!("{key} is given twice"));
+            return Err(EnvArgError::Twice(key.clone()));
         }
         keys.push(key.clone());
     }
     Ok(keys)
+}
+
+/// `hoist env APP list|get|set|unset`.
+pub async fn run(global: &Global, args: EnvArgs) -> Result<(), Failure> {
+    // Bad arguments are usage errors before anything is loaded or sent.
+    let change = match &args.action {
+        EnvAction::Set { vars, restart } => Some((
+            EnvChange::Set(parse_assignments(vars).map_err(usage)?),
+            *restart,
+        )),
+        EnvAction::Unset { keys, restart } => Some((
+            EnvChange::Unset(parse_keys(keys).map_err(usage)?),
+            *restart,
+        )),
+        EnvAction::Get { key, .. } => {
+            validate_key(key).map_err(usage)?;
+            None
+        }
+        EnvAction::List { .. } => None,
+    };
+    let mut ctx = Ctx::load(global)?;
+    let (change, restart) = match (change, &args.action) {
+        (None, EnvAction::List { show }) => {
+            let hosts = ctx.hosts.iter().collect::<Vec<_>>();
+            return list(&hosts, &ctx.creds, args.timeout, &args.app, *show, &mut ctx.out).await;
+        }
+        (None, EnvAction::Get { key, show }) => {
+            let hosts = ctx.hosts.iter().collect::<Vec<_>>();
+            return get(
+                &hosts,
+                &ctx.creds,
+                args.timeout,
+                &args.app,
+                key,
+                *show,
+                &mut ctx.out,
+            )
+            .await;
+        }
+        (Some(change), _) => change,
+        (None, _) => unreachable!("set and unset always parse into a change"),
+    };
+    let base = ids::new_job_id("env").map_err(Failure::failed)?;
+    let (hosts, mut session) = ctx.session(args.timeout, 2);
+    let report = session
+        .run_in_order(
+            &change.title(&args.app),
+            change.requests(&hosts, &base, &args.app, restart),
+        )
+        .await;
+    finish(&report, &mut ctx.out)
 }
 
 // === list / get ===
@@ -199,7 +312,7 @@ pub async fn list(
         let text = render_list(&answers, show, out.colour);
         out.text(&text);
     }
-    fanout::unanswered(&answers, "answer")
+    fanout::unanswered(&answers, "answer").map_err(Failure::failed)
 }
 
 /// HOST and the key's value on each host (`(not set)` where it is missing).
@@ -230,7 +343,6 @@ pub async fn get(
     show: bool,
     out: &mut Output<'_>,
 ) -> Result<(), Failure> {
-    validate_key(key).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     let answers = fetch(hosts, creds, timeout, app, show).await;
     if out.json {
         let hosts: Vec<Value> = answers
@@ -253,7 +365,7 @@ pub async fn get(
         let text = render_get(&answers, key, show, out.colour);
         out.text(&text);
     }
-    fanout::unanswered(&answers, "answer")?;
+    fanout::unanswered(&answers, "answer").map_err(Failure::failed)?;
     let missing: Vec<&str> = answers
         .iter()
         .filter(|a| {
@@ -275,63 +387,10 @@ pub async fn get(
 
 // === set / unset ===
 
-/// `hoist env APP set KEY=VALUE... [--restart]`, host by host.
-pub async fn set(
-    session: &mut Session<'_, '_>,
-    hosts: &[&Host],
-    app: &str,
-    vars: Vec<EnvVar>,
-    restart: bool,
-) -> Result<Report, Failure> {
-    let base = jobs::new_job_id("env")
-        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot read /dev/urandom: {e}")))?;
-    let keys: Vec<&str> = vars.iter().map(|v| v.key.as_str()).collect();
-    let title = format!("env set of {app} {}", keys.join(" "));
-    let requests = hosts
-        .iter()
-        .map(|host| {
-            let request = EnvSetRequest {
-                app: app.to_string(),
-                vars: vars.clone(),
-                restart,
-                job_id: jobs::host_job_id(&base, &host.name),
-            };
-            (*host, JobRequest::EnvSet(request))
-        })
-        .collect();
-    Ok(session.run_in_order(&title, requests).await)
-}
-
-/// `hoist env APP unset KEY... [--restart]`, host by host.
-pub async fn unset(
-    session: &mut Session<'_, '_>,
-    hosts: &[&Host],
-    app: &str,
-    keys: Vec<String>,
-    restart: bool,
-) -> Result<Report, Failure> {
-    let base = jobs::new_job_id("env")
-        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot read /dev/urandom: {e}")))?;
-    let title = format!("env unset of {app} {}", keys.join(" "));
-    let requests = hosts
-        .iter()
-        .map(|host| {
-            let request = EnvUnsetRequest {
-                app: app.to_string(),
-                keys: keys.clone(),
-                restart,
-                job_id: jobs::host_job_id(&base, &host.name),
-            };
-            (*host, JobRequest::EnvUnset(request))
-        })
-        .collect();
-    Ok(session.run_in_order(&title, requests).await)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::CallError;
+    use crate::agents::fanout::CallError;
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
@@ -359,20 +418,24 @@ mod tests {
         );
         assert!(vars.iter().all(|v| !v.redacted));
 
-        let err = parse_assignments(&args(&["APP_DEBUG"])).unwrap_err();
+        let err = parse_assignments(&args(&["APP_DEBUG"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("APP_DEBUG=VALUE"), "{err}");
         for bad in ["=x", "1KEY=x", "MY-KEY=x", "A B=x", "../X=1"] {
-            let err = parse_assignments(&args(&[bad])).unwrap_err();
+            let err = parse_assignments(&args(&[bad])).unwrap_err().to_string();
             assert!(err.contains("invalid key"), "{bad}: {err}");
         }
         assert!(
             parse_assignments(&args(&["A=1", "A=2"]))
                 .unwrap_err()
+                .to_string()
                 .contains("twice")
         );
         assert!(
             parse_assignments(&args(&["A=x\ny"]))
                 .unwrap_err()
+                .to_string()
                 .contains("one line")
         );
         assert!(parse_assignments(&[]).is_err());
@@ -384,16 +447,19 @@ mod tests {
         assert!(
             parse_keys(&args(&["A=1"]))
                 .unwrap_err()
+                .to_string()
                 .contains("not KEY=VALUE")
         );
         assert!(
             parse_keys(&args(&["2A"]))
                 .unwrap_err()
+                .to_string()
                 .contains("invalid key")
         );
         assert!(
             parse_keys(&args(&["A", "A"]))
                 .unwrap_err()
+                .to_string()
                 .contains("twice")
         );
         assert!(parse_keys(&[]).is_err());
@@ -409,6 +475,7 @@ mod tests {
             Answer {
                 host: "web-1".into(),
                 address: "10.0.0.11:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Ok(vec![
                     var("APP_KEY", "s3cret", false),
                     var("EMPTY", "", false),
@@ -417,11 +484,13 @@ mod tests {
             Answer {
                 host: "web-2".into(),
                 address: "10.0.0.12:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Ok(vec![var("APP_KEY", "", true)]),
             },
             Answer {
                 host: "web-3".into(),
                 address: "10.0.0.13:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Err(CallError::Unreachable("connection refused".into())),
             },
         ]

@@ -14,7 +14,7 @@ use std::{
 use serde_json::{Value, json};
 use tokio::{sync::Mutex, task::JoinSet};
 
-use crate::{fleet::Notify, httpc};
+use crate::{fleet::Notify, rollout::httpc};
 
 /// Limit for one POST, connecting included.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -136,7 +136,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{fleet::Webhook, httpc::tests::server};
+    use crate::{fleet::Webhook, rollout::httpc::tests::server};
 
     fn notify(urls: &[String]) -> Notify {
         let text = format!(

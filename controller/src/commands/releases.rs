@@ -7,14 +7,26 @@ use std::time::Duration;
 use hoist_proto::v1::{ListReleasesRequest, Release};
 use serde_json::{Value, json};
 
-use crate::{
-    Failure,
-    client::Credentials,
-    fanout::{self, Answer},
-    fleet::Host,
-    render::{self, Output},
-    table::{self, Cell, Tone},
-};
+use clap::Args;
+
+use crate::commands::{Ctx, Global, QUERY_TIMEOUT, parse_duration};
+use crate::{Failure, agents::client::Credentials, agents::fanout::{self, Answer}, fleet::Host, output::render::{self, Output}, output::table::{self, Cell, Tone}};
+
+#[derive(Args, Debug)]
+pub struct ReleasesArgs {
+    /// The app, as named in the agents' config.
+    pub app: String,
+    /// Per-host limit for connecting and answering.
+    #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `hoist releases APP`.
+pub async fn run(global: &Global, args: ReleasesArgs) -> Result<(), Failure> {
+    let mut ctx = Ctx::load(global)?;
+    let hosts = ctx.hosts.iter().collect::<Vec<_>>();
+    releases(&hosts, &ctx.creds, args.timeout, &args.app, &mut ctx.out).await
+}
 
 fn mark(release: &Release) -> Cell {
     if release.current {
@@ -143,10 +155,7 @@ pub async fn releases(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        fanout::CallError,
-        render::tests::{T0, at},
-    };
+    use crate::{agents::fanout::CallError, output::render::tests::{T0, at}};
 
     #[test]
     fn marks_current_previous_and_backups() {
@@ -164,6 +173,7 @@ mod tests {
             Answer {
                 host: "web-1".into(),
                 address: "10.0.0.11:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Ok(vec![
                     release("20261122T101500Z-abc1234", true, false, true),
                     release("20261121T090000Z-0f0f0f0", false, true, false),
@@ -172,6 +182,7 @@ mod tests {
             Answer {
                 host: "web-2".into(),
                 address: "10.0.0.12:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Err(CallError::Status(tonic::Status::not_found(
                     "unknown app `carbx`",
                 ))),

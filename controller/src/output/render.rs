@@ -24,7 +24,7 @@ use hoist_proto::v1::{
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 
-use crate::table::{Tone, paint};
+use crate::output::table::{Tone, paint};
 
 // === names ===
 
@@ -356,14 +356,27 @@ pub fn event_to_json(host: &str, event: &JobEvent) -> Value {
 /// Where a command's output goes: text (coloured or not) or JSON lines. Write errors
 /// (a closed pipe) are ignored: the job on the agent does not depend on the terminal.
 pub struct Output<'a> {
-    out: &'a mut (dyn Write + Send),
+    out: Box<dyn Write + Send + 'a>,
     pub colour: bool,
     pub json: bool,
 }
 
 impl<'a> Output<'a> {
     pub fn new(out: &'a mut (dyn Write + Send), colour: bool, json: bool) -> Output<'a> {
-        Output { out, colour, json }
+        Output {
+            out: Box::new(out),
+            colour,
+            json,
+        }
+    }
+
+    /// Output to stdout.
+    pub fn stdout(colour: bool, json: bool) -> Output<'static> {
+        Output {
+            out: Box::new(std::io::stdout()),
+            colour,
+            json,
+        }
     }
 
     /// One job event from `host`, as text or as a JSON line.

@@ -8,6 +8,9 @@
 //! deploy's id, Lock with the rollback's id.
 //!
 //! A rollout whose controller dies leaves leases that expire within [`TTL`].
+//!
+//! [`lock_in_order`] is the one "lock every host in name order, all or nothing": the
+//! rollout's leases and `hoist lock`'s manual locks (no expiry) both take it.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -15,17 +18,16 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use hoist_proto::v1::{LockRequest, UnlockRequest};
+use hoist_proto::v1::{LockInfo, LockRequest, UnlockRequest};
 use tokio::task::JoinHandle;
 
-use crate::{
-    client::Credentials,
-    fanout::{self, CallError},
-    fleet::Host,
-};
+use crate::{agents::client::Credentials, agents::fanout::{self, CallError}, fleet::Host};
 
-/// Lease length; a lease not renewed within it lapses.
+/// Lease length of a rollout's locks; a lease not renewed within it lapses. The one
+/// lease constant of the controller.
 pub const TTL: Duration = Duration::from_secs(60);
+/// `ttl_ms` of a lock that never expires (`hoist lock`).
+pub const NO_EXPIRY: u64 = 0;
 /// How often leases are renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(20);
 /// Pause between attempts while `--lock-wait` lasts.
@@ -71,17 +73,25 @@ async fn lock(
     app: &str,
     reason: &str,
     id: &str,
-) -> Result<(), CallError> {
+    ttl_ms: u64,
+) -> Result<LockInfo, CallError> {
     let request = LockRequest {
         app: app.to_string(),
         reason: reason.to_string(),
         deploy_id: id.to_string(),
-        ttl_ms: TTL.as_millis() as u64,
+        ttl_ms,
     };
     fanout::ask_one(host, creds, timeout, |mut client| async move {
-        client.lock(request).await.map(|_| ())
+        client
+            .lock(request)
+            .await
+            .map(|r| r.into_inner().lock.unwrap_or_default())
     })
     .await
+}
+
+fn lease_ms() -> u64 {
+    u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn unlock(
@@ -100,6 +110,80 @@ async fn unlock(
         client.unlock(request).await.map(|_| ())
     })
     .await
+}
+
+/// Why a host's lease could not move to the job that runs next there.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOverError {
+    #[error("{0} is not locked by this rollout")]
+    NotLocked(String),
+    #[error("cannot release the deploy's lease: {0}")]
+    Release(CallError),
+    #[error("cannot lock {app} for the rollback: {error}")]
+    Relock { app: String, error: CallError },
+}
+
+/// A host refused a lock in [`lock_in_order`]; the locks taken before it were
+/// released again (or not: `released` says, in the order tried).
+#[derive(Debug)]
+pub struct Refusal {
+    pub host: String,
+    pub error: CallError,
+    pub released: Vec<(String, Result<(), CallError>)>,
+}
+
+/// What [`lock_in_order`] does with a host that does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Skip it and go on (a rollout counts it against its budget).
+    Skip,
+    /// Treat it as a refusal (`hoist lock`: all or nothing).
+    Refuse,
+}
+
+/// Locks `app` on every `(host, lock id)` in host-name order (so two callers never
+/// each hold half the fleet), all or nothing: the first host that refuses stops, and
+/// every lock taken is released again, newest first. `locked` hears of each lock
+/// taken. Returns the hosts skipped as unreachable, `(host, why)`.
+#[allow(clippy::too_many_arguments)]
+pub async fn lock_in_order(
+    targets: &[(&Host, String)],
+    creds: &Credentials,
+    timeout: Duration,
+    app: &str,
+    reason: &str,
+    ttl_ms: u64,
+    unreachable: Unreachable,
+    mut locked: impl FnMut(&Host, &str, LockInfo),
+) -> Result<Vec<(String, String)>, Refusal> {
+    let mut sorted: Vec<&(&Host, String)> = targets.iter().collect();
+    sorted.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut taken: Vec<(&Host, &str)> = Vec::new();
+    let mut skipped = Vec::new();
+    for (host, id) in sorted {
+        match lock(host, creds, timeout, app, reason, id, ttl_ms).await {
+            Ok(info) => {
+                locked(host, id, info);
+                taken.push((host, id));
+            }
+            Err(CallError::Unreachable(why)) if unreachable == Unreachable::Skip => {
+                skipped.push((host.name.clone(), why));
+            }
+            Err(error) => {
+                let mut released = Vec::new();
+                for (host, id) in taken.into_iter().rev() {
+                    let result = unlock(host, creds, timeout, app, id).await;
+                    released.push((host.name.clone(), result));
+                }
+                return Err(Refusal {
+                    host: host.name.clone(),
+                    error,
+                    released,
+                });
+            }
+        }
+    }
+    Ok(skipped)
 }
 
 impl Leases {
@@ -129,36 +213,45 @@ impl Leases {
         mut waiting: impl FnMut(&str, &str),
         cancelled: impl Fn() -> bool,
     ) -> Result<Vec<(String, String)>, Refused> {
-        let mut sorted: Vec<&(&Host, String)> = targets.iter().collect();
-        sorted.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let mut unreachable = Vec::new();
-            let mut refused = None;
-            for (host, id) in &sorted {
-                match lock(host, &self.creds, self.timeout, &self.app, &self.reason, id).await {
-                    Ok(()) => locked(&self.held).push(Held {
-                        host: (*host).clone(),
-                        id: id.clone(),
-                    }),
-                    Err(CallError::Unreachable(why)) => {
-                        unreachable.push((host.name.clone(), why));
-                    }
-                    Err(CallError::Status(status)) => {
-                        let held_elsewhere = status.code() == tonic::Code::FailedPrecondition;
-                        refused =
-                            Some((host.name.clone(), CallError::Status(status), held_elsewhere));
-                        break;
-                    }
+            let held = self.held.clone();
+            let round = lock_in_order(
+                targets,
+                &self.creds,
+                self.timeout,
+                &self.app,
+                &self.reason,
+                lease_ms(),
+                Unreachable::Skip,
+                |host, id, _| {
+                    locked(&held).push(Held {
+                        host: host.clone(),
+                        id: id.to_string(),
+                    })
+                },
+            )
+            .await;
+            let refusal = match round {
+                Ok(unreachable) => {
+                    self.renew_in_background();
+                    return Ok(unreachable);
                 }
-            }
-            let Some((host, err, held_elsewhere)) = refused else {
-                self.renew_in_background();
-                return Ok(unreachable);
+                Err(refusal) => refusal,
             };
-            let failures = self.release().await;
-            let why = err.to_string();
-            let kept: Vec<String> = failures.into_iter().map(|(h, _)| h).collect();
+            locked(&self.held).clear();
+            let held_elsewhere = matches!(
+                &refusal.error,
+                CallError::Status(status) if status.code() == tonic::Code::FailedPrecondition
+            );
+            let why = refusal.error.to_string();
+            let kept: Vec<String> = refusal
+                .released
+                .into_iter()
+                .filter(|(_, result)| result.is_err())
+                .map(|(host, _)| host)
+                .collect();
+            let host = refusal.host;
             if !held_elsewhere
                 || !kept.is_empty()
                 || cancelled()
@@ -180,7 +273,9 @@ impl Leases {
                 let _round = busy.write().await;
                 let now: Vec<Held> = locked(&held).clone();
                 let renewals = now.iter().map(|h| async {
-                    if let Err(err) = lock(&h.host, &creds, timeout, &app, &reason, &h.id).await {
+                    let renewed =
+                        lock(&h.host, &creds, timeout, &app, &reason, &h.id, lease_ms()).await;
+                    if let Err(err) = renewed {
                         tracing::warn!(host = %h.host.name, error = %err, "cannot renew the lock's lease");
                     }
                 });
@@ -198,18 +293,18 @@ impl Leases {
     }
 
     /// Moves `host`'s lease to `new_id` (the id of the job that runs next there).
-    pub async fn hand_over(&self, host: &str, new_id: &str) -> Result<(), String> {
+    pub async fn hand_over(&self, host: &str, new_id: &str) -> Result<(), HandOverError> {
         let _no_renewal = self.busy.read().await;
         let Some(held) = locked(&self.held)
             .iter()
             .find(|h| h.host.name == host)
             .cloned()
         else {
-            return Err(format!("{host} is not locked by this rollout"));
+            return Err(HandOverError::NotLocked(host.to_string()));
         };
         unlock(&held.host, &self.creds, self.timeout, &self.app, &held.id)
             .await
-            .map_err(|e| format!("cannot release the deploy's lease: {e}"))?;
+            .map_err(HandOverError::Release)?;
         let relocked = lock(
             &held.host,
             &self.creds,
@@ -217,11 +312,12 @@ impl Leases {
             &self.app,
             &self.reason,
             new_id,
+            lease_ms(),
         )
         .await;
         let mut all = locked(&self.held);
         match relocked {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(h) = all.iter_mut().find(|h| h.host.name == host) {
                     h.id = new_id.to_string();
                 }
@@ -229,7 +325,10 @@ impl Leases {
             }
             Err(e) => {
                 all.retain(|h| h.host.name != host);
-                Err(format!("cannot lock {} for the rollback: {e}", self.app))
+                Err(HandOverError::Relock {
+                    app: self.app.clone(),
+                    error: e,
+                })
             }
         }
     }

@@ -46,12 +46,14 @@ use hoist_proto::v1::{ServiceState, StatusResponse, WatchStatusRequest};
 use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
-    Failure,
-    cli::Global,
-    client::{self, Credentials},
+    agents::client::{self, Credentials},
+    commands::{
+        Ctx, Failure, Global,
+        status::{self, HostReport},
+        usage,
+    },
     fleet::{self, Host},
-    status::{self, HostReport},
-    table::{self, Cell, Tone},
+    output::table::{self, Cell, Tone},
 };
 
 /// The shortest `--interval` (the agent sends no faster than this).
@@ -82,7 +84,6 @@ pub struct TopArgs {
 
 /// `hoist top`.
 pub async fn run(global: &Global, args: TopArgs) -> Result<(), Failure> {
-    let usage = |message: String| Failure::usage(anyhow::anyhow!(message));
     if args.interval < MIN_INTERVAL {
         return Err(usage(format!(
             "--interval {:?} is too short: agents send at most every {MIN_INTERVAL:?}",
@@ -91,24 +92,20 @@ pub async fn run(global: &Global, args: TopArgs) -> Result<(), Failure> {
     }
     if global.json && !args.once {
         return Err(usage(
-            "--json needs --once (`hoist top --once --json` prints one snapshot)".into(),
+            "--json needs --once (`hoist top --once --json` prints one snapshot)",
         ));
     }
     if !args.once && !io::stdout().is_terminal() {
         return Err(usage(
             "hoist top is a full-screen view and stdout is not a terminal; use \
-             `hoist top --once` for a single frame, or `hoist status` (--json) for scripts"
-                .into(),
+             `hoist top --once` for a single frame, or `hoist status` (--json) for scripts",
         ));
     }
-    let fleet = fleet::load(&global.fleet).map_err(Failure::usage)?;
-    let hosts = fleet
-        .select(&global.hosts, global.group.as_deref())
-        .map_err(Failure::usage)?;
-    let creds = Credentials::load(&fleet.tls).map_err(Failure::usage)?;
+    let ctx = Ctx::load(global)?;
+    let (hosts, creds) = (ctx.targets(), &ctx.creds);
 
     let app = args.app.unwrap_or_default();
-    let mut view = View::new(
+    let mut view = Board::new(
         global.fleet.display().to_string(),
         app.clone(),
         args.interval,
@@ -149,7 +146,7 @@ pub async fn run(global: &Global, args: TopArgs) -> Result<(), Failure> {
 
 /// What one host's watcher reports.
 #[derive(Debug)]
-enum Report {
+enum Reading {
     Status(Box<StatusResponse>),
     /// The agent answered with an error (unknown app, role not allowed, ...).
     Refused(String),
@@ -160,7 +157,7 @@ enum Report {
 #[derive(Debug)]
 struct Update {
     host: usize,
-    report: Report,
+    report: Reading,
 }
 
 /// What the view knows about one host.
@@ -217,7 +214,7 @@ fn healthy(status: &StatusResponse) -> bool {
 }
 
 /// Everything a frame is drawn from.
-struct View {
+struct Board {
     fleet: String,
     app: String,
     interval: Duration,
@@ -229,9 +226,9 @@ struct View {
     updated: Option<SystemTime>,
 }
 
-impl View {
-    fn new(fleet: String, app: String, interval: Duration, live: bool, hosts: &[&Host]) -> View {
-        View {
+impl Board {
+    fn new(fleet: String, app: String, interval: Duration, live: bool, hosts: &[&Host]) -> Board {
+        Board {
             fleet,
             app,
             interval,
@@ -258,9 +255,9 @@ impl View {
         host.first_answer
             .get_or_insert_with(|| self.started.elapsed());
         let state = match update.report {
-            Report::Status(status) => HostState::Up(status),
-            Report::Refused(error) => HostState::Refused(error),
-            Report::Unreachable(error) => HostState::Unreachable {
+            Reading::Status(status) => HostState::Up(status),
+            Reading::Refused(error) => HostState::Refused(error),
+            Reading::Unreachable(error) => HostState::Unreachable {
                 error,
                 since: match &host.state {
                     HostState::Unreachable { since, .. } => *since,
@@ -558,11 +555,11 @@ async fn watch(w: Watch) {
 
 /// Opens the stream and forwards its snapshots until it ends; returns why it ended and
 /// whether any snapshot arrived.
-async fn follow(w: &Watch) -> (Report, bool) {
+async fn follow(w: &Watch) -> (Reading, bool) {
     let open = async {
         let mut agent = client::connect(&w.host.address, &w.creds, w.timeout)
             .await
-            .map_err(Report::Unreachable)?;
+            .map_err(Reading::Unreachable)?;
         agent
             .watch_status(w.request.clone())
             .await
@@ -574,7 +571,7 @@ async fn follow(w: &Watch) -> (Report, bool) {
         Ok(Err(report)) => return (report, false),
         Err(_) => {
             let why = format!("no answer within {:?}", w.timeout);
-            return (Report::Unreachable(why), false);
+            return (Reading::Unreachable(why), false);
         }
     };
     let mut received = false;
@@ -584,16 +581,16 @@ async fn follow(w: &Watch) -> (Report, bool) {
                 received = true;
                 let update = Update {
                     host: w.index,
-                    report: Report::Status(Box::new(status)),
+                    report: Reading::Status(Box::new(status)),
                 };
                 if w.tx.send(update).await.is_err() {
-                    return (Report::Unreachable("the view closed".into()), received);
+                    return (Reading::Unreachable("the view closed".into()), received);
                 }
                 continue;
             }
-            Ok(Ok(None)) => Report::Unreachable("the agent closed the stream".into()),
+            Ok(Ok(None)) => Reading::Unreachable("the agent closed the stream".into()),
             Ok(Err(status)) => classify(&status),
-            Err(_) => Report::Unreachable(format!("no snapshot for {:?}", w.stall)),
+            Err(_) => Reading::Unreachable(format!("no snapshot for {:?}", w.stall)),
         };
         return (report, received);
     }
@@ -601,14 +598,14 @@ async fn follow(w: &Watch) -> (Report, bool) {
 
 /// Transport trouble makes a host unreachable; any other gRPC error is the agent's
 /// answer (unknown app, role not allowed).
-fn classify(status: &tonic::Status) -> Report {
+fn classify(status: &tonic::Status) -> Reading {
     let message = client::status_error(status);
     match status.code() {
         tonic::Code::Unavailable
         | tonic::Code::Unknown
         | tonic::Code::DeadlineExceeded
-        | tonic::Code::Cancelled => Report::Unreachable(message),
-        _ => Report::Refused(message),
+        | tonic::Code::Cancelled => Reading::Unreachable(message),
+        _ => Reading::Refused(message),
     }
 }
 
@@ -617,7 +614,7 @@ fn classify(status: &tonic::Status) -> Report {
 /// Waits for every host's first answer (at most `timeout` and a little), then prints
 /// one frame (or JSON); exit 1 when a host is not up.
 async fn once(
-    view: &mut View,
+    view: &mut Board,
     updates: &mut mpsc::Receiver<Update>,
     timeout: Duration,
     json: bool,
@@ -688,7 +685,7 @@ async fn once(
 // === the live screen ===
 
 /// Runs the full-screen view until `q`, Esc, Ctrl-C, SIGTERM or SIGHUP.
-async fn live(view: &mut View, updates: &mut mpsc::Receiver<Update>) -> Result<(), Failure> {
+async fn live(view: &mut Board, updates: &mut mpsc::Receiver<Update>) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let terminal_error = |what: &str, e: io::Error| Failure::failed(anyhow::anyhow!("{what}: {e}"));
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| terminal_error("SIGTERM", e))?;
@@ -697,7 +694,7 @@ async fn live(view: &mut View, updates: &mut mpsc::Receiver<Update>) -> Result<(
     let (mut width, mut height) =
         terminal::size().map_err(|e| terminal_error("cannot read the terminal size", e))?;
 
-    let screen = Screen::enter().map_err(|e| terminal_error("cannot set up the terminal", e))?;
+    let screen = Terminal::enter().map_err(|e| terminal_error("cannot set up the terminal", e))?;
     let mut keys = Keys::spawn();
     let mut out = io::BufWriter::new(io::stdout());
     let mut dirty = true;
@@ -777,10 +774,10 @@ fn draw(out: &mut impl Write, lines: &[String]) -> io::Result<()> {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// The terminal in full-screen mode; dropping it (or a panic) restores it.
-struct Screen;
+struct Terminal;
 
-impl Screen {
-    fn enter() -> io::Result<Screen> {
+impl Terminal {
+    fn enter() -> io::Result<Terminal> {
         static PANIC_HOOK: Once = Once::new();
         PANIC_HOOK.call_once(|| {
             // The release build aborts on panic, so Drop alone would not run.
@@ -792,13 +789,13 @@ impl Screen {
         });
         terminal::enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);
-        let screen = Screen;
+        let screen = Terminal;
         execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
         Ok(screen)
     }
 }
 
-impl Drop for Screen {
+impl Drop for Terminal {
     fn drop(&mut self) {
         restore();
     }
@@ -911,10 +908,10 @@ mod tests {
         }
     }
 
-    fn view() -> View {
+    fn view() -> Board {
         let hosts = [host("web-1"), host("web-2"), host("web-3"), host("web-4")];
         let refs: Vec<&Host> = hosts.iter().collect();
-        let mut view = View::new(
+        let mut view = Board::new(
             "fleet.toml".into(),
             String::new(),
             Duration::from_secs(2),
@@ -925,13 +922,13 @@ mod tests {
         let updates = [
             (
                 0,
-                Report::Status(Box::new(snapshot(Level::Warn, ServiceState::Running))),
+                Reading::Status(Box::new(snapshot(Level::Warn, ServiceState::Running))),
             ),
             (
                 1,
-                Report::Status(Box::new(snapshot(Level::Ok, ServiceState::Stopped))),
+                Reading::Status(Box::new(snapshot(Level::Ok, ServiceState::Stopped))),
             ),
-            (2, Report::Unreachable("connection refused".into())),
+            (2, Reading::Unreachable("connection refused".into())),
         ];
         for (host, report) in updates {
             assert!(view.apply(Update { host, report }, at));
@@ -965,12 +962,12 @@ mod tests {
         let later = UNIX_EPOCH + Duration::from_secs(3600 * 11);
         let same = Update {
             host: 2,
-            report: Report::Unreachable("connection refused".into()),
+            report: Reading::Unreachable("connection refused".into()),
         };
         assert!(!view.apply(same, later));
         let other = Update {
             host: 2,
-            report: Report::Unreachable("no answer within 5s".into()),
+            report: Reading::Unreachable("no answer within 5s".into()),
         };
         assert!(view.apply(other, later));
         let HostState::Unreachable { since, .. } = &view.hosts[2].state else {

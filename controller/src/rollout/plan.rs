@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::{
-    fleet::{Amount, Gate, Host, MigrateOn, Strategy},
-    gates, render,
-};
+use crate::{fleet::{Amount, Gate, Host, MigrateOn, Strategy}, rollout::gates, output::render};
 
 /// How a rollout moves through the hosts (flags over `[deploy]` defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,9 +83,19 @@ impl<'h> Plan<'h> {
         }
     }
 
-    /// The host planned to run the migrations alone before any other host switches.
+    /// Who runs the migrations alone before any other host switches (`migrate_on =
+    /// "first"`): the first host in plan order; when it is unreachable, the first
+    /// reachable one. `None` for other `migrate_on` values.
+    pub fn migrator(&self, reachable: impl Fn(usize) -> bool) -> Option<usize> {
+        if self.shape.migrate_on != MigrateOn::First {
+            return None;
+        }
+        (0..self.hosts.len()).find(|&i| reachable(i))
+    }
+
+    /// [`Plan::migrator`] when every host answers: the one the plan names.
     pub fn planned_migrator(&self) -> Option<usize> {
-        (self.shape.migrate_on == MigrateOn::First && !self.hosts.is_empty()).then_some(0)
+        self.migrator(|_| true)
     }
 
     fn names(&self, indexes: &[usize]) -> Vec<&str> {
@@ -282,6 +289,19 @@ mod tests {
                 vec!["web-1".to_string(), "web-2".to_string()]
             )]
         );
+    }
+
+    #[test]
+    fn the_first_reachable_host_migrates() {
+        let all = hosts(3);
+        let hosts: Vec<&Host> = all.iter().collect();
+        let plan = Plan::new(&hosts, shape(Strategy::Rolling, "1", "1", "0"));
+        assert_eq!(plan.planned_migrator(), Some(0));
+        assert_eq!(plan.migrator(|i| i != 0), Some(1));
+        assert_eq!(plan.migrator(|_| false), None);
+        let mut every = shape(Strategy::Rolling, "1", "1", "0");
+        every.migrate_on = MigrateOn::All;
+        assert_eq!(Plan::new(&hosts, every).planned_migrator(), None);
     }
 
     #[test]

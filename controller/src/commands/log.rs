@@ -19,14 +19,45 @@ use hoist_proto::v1::{
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 
-use crate::{
-    Failure,
-    client::Credentials,
-    fanout::{self, Answer},
-    fleet::Host,
-    render::{self, Output},
-    table::{self, Cell, Tone},
-};
+use clap::Args;
+
+use crate::commands::{Ctx, Global, QUERY_TIMEOUT, parse_duration};
+use crate::{Failure, agents::client::Credentials, agents::fanout::{self, Answer}, fleet::Host, output::render::{self, Output}, output::table::{self, Cell, Tone}};
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// The app, as named in the agents' config.
+    pub app: String,
+    /// Show this job's full log: each step's times, exit code and output.
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+    /// How many recent jobs per host.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: u32,
+    /// Per-host limit for connecting and answering.
+    #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `hoist log APP [--job ID]`.
+pub async fn run(global: &Global, args: LogArgs) -> Result<(), Failure> {
+    let mut ctx = Ctx::load(global)?;
+    let hosts = ctx.hosts.iter().collect::<Vec<_>>();
+    match &args.job {
+        Some(id) => job(&hosts, &ctx.creds, args.timeout, &args.app, id, &mut ctx.out).await,
+        None => {
+            recent(
+                &hosts,
+                &ctx.creds,
+                args.timeout,
+                &args.app,
+                args.limit,
+                &mut ctx.out,
+            )
+            .await
+        }
+    }
+}
 
 // === recent jobs ===
 
@@ -167,7 +198,7 @@ pub async fn recent(
         let text = render_recent(&answers, out.colour);
         out.text(&text);
     }
-    fanout::unanswered(&answers, "job log")
+    fanout::unanswered(&answers, "job log").map_err(Failure::failed)
 }
 
 // === one job: the deployment log ===
@@ -628,10 +659,7 @@ mod tests {
     use hoist_proto::v1::{Notice, StepStarted, Stream as OutputStream};
 
     use super::*;
-    use crate::{
-        fanout::CallError,
-        render::tests::{T0, at, failed_deploy},
-    };
+    use crate::{agents::fanout::CallError, output::render::tests::{T0, at, failed_deploy}};
 
     fn event(seq: u64, offset_ms: i64, kind: Kind) -> JobEvent {
         JobEvent {
@@ -905,6 +933,7 @@ Result: rolled back after 11.5s: check http failed: GET http://127.0.0.1/health:
             Answer {
                 host: "web-1".into(),
                 address: "10.0.0.11:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Ok(vec![
                     summary(
                         "deploy-b-web-1",
@@ -918,6 +947,7 @@ Result: rolled back after 11.5s: check http failed: GET http://127.0.0.1/health:
             Answer {
                 host: "web-2".into(),
                 address: "10.0.0.12:7443".into(),
+                elapsed: std::time::Duration::ZERO,
                 result: Err(CallError::Unreachable("connection refused".into())),
             },
         ];

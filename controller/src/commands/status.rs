@@ -1,19 +1,55 @@
 //! `hoist status`: ask every selected agent for its status concurrently (bounded, with a
 //! per-host timeout) and show one table, or JSON.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::{StreamExt as _, stream};
+use clap::Args;
 use hoist_proto::v1::{
     AppStatus, CheckStatus, HostResources, Level, ServiceState, StatusRequest, StatusResponse,
 };
 use serde_json::{Value, json};
 
 use crate::{
-    client::{self, Credentials},
+    agents::{client::Credentials, fanout},
+    commands::{Ctx, Failure, Global, parse_duration},
     fleet::Host,
-    table::{self, Cell, Tone},
+    output::table::{self, Cell, Tone},
 };
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this app.
+    pub app: Option<String>,
+    /// Per-host limit for connecting and answering.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Hosts asked at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// `hoist status [APP]`.
+pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
+    let ctx = Ctx::load(global)?;
+    let app = args.app.unwrap_or_default();
+    let reports = fetch(&ctx.targets(), &ctx.creds, &app, args.timeout, args.concurrency).await;
+    if global.json {
+        let text = serde_json::to_string_pretty(&to_json(&reports)).map_err(|e| {
+            Failure::failed(anyhow::Error::new(e).context("encoding JSON"))
+        })?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&reports, table::use_colour()));
+    }
+    let down = reports.iter().filter(|r| r.result.is_err()).count();
+    if down > 0 {
+        return Err(Failure::failed_with(format!(
+            "{down} of {} host(s) unreachable",
+            reports.len()
+        )));
+    }
+    Ok(())
+}
 
 /// What one host answered.
 pub struct HostReport {
@@ -23,7 +59,7 @@ pub struct HostReport {
     pub result: Result<StatusResponse, String>,
 }
 
-/// Fetches status from `hosts`, at most `concurrency` at a time, each bounded by
+/// Asks `hosts` for their status, at most `concurrency` at a time, each bounded by
 /// `timeout` (connect + call). Results come back in the order of `hosts`.
 pub async fn fetch(
     hosts: &[&Host],
@@ -32,36 +68,22 @@ pub async fn fetch(
     timeout: Duration,
     concurrency: usize,
 ) -> Vec<HostReport> {
-    let mut reports: Vec<(usize, HostReport)> = stream::iter(hosts.iter().enumerate())
-        .map(|(i, host)| async move {
-            let started = Instant::now();
-            let call = async {
-                let mut client = client::connect(&host.address, creds, timeout).await?;
-                client
-                    .status(StatusRequest {
-                        app: app.to_string(),
-                    })
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(|s| client::status_error(&s))
-            };
-            let result = match tokio::time::timeout(timeout, call).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            };
-            let report = HostReport {
-                name: host.name.clone(),
-                address: host.address.clone(),
-                elapsed: started.elapsed(),
-                result,
-            };
-            (i, report)
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    reports.sort_by_key(|(i, _)| *i);
-    reports.into_iter().map(|(_, r)| r).collect()
+    let request = StatusRequest {
+        app: app.to_string(),
+    };
+    fanout::ask_all_bounded(hosts, creds, timeout, concurrency, |mut client| {
+        let request = request.clone();
+        async move { client.status(request).await.map(|r| r.into_inner()) }
+    })
+    .await
+    .into_iter()
+    .map(|answer| HostReport {
+        name: answer.host,
+        address: answer.address,
+        elapsed: answer.elapsed,
+        result: answer.result.map_err(|e| e.reason()),
+    })
+    .collect()
 }
 
 fn level_tone(level: i32) -> Tone {

@@ -3,7 +3,20 @@
 
 use serde_json::{Value, json};
 
-use crate::fleet::Host;
+use crate::{
+    commands::{Failure, Global, load_fleet, select},
+    fleet::Host,
+};
+
+/// `hoist targets`: needs only the fleet file.
+pub fn run(global: &Global) -> Result<(), Failure> {
+    let fleet = load_fleet(global)?;
+    let hosts = select(&fleet, global)?;
+    let text = serde_json::to_string_pretty(&file_sd(&hosts))
+        .map_err(|e| Failure::failed(anyhow::Error::new(e).context("encoding JSON")))?;
+    println!("{text}");
+    Ok(())
+}
 
 /// The port hoistd's metrics endpoint uses unless the host says otherwise.
 pub const DEFAULT_METRICS_PORT: u16 = 9464;

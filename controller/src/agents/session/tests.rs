@@ -1,0 +1,753 @@
+use std::{
+    path::Path,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use hoist_proto::v1::{
+    EnvListRequest, EnvListResponse, GetInfoRequest, GetInfoResponse, JobKind, JobLogRequest,
+    JobLogResponse, JobStarted, ListReleasesRequest, ListReleasesResponse, LockRequest,
+    LockResponse, RecordRefusalRequest, RecordRefusalResponse, StatusRequest, StatusResponse,
+    StepFinished, StepStarted, UnlockRequest, UnlockResponse, WatchStatusRequest,
+    agent_server::{Agent, AgentServer},
+};
+use tokio::sync::Semaphore;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{
+    Request, Response,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
+
+use super::*;
+use crate::{ca, fleet::FleetTls, output::render::tests::T0};
+
+#[test]
+fn job_ids() {
+    assert_eq!(
+        format_job_id("deploy", T0, [0xa1, 0xb2, 0xc3]),
+        "deploy-20261122T101500Z-a1b2c3"
+    );
+    assert_eq!(
+        host_job_id("deploy-20261122T101500Z-a1b2c3", "web-1"),
+        "deploy-20261122T101500Z-a1b2c3-web-1"
+    );
+    let id = new_job_id("rollback").unwrap();
+    let parts: Vec<&str> = id.split('-').collect();
+    assert_eq!(parts.len(), 3, "{id}");
+    assert_eq!(parts[0], "rollback");
+    assert_eq!(parts[1].len(), 16, "{id}");
+    assert!(
+        parts[1].starts_with("20") && parts[1].ends_with('Z'),
+        "{id}"
+    );
+    assert_eq!(parts[1].as_bytes()[8], b'T', "{id}");
+    assert!(
+        parts[2].len() == 6 && parts[2].chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    // What the agent accepts as a job id: letters, digits, '-', '_', '.'; at most 128.
+    let full = host_job_id(&id, "web-1_eu");
+    assert!(full.len() <= 128);
+    assert!(
+        full.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    );
+}
+
+fn finished(result: JobResult, error: &str) -> JobFinished {
+    JobFinished {
+        result: result as i32,
+        release: if result == JobResult::Succeeded {
+            "20261122T101500Z-abc1234".into()
+        } else {
+            String::new()
+        },
+        previous_release: "20261121T090000Z-0f0f0f0".into(),
+        duration_ms: 12_300,
+        error: error.into(),
+    }
+}
+
+fn run(host: &str, outcome: JobOutcome) -> HostRun {
+    HostRun {
+        host: host.into(),
+        job_id: format!("deploy-x-{host}"),
+        outcome,
+    }
+}
+
+#[test]
+fn reports_name_the_host_and_why() {
+    let report = RunReport {
+        title: "deploy of carbex main".into(),
+        runs: vec![
+            run(
+                "web-1",
+                JobOutcome::Finished(finished(JobResult::Succeeded, "")),
+            ),
+            run(
+                "web-2",
+                JobOutcome::Finished(finished(
+                    JobResult::RolledBack,
+                    "check http failed: 500\nbody: down",
+                )),
+            ),
+            run("web-3", JobOutcome::NotStarted),
+        ],
+    };
+    assert!(!report.ok());
+    assert_eq!(
+        report.failure().unwrap(),
+        "deploy of carbex main stopped at web-2: rolled back: check http failed: 500; not started: web-3"
+    );
+    assert_eq!(report.check().unwrap_err().code, crate::EXIT_FAILED);
+    assert_eq!(
+        report.summary_text(false),
+        "HOST   RESULT       RELEASE                   DURATION  JOB\n\
+         web-1  succeeded    20261122T101500Z-abc1234  12.3s     deploy-x-web-1\n\
+         web-2  rolled back  -                         12.3s     deploy-x-web-2\n\
+         web-3  not started  -                         -         -\n"
+    );
+    let json = report.summary_json();
+    assert_eq!(json["kind"], "summary");
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["hosts"][1]["result"], "rolled_back");
+    assert_eq!(json["hosts"][2]["result"], "not_started");
+    assert_eq!(json["hosts"][2]["release"], Value::Null);
+
+    let lost = RunReport {
+        title: "restart of carbex".into(),
+        runs: vec![run("web-1", JobOutcome::Lost("Unavailable: reset".into()))],
+    };
+    assert_eq!(
+        lost.failure().unwrap(),
+        "restart of carbex failed on web-1: lost: Unavailable: reset; the job may still be \
+         running: `hoist attach deploy-x-web-1 --host web-1` follows it"
+    );
+    let detached = RunReport {
+        title: "deploy of slow main".into(),
+        runs: vec![run("web-1", JobOutcome::Detached)],
+    };
+    assert_eq!(
+        detached.failure().unwrap(),
+        "deploy of slow main: detached from web-1: the job keeps running on the agent; \
+         `hoist attach deploy-x-web-1 --host web-1` re-attaches"
+    );
+    let ok = RunReport {
+        title: "x".into(),
+        runs: vec![run(
+            "web-1",
+            JobOutcome::Finished(finished(JobResult::Succeeded, "")),
+        )],
+    };
+    assert!(ok.ok() && ok.failure().is_none() && ok.check().is_ok());
+    let interrupted = RunReport {
+        title: "deploy of carbex main".into(),
+        runs: vec![
+            run(
+                "web-1",
+                JobOutcome::Finished(finished(JobResult::Succeeded, "")),
+            ),
+            run("web-2", JobOutcome::NotStarted),
+        ],
+    };
+    assert_eq!(
+        interrupted.failure().unwrap(),
+        "deploy of carbex main interrupted; not started: web-2"
+    );
+}
+
+// === a fake agent ===
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
+
+/// What the fake answers to Deploy.
+#[derive(Clone)]
+enum Script {
+    Refuse(Code, &'static str),
+    /// These events, then wait for a permit, then the rest; then the stream ends.
+    Events {
+        first: Vec<JobEvent>,
+        gate: Option<Arc<Semaphore>>,
+        rest: Vec<JobEvent>,
+    },
+}
+
+struct Fake {
+    name: String,
+    deploy: Script,
+    /// Attach answers with these events; NotFound when empty.
+    attach: Vec<JobEvent>,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+fn event(job_id: &str, seq: u64, kind: Kind) -> JobEvent {
+    JobEvent {
+        job_id: job_id.into(),
+        seq,
+        at: crate::output::render::tests::at(T0, seq as i32),
+        kind: Some(kind),
+    }
+}
+
+/// started, build started, build finished, finished with `result`.
+fn job(job_id: &str, result: JobResult) -> Vec<JobEvent> {
+    vec![
+        event(
+            job_id,
+            0,
+            Kind::Started(JobStarted {
+                kind: JobKind::Deploy as i32,
+                app: "carbex".into(),
+                r#ref: "main".into(),
+                commit: "abc1234def".into(),
+                who: "op".into(),
+                ..Default::default()
+            }),
+        ),
+        event(
+            job_id,
+            1,
+            Kind::StepStarted(StepStarted {
+                step: "build".into(),
+                description: "make".into(),
+            }),
+        ),
+        event(
+            job_id,
+            2,
+            Kind::StepFinished(StepFinished {
+                step: "build".into(),
+                ok: true,
+                duration_ms: 100,
+                ..Default::default()
+            }),
+        ),
+        event(
+            job_id,
+            3,
+            Kind::Finished(finished(
+                result,
+                if result == JobResult::Succeeded {
+                    ""
+                } else {
+                    "check http failed"
+                },
+            )),
+        ),
+    ]
+}
+
+fn stream_of(
+    first: Vec<JobEvent>,
+    gate: Option<Arc<Semaphore>>,
+    rest: Vec<JobEvent>,
+) -> EventStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        for e in first {
+            let _ = tx.send(Ok(e)).await;
+        }
+        if let Some(gate) = gate {
+            let _ = gate.acquire().await.map(|p| p.forget());
+        }
+        for e in rest {
+            let _ = tx.send(Ok(e)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn not_in_the_fake<T>() -> Result<T, Status> {
+    Err(Status::unimplemented("not in the fake"))
+}
+
+#[tonic::async_trait]
+impl Agent for Fake {
+    type WatchStatusStream = Pin<Box<dyn Stream<Item = Result<StatusResponse, Status>> + Send>>;
+    type DeployStream = EventStream;
+    type RollbackStream = EventStream;
+    type RestartStream = EventStream;
+    type AttachStream = EventStream;
+    type EnvSetStream = EventStream;
+    type EnvUnsetStream = EventStream;
+
+    async fn get_info(
+        &self,
+        _: Request<GetInfoRequest>,
+    ) -> Result<Response<GetInfoResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn status(
+        &self,
+        _: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn watch_status(
+        &self,
+        _: Request<WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn deploy(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = request.into_inner();
+        self.calls.lock().unwrap().push(format!(
+            "{} deploy {} migrate={}",
+            self.name, r.deploy_id, r.migrate
+        ));
+        match self.deploy.clone() {
+            Script::Refuse(code, message) => Err(Status::new(code, message)),
+            Script::Events { first, gate, rest } => {
+                let fix = |events: Vec<JobEvent>| {
+                    events
+                        .into_iter()
+                        .map(|mut e| {
+                            e.job_id = r.deploy_id.clone();
+                            e
+                        })
+                        .collect()
+                };
+                Ok(Response::new(stream_of(fix(first), gate, fix(rest))))
+            }
+        }
+    }
+    async fn rollback(
+        &self,
+        _: Request<RollbackRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn restart(
+        &self,
+        _: Request<RestartRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let id = request.into_inner().job_id;
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{} attach {id}", self.name));
+        if self.attach.is_empty() {
+            return Err(Status::not_found(format!("no job {id}")));
+        }
+        Ok(Response::new(stream_of(self.attach.clone(), None, vec![])))
+    }
+    async fn job_log(
+        &self,
+        _: Request<JobLogRequest>,
+    ) -> Result<Response<JobLogResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn list_releases(
+        &self,
+        _: Request<ListReleasesRequest>,
+    ) -> Result<Response<ListReleasesResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn lock(&self, _: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn unlock(
+        &self,
+        _: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn env_list(
+        &self,
+        _: Request<EnvListRequest>,
+    ) -> Result<Response<EnvListResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn env_set(
+        &self,
+        _: Request<EnvSetRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn env_unset(
+        &self,
+        _: Request<EnvUnsetRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn record_refusal(
+        &self,
+        _: Request<RecordRefusalRequest>,
+    ) -> Result<Response<RecordRefusalResponse>, Status> {
+        not_in_the_fake()
+    }
+}
+
+/// Certificates for the fakes (`agent`, SAN 127.0.0.1) and the operator (`op`).
+struct Pki {
+    dir: tempfile::TempDir,
+    creds: Credentials,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    ca::init(dir.path(), false).unwrap();
+    ca::issue_agent(dir.path(), "agent", &["127.0.0.1".into()], 1, false).unwrap();
+    ca::issue_user(dir.path(), "op", ca::Role::Deployer, 1, false).unwrap();
+    let p = |f: &str| dir.path().join(f);
+    let creds = Credentials::load(&FleetTls {
+        ca: p("ca.pem"),
+        cert: p("op.pem"),
+        key: p("op.key"),
+    })
+    .unwrap();
+    Pki { dir, creds }
+}
+
+/// Serves `fake` on a fresh loopback port; the host is named after the fake.
+async fn serve(dir: &Path, fake: Fake) -> Host {
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("agent.pem"), read("agent.key")))
+        .client_ca_root(Certificate::from_pem(read("ca.pem")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let name = fake.name.clone();
+    let server = Server::builder()
+        .tls_config(tls)
+        .unwrap()
+        .add_service(AgentServer::new(fake))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    Host {
+        name,
+        address,
+        groups: vec![],
+        metrics: None,
+    }
+}
+
+fn fake(name: &str, deploy: Script, calls: &Arc<Mutex<Vec<String>>>) -> Fake {
+    Fake {
+        name: name.into(),
+        deploy,
+        attach: vec![],
+        calls: calls.clone(),
+    }
+}
+
+fn events(result: JobResult) -> Script {
+    Script::Events {
+        first: job("x", result),
+        gate: None,
+        rest: vec![],
+    }
+}
+
+fn deploy_options() -> crate::rollout::operation::DeployOptions {
+    crate::rollout::operation::DeployOptions {
+        app: "carbex".into(),
+        git_ref: "main".into(),
+        migrate_on: crate::fleet::MigrateOn::First,
+        allow_missing_env: false,
+        force: false,
+        reason: None,
+    }
+}
+
+/// Runs a deploy of carbex main to `hosts`, with its text output.
+async fn deploy_to(pki: &Pki, hosts: &[&Host], interrupt: &mut Interrupt) -> (RunReport, String) {
+    let mut buf = Vec::new();
+    let mut out = Output::new(&mut buf, false, false);
+    let mut session = Session {
+        creds: &pki.creds,
+        timeout: Duration::from_secs(5),
+        out: &mut out,
+        interrupt,
+        detach_after: 2,
+    };
+    let options = deploy_options();
+    let report = session
+        .run_in_order(
+            "deploy of carbex main",
+            options.requests(hosts, "deploy-20261122T101500Z-a1b2c3"),
+        )
+        .await;
+    (report, String::from_utf8(buf).unwrap())
+}
+
+#[tokio::test]
+async fn stops_at_the_first_host_that_fails() {
+    let pki = pki();
+    let calls = Arc::default();
+    let web1 = serve(
+        pki.dir.path(),
+        fake("web-1", events(JobResult::Succeeded), &calls),
+    )
+    .await;
+    let web2 = serve(
+        pki.dir.path(),
+        fake("web-2", events(JobResult::RolledBack), &calls),
+    )
+    .await;
+    let web3 = serve(
+        pki.dir.path(),
+        fake("web-3", events(JobResult::Succeeded), &calls),
+    )
+    .await;
+    let (report, text) =
+        deploy_to(&pki, &[&web1, &web2, &web3], &mut Interrupt::manual().1).await;
+
+    let outcomes: Vec<&str> = report.runs.iter().map(|r| r.outcome.key()).collect();
+    assert_eq!(outcomes, ["succeeded", "rolled_back", "not_started"]);
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].starts_with("web-1 deploy deploy-")
+            && calls[0].ends_with("-web-1 migrate=true")
+    );
+    assert!(
+        calls[1].starts_with("web-2 deploy deploy-")
+            && calls[1].ends_with("-web-2 migrate=false")
+    );
+    assert!(text.starts_with("==> web-1: deploy carbex main (abc1234) as op\n  ▶ build  make\n  ✓ build  0.1s\n==> web-1: succeeded: release 20261122T101500Z-abc1234"), "{text}");
+    assert!(text.contains("\n\n==> web-2: deploy carbex main"), "{text}");
+    assert!(
+        text.contains("==> web-2: rolled back after 12.3s"),
+        "{text}"
+    );
+    assert!(!text.contains("==> web-3"), "{text}");
+    let why = report.failure().unwrap();
+    assert!(
+        why.starts_with(
+            "deploy of carbex main stopped at web-2: rolled back: check http failed"
+        ) && why.ends_with("; not started: web-3"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn refused_and_unreachable_hosts_stop_the_deploy() {
+    let pki = pki();
+    let calls = Arc::default();
+    let held = Script::Refuse(
+        Code::FailedPrecondition,
+        "carbex is locked by dana since 2026-11-22 10:00:00 UTC",
+    );
+    let web1 = serve(pki.dir.path(), fake("web-1", held, &calls)).await;
+    let (report, text) = deploy_to(&pki, &[&web1], &mut Interrupt::manual().1).await;
+    assert_eq!(
+        report.runs[0].outcome,
+        JobOutcome::Refused(
+            "FailedPrecondition: carbex is locked by dana since 2026-11-22 10:00:00 UTC".into()
+        )
+    );
+    assert_eq!(
+        text,
+        "==> web-1: refused: FailedPrecondition: carbex is locked by dana since 2026-11-22 10:00:00 UTC\n"
+    );
+
+    // A port nobody listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let gone = Host {
+        name: "web-9".into(),
+        address,
+        groups: vec![],
+        metrics: None,
+    };
+    let (report, text) = deploy_to(&pki, &[&gone, &web1], &mut Interrupt::manual().1).await;
+    assert!(
+        matches!(report.runs[0].outcome, JobOutcome::Unreachable(_)),
+        "{report:?}"
+    );
+    assert_eq!(report.runs[1].outcome, JobOutcome::NotStarted);
+    assert!(text.starts_with("==> web-9: unreachable: "), "{text}");
+    assert!(
+        report
+            .failure()
+            .unwrap()
+            .contains("stopped at web-9: unreachable")
+    );
+}
+
+#[tokio::test]
+async fn reattaches_when_the_stream_breaks() {
+    let pki = pki();
+    let calls = Arc::default();
+    let whole = job("x", JobResult::Succeeded);
+    let mut broken = fake(
+        "web-1",
+        Script::Events {
+            first: whole[..2].to_vec(),
+            gate: None,
+            rest: vec![],
+        },
+        &calls,
+    );
+    broken.attach = whole;
+    let web1 = serve(pki.dir.path(), broken).await;
+    let (report, text) = deploy_to(&pki, &[&web1], &mut Interrupt::manual().1).await;
+    assert!(report.ok(), "{report:?}\n{text}");
+    assert_eq!(text.matches("▶ build").count(), 1, "{text}");
+    assert_eq!(text.matches("==> web-1: deploy").count(), 1, "{text}");
+    assert!(
+        text.contains("  ! connection lost (the agent closed the stream before the job finished); re-attaching to deploy-"),
+        "{text}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls[1].starts_with("web-1 attach deploy-"), "{calls:?}");
+
+    // The agent forgot the job and the stream broke before any event: nothing started.
+    let calls = Arc::default();
+    let silent = fake(
+        "web-2",
+        Script::Events {
+            first: vec![],
+            gate: None,
+            rest: vec![],
+        },
+        &calls,
+    );
+    let web2 = serve(pki.dir.path(), silent).await;
+    let (report, _) = deploy_to(&pki, &[&web2], &mut Interrupt::manual().1).await;
+    let JobOutcome::Refused(why) = &report.runs[0].outcome else {
+        panic!("{report:?}")
+    };
+    assert!(why.contains("did not start"), "{why}");
+}
+
+#[tokio::test]
+async fn ctrl_c_finishes_the_current_host_then_stops() {
+    let pki = pki();
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let whole = job("x", JobResult::Succeeded);
+    let slow = Script::Events {
+        first: whole[..2].to_vec(),
+        gate: Some(gate.clone()),
+        rest: whole[2..].to_vec(),
+    };
+    let web1 = serve(pki.dir.path(), fake("web-1", slow, &calls)).await;
+    let web2 = serve(
+        pki.dir.path(),
+        fake("web-2", events(JobResult::Succeeded), &calls),
+    )
+    .await;
+    let (presses, mut interrupt) = Interrupt::manual();
+    let operator = async {
+        while calls.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        presses.send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.add_permits(1);
+    };
+    let hosts = [&web1, &web2];
+    let ((report, text), ()) = tokio::join!(deploy_to(&pki, &hosts, &mut interrupt), operator);
+    assert!(report.runs[0].outcome.ok(), "{report:?}");
+    assert_eq!(report.runs[1].outcome, JobOutcome::NotStarted);
+    assert!(text.contains("  ! interrupted: deploy-"), "{text}");
+    assert!(
+        text.contains("no further host will start; Ctrl-C again to detach"),
+        "{text}"
+    );
+    assert!(text.contains("==> web-1: succeeded"), "{text}");
+    assert_eq!(calls.lock().unwrap().len(), 1);
+
+    // Twice: detach at once; the job keeps running on the agent.
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let slow = Script::Events {
+        first: whole[..2].to_vec(),
+        gate: Some(gate.clone()),
+        rest: whole[2..].to_vec(),
+    };
+    let web3 = serve(pki.dir.path(), fake("web-3", slow, &calls)).await;
+    let (presses, mut interrupt) = Interrupt::manual();
+    let operator = async {
+        while calls.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        presses.send_modify(|n| *n += 2);
+    };
+    let hosts = [&web3, &web2];
+    let ((report, text), ()) = tokio::join!(deploy_to(&pki, &hosts, &mut interrupt), operator);
+    gate.add_permits(1);
+    assert_eq!(report.runs[0].outcome, JobOutcome::Detached);
+    assert_eq!(report.runs[1].outcome, JobOutcome::NotStarted);
+    assert!(text.contains("  ! detached: deploy-"), "{text}");
+    assert!(text.contains("--host web-3` re-attaches"), "{text}");
+    let why = report.failure().unwrap();
+    assert!(
+        why.contains("stopped at web-3: detached: the job keeps running"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn attach_follows_the_host_that_knows_the_job() {
+    let pki = pki();
+    let calls = Arc::default();
+    let mut knows = fake("web-2", events(JobResult::Succeeded), &calls);
+    knows.attach = job("deploy-x-web-2", JobResult::Succeeded);
+    let web1 = serve(
+        pki.dir.path(),
+        fake("web-1", events(JobResult::Succeeded), &calls),
+    )
+    .await;
+    let web2 = serve(pki.dir.path(), knows).await;
+    let mut buf = Vec::new();
+    let mut out = Output::new(&mut buf, false, true);
+    let (_presses, mut interrupt) = Interrupt::manual();
+    let mut session = Session {
+        creds: &pki.creds,
+        timeout: Duration::from_secs(5),
+        out: &mut out,
+        interrupt: &mut interrupt,
+        detach_after: 1,
+    };
+    let report = session
+        .attach(&[&web1, &web2], "deploy-x-web-2")
+        .await
+        .unwrap_or_else(|f| panic!("{:#}", f.error));
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.runs[0].host, "web-2");
+    let text = String::from_utf8(buf).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["host"] == "web-2" && l["job_id"] == "deploy-x-web-2")
+    );
+    assert_eq!(lines[3]["kind"], "finished");
+
+    let mut buf = Vec::new();
+    let mut out = Output::new(&mut buf, false, false);
+    let mut session = Session {
+        creds: &pki.creds,
+        timeout: Duration::from_secs(5),
+        out: &mut out,
+        interrupt: &mut interrupt,
+        detach_after: 1,
+    };
+    let err = session
+        .attach(&[&web1], "deploy-x-web-9")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, crate::EXIT_FAILED);
+    assert_eq!(
+        err.error.to_string(),
+        "no selected host knows job deploy-x-web-9 (asked: web-1)"
+    );
+}

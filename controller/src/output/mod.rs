@@ -1,0 +1,4 @@
+//! How the controller writes: tables and colours, job events as text or JSON lines.
+
+pub mod render;
+pub mod table;

@@ -1,0 +1,518 @@
+//! What a job does on a host, validated once where it is built, and the only place a
+//! job's proto request is built: `hoist deploy`, `hoist rollback` (and the undo of a
+//! stopped deploy), `hoist restart`, `hoist env set|unset`.
+//!
+//! Who migrates is decided by the controller, never by the agents: the rollout picks
+//! the host ([`crate::rollout::plan::Plan::migrator`]) and sets `migrate` in that
+//! host's request only.
+
+use hoist_proto::v1::{
+    DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, RestartRequest, RollbackRequest,
+};
+
+use crate::{
+    agents::{follow::JobRequest, ids},
+    fleet::{Host, MigrateOn},
+};
+
+/// Options that cannot go to any agent: a usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error(
+        "--force needs --reason TEXT: the reason is recorded in every host's journal with \
+         the override"
+    )]
+    ForceWithoutReason,
+    #[error("--ref is empty; name a branch, tag or commit")]
+    EmptyRef,
+    #[error("ref {0:?} starts with '-'; name a branch, tag or commit")]
+    RefLooksLikeAFlag(String),
+    #[error(
+        "--restore-db restores the database from the release's backup, losing every write \
+         made since that backup was taken; add --yes to confirm"
+    )]
+    RestoreWithoutYes,
+    #[error("--to {release:?} is not a release id; `hoist releases {app}` lists them")]
+    NotAReleaseId { release: String, app: String },
+}
+
+fn blank(reason: &Option<String>) -> bool {
+    reason.as_deref().is_none_or(|r| r.trim().is_empty())
+}
+
+/// One request per host, job ids `<base>-<host>`.
+fn per_host<'h>(
+    hosts: &[&'h Host],
+    base: &str,
+    mut request: impl FnMut(usize, String) -> JobRequest,
+) -> Vec<(&'h Host, JobRequest)> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| (*host, request(i, ids::host_job_id(base, &host.name))))
+        .collect()
+}
+
+// === deploy ===
+
+/// `hoist deploy APP --ref REF ...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployOptions {
+    pub app: String,
+    pub git_ref: String,
+    pub migrate_on: MigrateOn,
+    pub allow_missing_env: bool,
+    /// Override a deploy window; needs a reason, recorded in the journal.
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+impl DeployOptions {
+    /// Validated options (usage errors, before anything is loaded or sent).
+    pub fn new(
+        app: String,
+        git_ref: String,
+        migrate_on: MigrateOn,
+        allow_missing_env: bool,
+        force: bool,
+        reason: Option<String>,
+    ) -> Result<DeployOptions, OptionsError> {
+        let options = DeployOptions {
+            app,
+            git_ref,
+            migrate_on,
+            allow_missing_env,
+            force,
+            reason,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
+    fn validate(&self) -> Result<(), OptionsError> {
+        if self.force && blank(&self.reason) {
+            return Err(OptionsError::ForceWithoutReason);
+        }
+        if self.git_ref.trim().is_empty() {
+            return Err(OptionsError::EmptyRef);
+        }
+        if self.git_ref.starts_with('-') {
+            return Err(OptionsError::RefLooksLikeAFlag(self.git_ref.clone()));
+        }
+        Ok(())
+    }
+
+    /// The reason recorded with a forced deploy.
+    pub fn forced_reason(&self) -> Option<&str> {
+        self.reason.as_deref().filter(|_| self.force)
+    }
+
+    /// The request for one host: its job id, and whether it runs the migrations.
+    pub fn request(&self, job_id: String, migrate: bool) -> JobRequest {
+        JobRequest::Deploy(DeployRequest {
+            app: self.app.clone(),
+            r#ref: self.git_ref.clone(),
+            deploy_id: job_id,
+            migrate,
+            allow_missing_env: self.allow_missing_env,
+            forced: self.force,
+            reason: self.reason.clone().unwrap_or_default(),
+        })
+    }
+
+    /// One request per host; host `i` migrates when `migrates(i)`.
+    pub fn requests<'h>(
+        &self,
+        hosts: &[&'h Host],
+        base: &str,
+        migrates: impl Fn(usize) -> bool,
+    ) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |i, id| self.request(id, migrates(i)))
+    }
+}
+
+// === rollback ===
+
+/// `hoist rollback APP [--to RELEASE] [--migrate] [--restore-db --yes]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackOptions {
+    pub app: String,
+    /// Empty: the previous release.
+    pub to_release: Option<String>,
+    /// Reverse the migrations the rolled-back release ran (the app's `migrate_rollback`).
+    pub migrate: bool,
+    /// Restore the database from the target release's backup.
+    pub restore_db: bool,
+    /// The operator confirmed the data loss of `restore_db`.
+    pub yes: bool,
+    pub reason: Option<String>,
+}
+
+impl RollbackOptions {
+    /// Validated options (usage errors, before anything is loaded or sent).
+    pub fn new(
+        app: String,
+        to_release: Option<String>,
+        migrate: bool,
+        restore_db: bool,
+        yes: bool,
+        reason: Option<String>,
+    ) -> Result<RollbackOptions, OptionsError> {
+        let options = RollbackOptions {
+            app,
+            to_release,
+            migrate,
+            restore_db,
+            yes,
+            reason,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// The rollback that undoes a stopped deploy on one host: back to `to`, code only.
+    pub fn undo(app: &str, to: String, reason: String) -> RollbackOptions {
+        RollbackOptions {
+            app: app.to_string(),
+            to_release: Some(to),
+            reason: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), OptionsError> {
+        if self.restore_db && !self.yes {
+            return Err(OptionsError::RestoreWithoutYes);
+        }
+        if let Some(release) = &self.to_release
+            && (release.trim().is_empty() || release.starts_with('-'))
+        {
+            return Err(OptionsError::NotAReleaseId {
+                release: release.clone(),
+                app: self.app.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The request for one host.
+    pub fn request(&self, job_id: String) -> JobRequest {
+        JobRequest::Rollback(RollbackRequest {
+            app: self.app.clone(),
+            to_release: self.to_release.clone().unwrap_or_default(),
+            job_id,
+            migrate: self.migrate,
+            restore_db: self.restore_db,
+            confirm_restore: self.restore_db && self.yes,
+            reason: self.reason.clone().unwrap_or_default(),
+        })
+    }
+
+    pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |_, id| self.request(id))
+    }
+}
+
+// === restart ===
+
+/// `hoist restart APP [--service NAME]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestartOptions {
+    pub app: String,
+    /// Empty: every service of the app.
+    pub service: Option<String>,
+}
+
+impl RestartOptions {
+    /// `restart of APP [SERVICE]`.
+    pub fn title(&self) -> String {
+        match &self.service {
+            Some(service) => format!("restart of {} {service}", self.app),
+            None => format!("restart of {}", self.app),
+        }
+    }
+
+    pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |_, job_id| {
+            JobRequest::Restart(RestartRequest {
+                app: self.app.clone(),
+                service: self.service.clone().unwrap_or_default(),
+                job_id,
+            })
+        })
+    }
+}
+
+// === env ===
+
+/// `hoist env APP set|unset ... [--restart]`: parsed and checked by `commands::env`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvChange {
+    Set(Vec<EnvVar>),
+    Unset(Vec<String>),
+}
+
+impl EnvChange {
+    /// `env set of APP A B`, `env unset of APP A`.
+    pub fn title(&self, app: &str) -> String {
+        match self {
+            EnvChange::Set(vars) => {
+                let keys: Vec<&str> = vars.iter().map(|v| v.key.as_str()).collect();
+                format!("env set of {app} {}", keys.join(" "))
+            }
+            EnvChange::Unset(keys) => format!("env unset of {app} {}", keys.join(" ")),
+        }
+    }
+
+    pub fn requests<'h>(
+        &self,
+        hosts: &[&'h Host],
+        base: &str,
+        app: &str,
+        restart: bool,
+    ) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |_, job_id| match self {
+            EnvChange::Set(vars) => JobRequest::EnvSet(EnvSetRequest {
+                app: app.to_string(),
+                vars: vars.clone(),
+                restart,
+                job_id,
+            }),
+            EnvChange::Unset(keys) => JobRequest::EnvUnset(EnvUnsetRequest {
+                app: app.to_string(),
+                keys: keys.clone(),
+                restart,
+                job_id,
+            }),
+        })
+    }
+}
+
+// === the rollout's operation ===
+
+/// What a rollout does on each host.
+#[derive(Clone, Debug)]
+pub enum Operation {
+    Deploy(DeployOptions),
+    Rollback(RollbackOptions),
+}
+
+impl Operation {
+    pub fn app(&self) -> &str {
+        match self {
+            Operation::Deploy(o) => &o.app,
+            Operation::Rollback(o) => &o.app,
+        }
+    }
+
+    /// The job kind, the first word of its ids.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::Deploy(_) => "deploy",
+            Operation::Rollback(_) => "rollback",
+        }
+    }
+
+    /// `deploy of web main`, `rollback of web`, `rollback of web to R`.
+    pub fn title(&self) -> String {
+        match self {
+            Operation::Deploy(o) => format!("deploy of {} {}", o.app, o.git_ref),
+            Operation::Rollback(o) => match &o.to_release {
+                Some(to) => format!("rollback of {} to {to}", o.app),
+                None => format!("rollback of {}", o.app),
+            },
+        }
+    }
+
+    pub fn deploy(&self) -> Option<&DeployOptions> {
+        match self {
+            Operation::Deploy(o) => Some(o),
+            Operation::Rollback(_) => None,
+        }
+    }
+
+    /// Who migrates: `none` for rollbacks (they never migrate forwards).
+    pub fn migrate_on(&self) -> MigrateOn {
+        self.deploy().map_or(MigrateOn::None, |o| o.migrate_on)
+    }
+
+    pub fn migrates(&self) -> bool {
+        self.migrate_on() != MigrateOn::None
+    }
+
+    /// The request for one host.
+    pub fn request(&self, job_id: String, migrate: bool) -> JobRequest {
+        match self {
+            Operation::Deploy(o) => o.request(job_id, migrate),
+            Operation::Rollback(o) => o.request(job_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        fleet::{Amount, Strategy},
+        rollout::plan::{Plan, Shape},
+    };
+
+    fn hosts() -> Vec<Host> {
+        ["web-1", "web-2", "web-3"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Host {
+                name: name.to_string(),
+                address: format!("127.0.0.1:{}", 7443 + i),
+                groups: vec![],
+                metrics: None,
+            })
+            .collect()
+    }
+
+    fn shape(migrate_on: MigrateOn) -> Shape {
+        Shape {
+            strategy: Strategy::All,
+            batch: Amount::Count(1),
+            canary: Amount::Count(1),
+            bake: std::time::Duration::ZERO,
+            max_unhealthy: Amount::Count(0),
+            migrate_on,
+        }
+    }
+
+    fn options() -> DeployOptions {
+        DeployOptions {
+            app: "carbex".into(),
+            git_ref: "main".into(),
+            migrate_on: MigrateOn::First,
+            allow_missing_env: false,
+            force: false,
+            reason: None,
+        }
+    }
+
+    fn migrates(options: &DeployOptions, hosts: &[&Host]) -> Vec<bool> {
+        let plan = Plan::new(hosts, shape(options.migrate_on));
+        let migrator = plan.migrator(|_| true);
+        options
+            .requests(hosts, "deploy-x", |i| {
+                options.migrate_on == MigrateOn::All || Some(i) == migrator
+            })
+            .into_iter()
+            .map(|(_, r)| match r {
+                JobRequest::Deploy(d) => d.migrate,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn migrate_on_picks_who_migrates() {
+        let all = hosts();
+        let hosts: Vec<&Host> = all.iter().collect();
+        let mut options = options();
+        assert_eq!(migrates(&options, &hosts), [true, false, false]);
+        options.migrate_on = MigrateOn::All;
+        assert_eq!(migrates(&options, &hosts), [true, true, true]);
+        options.migrate_on = MigrateOn::None;
+        assert_eq!(migrates(&options, &hosts), [false, false, false]);
+    }
+
+    #[test]
+    fn deploy_requests_carry_the_options() {
+        let all = hosts();
+        let hosts: Vec<&Host> = all.iter().skip(1).collect();
+        let mut options = options();
+        options.force = true;
+        options.reason = Some("hotfix".into());
+        options.allow_missing_env = true;
+        let requests = options.requests(&hosts, "deploy-20261122T101500Z-a1b2c3", |i| i == 0);
+        let JobRequest::Deploy(first) = &requests[0].1 else {
+            panic!("not a deploy")
+        };
+        assert_eq!(requests[0].0.name, "web-2");
+        assert_eq!(first.deploy_id, "deploy-20261122T101500Z-a1b2c3-web-2");
+        assert_eq!(requests[0].1.job_id(), first.deploy_id);
+        assert!(first.migrate && first.forced && first.allow_missing_env);
+        assert_eq!(first.reason, "hotfix");
+        assert_eq!(first.r#ref, "main");
+    }
+
+    #[test]
+    fn force_needs_a_reason() {
+        let mut options = options();
+        options.force = true;
+        assert!(options.validate().unwrap_err().to_string().contains("--reason"));
+        options.reason = Some("  ".into());
+        assert!(options.validate().unwrap_err().to_string().contains("--reason"));
+        options.reason = Some("window override for incident 42".into());
+        assert!(options.validate().is_ok());
+        options.git_ref = "--upload-pack=x".into();
+        assert!(options.validate().unwrap_err().to_string().contains("starts with '-'"));
+    }
+
+    #[test]
+    fn restore_db_needs_yes() {
+        let mut options = RollbackOptions {
+            app: "carbex".into(),
+            restore_db: true,
+            ..Default::default()
+        };
+        let err = options.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("restores the database from the release's backup"),
+            "{err}"
+        );
+        assert!(err.contains("--yes"), "{err}");
+        options.yes = true;
+        assert!(options.validate().is_ok());
+        let all = hosts();
+        let requests = options.requests(&[&all[0]], "rollback-y");
+        let JobRequest::Rollback(r) = &requests[0].1 else {
+            panic!("not a rollback")
+        };
+        assert!(r.restore_db && r.confirm_restore);
+        assert_eq!(r.to_release, "");
+        assert_eq!(r.job_id, "rollback-y-web-1");
+
+        let plain = RollbackOptions {
+            app: "carbex".into(),
+            yes: true,
+            ..Default::default()
+        };
+        let requests = plain.requests(&[&all[0]], "rollback-y");
+        let JobRequest::Rollback(r) = &requests[0].1 else {
+            panic!("not a rollback")
+        };
+        assert!(!r.restore_db && !r.confirm_restore);
+        let bad = RollbackOptions {
+            app: "carbex".into(),
+            to_release: Some("-x".into()),
+            ..Default::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("hoist releases carbex")
+        );
+    }
+
+    #[test]
+    fn restart_requests() {
+        let all = hosts();
+        let options = RestartOptions {
+            app: "carbex".into(),
+            service: Some("php8.2-fpm".into()),
+        };
+        let requests = options.requests(&[&all[2]], "restart-z");
+        let JobRequest::Restart(r) = &requests[0].1 else {
+            panic!("not a restart")
+        };
+        assert_eq!(
+            (r.app.as_str(), r.service.as_str(), r.job_id.as_str()),
+            ("carbex", "php8.2-fpm", "restart-z-web-3")
+        );
+    }
+}
