@@ -1,6 +1,8 @@
-//! One task owns each app's deploy state (its lock and its running job). RPC handlers
-//! validate, then send the owner a command and await its reply; jobs run in their own
-//! tasks and report back when done.
+//! One task owns each app's deploy state: its lock, its running job and its journal.
+//! RPC handlers validate, then send the owner a command and await its reply; jobs run in
+//! their own tasks and send the owner their journal changes ([`JournalRequest`]) and,
+//! when done, that they finished. The owner is the only writer of the app's journal and
+//! lock files, so two writers can never lose each other's records.
 
 use std::{
     collections::HashMap,
@@ -11,18 +13,46 @@ use std::{
 
 use hoist_proto::v1::LockInfo;
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::Status;
 
 use crate::{
-    config::Config,
+    config::{Config, UnknownApp},
     flows::{
-        self, Request,
-        events::{Job, Registry},
+        self, JournalHandle, JournalRequest, Request,
+        events::{InvalidJobId, Job, Registry},
     },
-    state::{journal, lock::AppLock},
+    state::{
+        journal::{self, Change, JobRecord, Journal, JournalError, JournalFile},
+        lock::{AppLock, LockError},
+        running::Running,
+    },
 };
 
-type Reply<T> = oneshot::Sender<Result<T, Status>>;
+/// Why an app's owner refused or could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AppsError {
+    #[error(transparent)]
+    UnknownApp(#[from] UnknownApp),
+    #[error("app {0} is no longer configured")]
+    NoLongerConfigured(String),
+    #[error(transparent)]
+    InvalidJobId(#[from] InvalidJobId),
+    #[error("job id {job} is already used by app {app}")]
+    JobIdTaken { job: String, app: String },
+    #[error("app {app} is busy with job {job}; `hoist attach {job}` to follow it")]
+    Busy { app: String, job: String },
+    #[error("job {0} is running and holds the lock; it releases it when it ends")]
+    JobHoldsLock(String),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot create the job log: {0}")]
+    JobLog(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the app's owner task stopped; retry")]
+    OwnerStopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AppsError>>;
 
 enum Command {
     Start {
@@ -45,6 +75,18 @@ enum Command {
     },
     State {
         reply: oneshot::Sender<(Option<LockInfo>, Option<String>)>,
+    },
+    /// A record from outside any job (RecordRefusal).
+    Record {
+        record: JobRecord,
+        reply: Reply<()>,
+    },
+    Journal {
+        reply: oneshot::Sender<Journal>,
+    },
+    /// Startup: finish what a previous agent left running.
+    Recover {
+        reply: oneshot::Sender<Option<String>>,
     },
     Finished {
         job_id: String,
@@ -79,64 +121,63 @@ impl Apps {
         &self.registry
     }
 
-    /// Marks jobs that died with a previous agent `interrupted` and removes their
-    /// half-built releases. Called once before serving.
-    pub fn recover(&self) -> Vec<String> {
+    /// Starts every configured app's owner, which marks jobs that died with a previous
+    /// agent `interrupted` and removes their half-built releases. Called once before
+    /// serving; returns the interrupted jobs' ids.
+    pub async fn recover(&self) -> Vec<String> {
         let config = self.config.borrow().clone();
-        config
-            .apps
-            .iter()
-            .filter_map(|app| {
-                let id = flows::recover(&config.agent.state_dir, app, &self.registry)?;
-                // A lock taken by the dead job dies with it.
-                let mut lock = AppLock::load(&config.agent.state_dir, &app.name);
-                let _ = lock.release(&app.name, &id, false, journal::now_ms());
-                Some(id)
-            })
-            .collect()
+        let mut interrupted = Vec::new();
+        for app in &config.apps {
+            let (reply, rx) = oneshot::channel();
+            let Ok(owner) = self.owner(&app.name) else {
+                continue;
+            };
+            if owner.send(Command::Recover { reply }).await.is_ok()
+                && let Ok(Some(id)) = rx.await
+            {
+                interrupted.push(id);
+            }
+        }
+        interrupted
     }
 
-    fn owner(&self, app: &str) -> Result<mpsc::Sender<Command>, Status> {
+    fn owner(&self, app: &str) -> Result<mpsc::Sender<Command>, AppsError> {
         let config = self.config.borrow().clone();
-        if !config.apps.iter().any(|a| a.name == app) {
-            let known: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
-            return Err(Status::not_found(format!(
-                "unknown app {app:?}; this agent has: {}",
-                if known.is_empty() {
-                    "no apps".into()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
+        config.app(app)?;
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = owners.get(app).filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
         let (tx, rx) = mpsc::channel(32);
+        let (journal_tx, journal_rx) = mpsc::channel(32);
         let owner = Owner {
             app: app.to_string(),
             state_dir: config.agent.state_dir.clone(),
             config: self.config.clone(),
             registry: self.registry.clone(),
             lock: AppLock::load(&config.agent.state_dir, app),
+            journal: JournalFile::open(&config.agent.state_dir, app),
+            journal_tx,
             running: None,
             tx: tx.downgrade(),
             recheck: self.recheck.clone(),
         };
-        tokio::spawn(owner.run(rx));
+        tokio::spawn(owner.run(rx, journal_rx));
         owners.insert(app.to_string(), tx.clone());
         Ok(tx)
     }
 
-    async fn ask<T>(&self, app: &str, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
+    async fn ask<T>(
+        &self,
+        app: &str,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, AppsError> {
         let (reply, rx) = oneshot::channel();
         self.owner(app)?
             .send(make(reply))
             .await
-            .map_err(|_| Status::unavailable("the app's owner task stopped; retry"))?;
-        rx.await
-            .map_err(|_| Status::unavailable("the app's owner task stopped; retry"))?
+            .map_err(|_| AppsError::OwnerStopped)?;
+        rx.await.map_err(|_| AppsError::OwnerStopped)?
     }
 
     /// Starts a job, or returns the existing one with the same id.
@@ -146,14 +187,14 @@ impl Apps {
         job_id: &str,
         who: &str,
         request: Request,
-    ) -> Result<Arc<Job>, Status> {
-        crate::flows::events::validate_id(job_id)?;
+    ) -> Result<Arc<Job>, AppsError> {
+        flows::events::validate_id(job_id)?;
         if let Some(job) = self.registry.get(job_id) {
             if job.app != app && !job.app.is_empty() {
-                return Err(Status::already_exists(format!(
-                    "job id {job_id} is already used by app {}",
-                    job.app
-                )));
+                return Err(AppsError::JobIdTaken {
+                    job: job_id.into(),
+                    app: job.app.clone(),
+                });
             }
             return Ok(job);
         }
@@ -173,7 +214,7 @@ impl Apps {
         deploy_id: &str,
         reason: &str,
         ttl: Option<Duration>,
-    ) -> Result<LockInfo, Status> {
+    ) -> Result<LockInfo, AppsError> {
         self.ask(app, |reply| Command::Lock {
             holder: holder.into(),
             deploy_id: deploy_id.into(),
@@ -184,13 +225,29 @@ impl Apps {
         .await
     }
 
-    pub async fn unlock(&self, app: &str, deploy_id: &str, force: bool) -> Result<(), Status> {
+    pub async fn unlock(&self, app: &str, deploy_id: &str, force: bool) -> Result<(), AppsError> {
         self.ask(app, |reply| Command::Unlock {
             deploy_id: deploy_id.into(),
             force,
             reply,
         })
         .await
+    }
+
+    /// Records a job that never ran (a refusal) in the app's journal.
+    pub async fn record(&self, app: &str, record: JobRecord) -> Result<(), AppsError> {
+        self.ask(app, |reply| Command::Record { record, reply })
+            .await
+    }
+
+    /// The app's journal as it is now.
+    pub async fn journal(&self, app: &str) -> Result<Journal, AppsError> {
+        let (reply, rx) = oneshot::channel();
+        self.owner(app)?
+            .send(Command::Journal { reply })
+            .await
+            .map_err(|_| AppsError::OwnerStopped)?;
+        rx.await.map_err(|_| AppsError::OwnerStopped)
     }
 
     /// The live lock and the running job of an app.
@@ -213,6 +270,9 @@ struct Owner {
     config: watch::Receiver<Arc<Config>>,
     registry: Arc<Registry>,
     lock: AppLock,
+    journal: JournalFile,
+    /// Handed to each job, for its journal changes.
+    journal_tx: mpsc::Sender<JournalRequest>,
     /// The running job and whether it took the lock itself (rather than running under
     /// a lease the controller took first).
     running: Option<(Arc<Job>, bool)>,
@@ -221,70 +281,118 @@ struct Owner {
 }
 
 impl Owner {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.recv().await {
-            let now = journal::now_ms();
-            match cmd {
-                Command::Start {
-                    job_id,
-                    who,
-                    request,
-                    reply,
-                } => {
-                    let _ = reply.send(self.start(job_id, who, request, now));
-                }
-                Command::Lock {
-                    holder,
-                    deploy_id,
-                    reason,
-                    ttl,
-                    reply,
-                } => {
-                    let r = self
-                        .lock
-                        .acquire(&self.app, &holder, &deploy_id, &reason, ttl, now)
-                        .map(|l| l.info());
-                    let _ = reply.send(r);
-                }
-                Command::Unlock {
-                    deploy_id,
-                    force,
-                    reply,
-                } => {
-                    let r = match &self.running {
-                        Some((job, true)) if job.id == deploy_id && !force => {
-                            Err(Status::failed_precondition(format!(
-                                "job {} is running and holds the lock; it releases it when it ends",
-                                job.id
-                            )))
-                        }
-                        _ => self.lock.release(&self.app, &deploy_id, force, now),
-                    };
-                    let _ = reply.send(r);
-                }
-                Command::State { reply } => {
-                    let lock = self.lock.current(now).map(|l| l.info());
-                    let running = self.running.as_ref().map(|(j, _)| j.id.clone());
-                    let _ = reply.send((lock, running));
-                }
-                Command::Finished { job_id } => {
-                    if let Some((job, took_lock)) = self.running.take_if(|(j, _)| j.id == job_id) {
-                        if took_lock {
-                            let _ = self.lock.release(&self.app, &job.id, false, now);
-                        }
-                        self.registry.retire(&job.id);
-                        self.recheck.notify_one();
-                        // Event logs of jobs the journal no longer lists go too.
-                        let journal = journal::Journal::load(&journal::Journal::path(
-                            &self.state_dir,
-                            &self.app,
-                        ));
-                        self.registry
-                            .prune(&self.app, &|id| journal.jobs.iter().any(|j| j.job_id == id));
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut journal_rx: mpsc::Receiver<JournalRequest>,
+    ) {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                Some(request) = journal_rx.recv() => self.journal_request(request),
+            }
+        }
+    }
+
+    fn journal_request(&mut self, request: JournalRequest) {
+        match request {
+            JournalRequest::Apply { change, reply } => {
+                let _ = reply.send(self.journal.apply(*change));
+            }
+            JournalRequest::Snapshot { reply } => {
+                let _ = reply.send(self.journal.get().clone());
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = journal::now_ms();
+        match cmd {
+            Command::Start {
+                job_id,
+                who,
+                request,
+                reply,
+            } => {
+                let _ = reply.send(self.start(job_id, who, request, now));
+            }
+            Command::Lock {
+                holder,
+                deploy_id,
+                reason,
+                ttl,
+                reply,
+            } => {
+                let r = self
+                    .lock
+                    .acquire(&self.app, &holder, &deploy_id, &reason, ttl, now)
+                    .map(|l| l.info())
+                    .map_err(AppsError::from);
+                let _ = reply.send(r);
+            }
+            Command::Unlock {
+                deploy_id,
+                force,
+                reply,
+            } => {
+                let r = match &self.running {
+                    Some((job, true)) if job.id == deploy_id && !force => {
+                        Err(AppsError::JobHoldsLock(job.id.clone()))
                     }
+                    _ => self
+                        .lock
+                        .release(&self.app, &deploy_id, force, now)
+                        .map_err(AppsError::from),
+                };
+                let _ = reply.send(r);
+            }
+            Command::State { reply } => {
+                let lock = self.lock.current(now).map(|l| l.info());
+                let running = self.running.as_ref().map(|(j, _)| j.id.clone());
+                let _ = reply.send((lock, running));
+            }
+            Command::Record { record, reply } => {
+                let r = self.journal.apply(Change::Job(record));
+                let _ = reply.send(r.map_err(AppsError::from));
+            }
+            Command::Journal { reply } => {
+                let _ = reply.send(self.journal.get().clone());
+            }
+            Command::Recover { reply } => {
+                let _ = reply.send(self.recover(now));
+            }
+            Command::Finished { job_id } => {
+                if let Some((job, took_lock)) = self.running.take_if(|(j, _)| j.id == job_id) {
+                    if took_lock {
+                        let _ = self.lock.release(&self.app, &job.id, false, now);
+                    }
+                    self.registry.retire(&job.id);
+                    self.recheck.notify_one();
+                    // Event logs of jobs the journal no longer lists go too.
+                    let journal = self.journal.get();
+                    self.registry
+                        .prune(&self.app, &|id| journal.jobs.iter().any(|j| j.job_id == id));
                 }
             }
         }
+    }
+
+    /// Records the end of a job a previous agent left running, and frees its lock.
+    fn recover(&mut self, now: u64) -> Option<String> {
+        let config = self.config.borrow().clone();
+        let app = config.app(&self.app).ok()?;
+        let record = flows::recover(&self.state_dir, app, &self.registry)?;
+        let id = record.job_id.clone();
+        if let Err(err) = self.journal.apply(Change::Job(record)) {
+            tracing::error!(app = %self.app, error = %err, "cannot record the interrupted job");
+        }
+        Running::clear(&self.state_dir, &self.app);
+        // A lock taken by the dead job dies with it.
+        let _ = self.lock.release(&self.app, &id, false, now);
+        Some(id)
     }
 
     fn start(
@@ -293,25 +401,21 @@ impl Owner {
         who: String,
         request: Request,
         now: u64,
-    ) -> Result<Arc<Job>, Status> {
+    ) -> Result<Arc<Job>, AppsError> {
         if let Some((job, _)) = &self.running {
             if job.id == job_id {
                 return Ok(job.clone());
             }
-            return Err(Status::failed_precondition(format!(
-                "app {} is busy with job {}; `hoist attach {}` to follow it",
-                self.app, job.id, job.id
-            )));
+            return Err(AppsError::Busy {
+                app: self.app.clone(),
+                job: job.id.clone(),
+            });
         }
         let config = self.config.borrow().clone();
         let app = config
-            .apps
-            .iter()
-            .find(|a| a.name == self.app)
-            .cloned()
-            .ok_or_else(|| {
-                Status::not_found(format!("app {} is no longer configured", self.app))
-            })?;
+            .app(&self.app)
+            .map_err(|_| AppsError::NoLongerConfigured(self.app.clone()))?
+            .clone();
         // Under a lease the controller already holds for this deploy id, or our own.
         let held_for_us = self
             .lock
@@ -322,7 +426,7 @@ impl Owner {
                 &self.app,
                 &who,
                 &job_id,
-                &format!("{} job", crate::state::journal::kind_name(request.kind())),
+                &format!("{} job", journal::kind_name(request.kind())),
                 Some(flows::JOB_LEASE),
                 now,
             )?;
@@ -330,9 +434,10 @@ impl Owner {
         let job = self
             .registry
             .create(&job_id, &self.app)
-            .map_err(|e| Status::internal(format!("cannot create the job log: {e}")))?;
+            .map_err(AppsError::JobLog)?;
         self.running = Some((job.clone(), !held_for_us));
-        let ctx = flows::Ctx::new(&self.state_dir, app, job.clone(), who);
+        let journal = JournalHandle::new(self.journal_tx.clone());
+        let ctx = flows::Ctx::new(&self.state_dir, app, job.clone(), who, journal);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             flows::run(ctx, request).await;

@@ -40,6 +40,10 @@ pub enum DaemonError {
     },
     #[error("cannot set up signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot build the gRPC reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server task ended abnormally: {0}")]
+    ServerTask(#[from] tokio::task::JoinError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -100,7 +104,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
         recheck.clone(),
     ));
     let apps = Apps::new(config_rx.clone(), registry, recheck);
-    for job in apps.recover() {
+    for job in apps.recover().await {
         tracing::warn!(job = %job, "job marked interrupted: hoistd stopped while it ran");
     }
     let metrics_task = metrics_listener
@@ -112,8 +116,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hoist_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| DaemonError::Signals(std::io::Error::other(e)))?;
+        .build_v1()?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let incoming = tls::incoming(listener, tls_rx);
@@ -153,7 +156,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
                 monitor_task.abort();
                 return match result {
                     Ok(r) => r.map_err(DaemonError::from),
-                    Err(join) => Err(DaemonError::Signals(std::io::Error::other(join))),
+                    Err(join) => Err(DaemonError::from(join)),
                 };
             }
         }

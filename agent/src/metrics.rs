@@ -149,7 +149,7 @@ pub fn render(config: &Config, snap: &Snapshot) -> String {
         .map(|a| {
             (
                 a.name.as_str(),
-                Journal::load(&Journal::path(&config.agent.state_dir, &a.name)),
+                Journal::read(&Journal::path(&config.agent.state_dir, &a.name)),
             )
         })
         .collect();

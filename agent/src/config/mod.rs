@@ -45,6 +45,22 @@ pub enum ConfigError {
     Invalid { errors: Vec<Diagnostic> },
 }
 
+/// A request named an app this agent does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown app {app:?}; this agent has: {}", known_apps(.known))]
+pub struct UnknownApp {
+    pub app: String,
+    pub known: Vec<String>,
+}
+
+fn known_apps(known: &[String]) -> String {
+    if known.is_empty() {
+        "no apps".into()
+    } else {
+        known.join(", ")
+    }
+}
+
 // === the config ===
 
 /// The whole agent config.
@@ -197,6 +213,19 @@ pub struct Steps {
 /// the first that fails. Written as a string or a list of strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command(pub Vec<String>);
+
+impl Config {
+    /// The app called `name`: the one place an unknown app is told apart.
+    pub fn app(&self, name: &str) -> Result<&App, UnknownApp> {
+        self.apps
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| UnknownApp {
+                app: name.to_string(),
+                known: self.apps.iter().map(|a| a.name.clone()).collect(),
+            })
+    }
+}
 
 impl App {
     /// The app's services, plus, for the compose strategy, the app's compose project

@@ -15,7 +15,7 @@ use crate::{
     host::process::{self},
     state::{
         atomic,
-        journal::{self, Journal, ReleaseRecord},
+        journal::{self, Change, Journal, ReleaseRecord},
         release::{self},
         running::Running,
     },
@@ -178,7 +178,7 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
         let actual = ctx.layout.shared().join(".env");
         if example.is_file() {
             let missing = crate::state::envfile::missing_keys_in_files(&example, &actual)
-                .or_else(|e| ctx.fail(step, e))?;
+                .or_else(|e| ctx.fail(step, e.to_string()))?;
             if !missing.is_empty() {
                 let text = format!(
                     "shared/.env lacks keys that .env.example lists: {}",
@@ -249,25 +249,19 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
     );
     ctx.notice(format!("backup {} ({} bytes)", file.display(), size));
     if ctx.layout.current().is_some() {
-        let path = ctx.journal_path();
-        let mut journal = Journal::load(&path);
-        let entry = journal.release_mut(&current);
-        match entry {
-            Some(r) => r.backup_file = Some(file.display().to_string()),
-            None => journal.releases.push(ReleaseRecord {
-                id: current.clone(),
-                backup_file: Some(file.display().to_string()),
-                ..Default::default()
-            }),
-        }
-        let _ = journal.save(&path);
+        let change = Change::Backup {
+            release: current.clone(),
+            file: file.display().to_string(),
+        };
+        ctx.journal
+            .record(change, "the backup in the journal")
+            .await;
     }
     Ok(Some(file.display().to_string()))
 }
 
 /// Keeps backups recorded on releases still on disk, the newest `keep` of the rest.
-pub(super) fn prune_backups(ctx: &Ctx) {
-    let journal = Journal::load(&ctx.journal_path());
+pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
     let on_disk = ctx.layout.list();
     let keep: Vec<String> = journal
         .releases
@@ -385,7 +379,7 @@ pub(super) async fn deploy(
     }
     running.switched = true;
     running.save(&ctx.state_dir, &ctx.app.name);
-    record_release(ctx, &id, &commit, r#ref);
+    record_release(ctx, &id, &commit, r#ref).await;
 
     let after: StepResult = async {
         activate(ctx, &dir).await?;
@@ -419,32 +413,25 @@ pub(super) async fn deploy(
         }
     };
     if outcome.result == JobResult::Succeeded {
-        note_current(ctx, &id, &previous);
+        note_current(ctx, &id, &previous).await;
     }
-    let protect: Vec<String> = ctx
-        .layout
-        .previous(&Journal::load(&ctx.journal_path()))
-        .into_iter()
-        .collect();
+    let journal = ctx.journal.snapshot().await;
+    let protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
     let removed = ctx.layout.prune(ctx.app.keep_releases as usize, &protect);
     if !removed.is_empty() {
         ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
     }
-    prune_backups(ctx);
+    prune_backups(ctx, &journal);
     outcome
 }
 
 /// Records in the journal's history that `id` now serves, after `was`.
-pub(super) fn note_current(ctx: &Ctx, id: &str, was: &str) {
-    let path = ctx.journal_path();
-    let mut journal = Journal::load(&path);
-    if !was.is_empty() && !journal.history.iter().any(|h| h == was) {
-        journal.note_current(was);
-    }
-    journal.note_current(id);
-    if let Err(err) = journal.save(&path) {
-        tracing::error!(error = %err, "cannot record the release history");
-    }
+pub(super) async fn note_current(ctx: &Ctx, id: &str, was: &str) {
+    let change = Change::Current {
+        id: id.into(),
+        was: was.into(),
+    };
+    ctx.journal.record(change, "the release history").await;
 }
 
 /// The command strategy's switch: `activate` (e.g. `helm upgrade --install ... --wait`)
@@ -457,22 +444,20 @@ pub(super) async fn activate(ctx: &Ctx, dir: &Path) -> StepResult {
     Ok(())
 }
 
-pub(super) fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
-    let path = ctx.journal_path();
-    let mut journal = Journal::load(&path);
-    journal.releases.retain(|r| r.id != id);
-    journal.releases.push(ReleaseRecord {
-        id: id.into(),
-        commit: commit.into(),
-        r#ref: r#ref.into(),
-        who: ctx.who.clone(),
-        deployed_at_ms: journal::now_ms(),
-        job_id: ctx.job.id.clone(),
-        backup_file: None,
-    });
-    let on_disk = ctx.layout.list();
-    journal.releases.retain(|r| on_disk.contains(&r.id));
-    if let Err(err) = journal.save(&path) {
-        tracing::error!(error = %err, "cannot record the release in the journal");
-    }
+pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
+    let change = Change::Release {
+        record: ReleaseRecord {
+            id: id.into(),
+            commit: commit.into(),
+            r#ref: r#ref.into(),
+            who: ctx.who.clone(),
+            deployed_at_ms: journal::now_ms(),
+            job_id: ctx.job.id.clone(),
+            backup_file: None,
+        },
+        on_disk: ctx.layout.list(),
+    };
+    ctx.journal
+        .record(change, "the release in the journal")
+        .await;
 }

@@ -19,7 +19,8 @@ pub(super) async fn env_change(
     let step = "env";
     let path = ctx.layout.shared().join(".env");
     let started = ctx.start(step, format!("edit {}", path.display()));
-    let result = crate::state::envfile::edit(&path, set, unset).or_else(|e| ctx.fail(step, e));
+    let result =
+        crate::state::envfile::edit(&path, set, unset).or_else(|e| ctx.fail(step, e.to_string()));
     if let Ok(lines) = &result {
         for line in lines {
             ctx.job.emit(Kind::Output(StepOutput {

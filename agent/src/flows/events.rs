@@ -8,7 +8,6 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, Read as _, Write as _},
     path::{Path, PathBuf},
-    pin::Pin,
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -16,14 +15,17 @@ use std::{
 use hoist_proto::v1::{JobEvent, JobFinished, JobResult, job_event::Kind};
 use prost::Message as _;
 use tokio::sync::watch;
-use tokio_stream::Stream;
-use tonic::Status;
+use tokio_stream::wrappers::ReceiverStream;
 
-/// A stream of a job's events, as returned by Deploy, Rollback, Restart and Attach.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
+/// A job id that cannot name a job (nor its log file).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "job id {0:?} is not valid: use 1-128 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
+)]
+pub struct InvalidJobId(pub String);
 
 /// Job ids are chosen by the controller; they name files, so they are checked.
-pub fn validate_id(id: &str) -> Result<(), Status> {
+pub fn validate_id(id: &str) -> Result<(), InvalidJobId> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with(['-', '.'])
@@ -34,9 +36,7 @@ pub fn validate_id(id: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
-            "job id {id:?} is not valid: use 1-128 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
-        )))
+        Err(InvalidJobId(id.to_string()))
     }
 }
 
@@ -107,7 +107,7 @@ impl Job {
     }
 
     /// Every event from the first, then live ones until the job finishes.
-    pub fn follow(self: &Arc<Self>) -> EventStream {
+    pub fn follow(self: &Arc<Self>) -> ReceiverStream<JobEvent> {
         let job = self.clone();
         let mut progress = self.progress.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -120,7 +120,7 @@ impl Job {
                 };
                 next += batch.len();
                 for event in batch {
-                    if tx.send(Ok(event)).await.is_err() {
+                    if tx.send(event).await.is_err() {
                         return; // the client went away; the job goes on
                     }
                 }
@@ -136,7 +136,7 @@ impl Job {
                 }
             }
         });
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+        ReceiverStream::new(rx)
     }
 }
 
@@ -322,7 +322,7 @@ mod tests {
         writer.await.unwrap();
         let mut seen = Vec::new();
         while let Some(e) = early.next().await {
-            seen.push(e.unwrap().seq);
+            seen.push(e.seq);
         }
         assert_eq!(seen, vec![0, 1, 2, 3]);
 

@@ -14,11 +14,12 @@ mod step;
 use std::time::{Duration, Instant};
 
 use hoist_proto::v1::{JobFinished, JobKind, JobResult, JobStarted, job_event::Kind};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     host::process::RunAs,
     state::{
-        journal::{self, JobRecord, Journal},
+        journal::{self, Change, JobRecord, Journal, JournalError},
         running::Running,
     },
 };
@@ -26,6 +27,64 @@ use crate::{
 pub use recover::recover;
 pub use step::Ctx;
 use step::{Failed, StepResult};
+
+/// What a flow asks of its app's journal. The app's owner task ([`crate::apps`]) holds
+/// the journal and answers these in order; no flow writes the file itself.
+pub enum JournalRequest {
+    Apply {
+        change: Box<Change>,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Journal>,
+    },
+}
+
+/// A job's line to its app's journal.
+#[derive(Clone)]
+pub struct JournalHandle(mpsc::Sender<JournalRequest>);
+
+impl JournalHandle {
+    pub fn new(tx: mpsc::Sender<JournalRequest>) -> JournalHandle {
+        JournalHandle(tx)
+    }
+
+    /// Records `change` and waits until it is written; a failure is logged (the job goes
+    /// on: the release on disk is the truth, the journal its history).
+    pub(crate) async fn record(&self, change: Change, what: &str) {
+        let (reply, rx) = oneshot::channel();
+        let written = match self
+            .0
+            .send(JournalRequest::Apply {
+                change: Box::new(change),
+                reply,
+            })
+            .await
+        {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(err)) => tracing::error!(error = %err, "cannot record {what}"),
+            None => tracing::error!("cannot record {what}: the app's owner task stopped"),
+        }
+    }
+
+    /// The journal as it is now, after every change this job recorded.
+    pub(crate) async fn snapshot(&self) -> Journal {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .0
+            .send(JournalRequest::Snapshot { reply })
+            .await
+            .is_err()
+        {
+            return Journal::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
 
 /// What a job was asked to do.
 #[derive(Clone, Debug)]
@@ -90,7 +149,7 @@ pub async fn run(mut ctx: Ctx, request: Request) -> Outcome {
                     commit: String::new(),
                     error: err.to_string(),
                 };
-                return finish(&ctx, &request, outcome, started_at_ms, clock);
+                return finish(&ctx, &request, outcome, started_at_ms, clock).await;
             }
         }
     }
@@ -141,10 +200,10 @@ pub async fn run(mut ctx: Ctx, request: Request) -> Outcome {
             restart,
         } => env::env_change(&ctx, set, unset, *restart).await,
     };
-    finish(&ctx, &request, outcome, started_at_ms, clock)
+    finish(&ctx, &request, outcome, started_at_ms, clock).await
 }
 
-fn finish(
+async fn finish(
     ctx: &Ctx,
     request: &Request,
     outcome: Outcome,
@@ -152,8 +211,6 @@ fn finish(
     clock: Instant,
 ) -> Outcome {
     let duration_ms = clock.elapsed().as_millis() as u64;
-    let path = ctx.journal_path();
-    let mut journal = Journal::load(&path);
     let (r#ref, forced, reason) = match request {
         Request::Deploy {
             r#ref,
@@ -165,7 +222,7 @@ fn finish(
         Request::Restart { service } => (String::new(), false, service.clone()),
         Request::Env { set, unset, .. } => (String::new(), false, env::env_summary(set, unset)),
     };
-    journal.record_job(JobRecord {
+    let record = JobRecord {
         job_id: ctx.job.id.clone(),
         kind: journal::kind_name(request.kind()).into(),
         r#ref,
@@ -179,11 +236,11 @@ fn finish(
         error: outcome.error.clone(),
         forced,
         reason,
-    });
-    if let Err(err) = journal.save(&path) {
-        tracing::error!(app = %ctx.app.name, error = %err, "cannot write the journal");
-    }
-    let _ = std::fs::remove_file(Running::path(&ctx.state_dir, &ctx.app.name));
+    };
+    ctx.journal
+        .record(Change::Job(record), "the job in the journal")
+        .await;
+    Running::clear(&ctx.state_dir, &ctx.app.name);
     ctx.job.emit(Kind::Finished(JobFinished {
         result: outcome.result.into(),
         release: outcome.release.clone(),

@@ -6,20 +6,19 @@ use hoist_proto::v1::JobResult;
 
 use crate::{
     config::App,
+    flows::events::{self, Registry},
     state::{
-        journal::{self, JobRecord, Journal},
+        journal::{self, JobRecord},
         release::Layout,
         running::Running,
     },
 };
 
-/// Called at startup: a job that was running when the agent died is marked
-/// `interrupted`; a release it was building is removed; `current` is left as it is.
-pub fn recover(
-    state_dir: &Path,
-    app: &App,
-    registry: &crate::flows::events::Registry,
-) -> Option<String> {
+/// Called at startup by the app's owner task: a job that was running when the agent
+/// died gets a final `interrupted` event; a release it was building is removed;
+/// `current` is left as it is. Returns the job's journal record, for the owner to write
+/// before it clears the running marker ([`Running::clear`]).
+pub fn recover(state_dir: &Path, app: &App, registry: &Registry) -> Option<JobRecord> {
     let path = Running::path(state_dir, &app.name);
     let running: Running = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
     let layout = Layout::new(&app.deploy_to);
@@ -40,10 +39,9 @@ pub fn recover(
             running.release
         ));
     }
-    crate::flows::events::mark_interrupted(registry, &app.name, &running.job_id, &note);
-    let jpath = Journal::path(state_dir, &app.name);
-    let mut journal = Journal::load(&jpath);
-    journal.record_job(JobRecord {
+    events::mark_interrupted(registry, &app.name, &running.job_id, &note);
+    tracing::warn!(app = %app.name, job = %running.job_id, "{note}");
+    Some(JobRecord {
         job_id: running.job_id.clone(),
         kind: running.kind.clone(),
         r#ref: running.r#ref.clone(),
@@ -51,11 +49,7 @@ pub fn recover(
         who: running.who.clone(),
         started_at_ms: running.started_at_ms,
         result: journal::result_name(JobResult::Interrupted).into(),
-        error: note.clone(),
+        error: note,
         ..Default::default()
-    });
-    let _ = journal.save(&jpath);
-    let _ = std::fs::remove_file(&path);
-    tracing::warn!(app = %app.name, job = %running.job_id, "{note}");
-    Some(running.job_id)
+    })
 }

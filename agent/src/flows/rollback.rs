@@ -3,10 +3,7 @@
 
 use hoist_proto::v1::JobResult;
 
-use crate::{
-    config::{self},
-    state::journal::Journal,
-};
+use crate::config::{self};
 
 use super::*;
 
@@ -81,7 +78,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
     let current = ctx.layout.current().unwrap_or_default();
     let target = if to.is_empty() {
         ctx.layout
-            .previous(&Journal::load(&ctx.journal_path()))
+            .previous(&ctx.journal.snapshot().await)
             .unwrap_or_default()
     } else {
         to.to_string()
@@ -115,7 +112,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
     if target == current {
         return fail("rollback", format!("release {target} is already current"));
     }
-    let journal = Journal::load(&ctx.journal_path());
+    let journal = ctx.journal.snapshot().await;
     let record = journal.release(&target).cloned().unwrap_or_default();
     ctx.set_release_vars(&target, &record.commit, &record.r#ref);
     ctx.notice(format!("rolling back from {current} to {target}"));
@@ -153,7 +150,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
             .switch(&target)
             .or_else(|e| ctx.fail("switch", format!("cannot switch: {e}")));
         ctx.finish("switch", started, r)?;
-        super::deploy::note_current(ctx, &target, &current);
+        super::deploy::note_current(ctx, &target, &current).await;
         super::deploy::activate(ctx, &target_dir).await?;
         ctx.maybe_hook(
             "after_switch",

@@ -16,17 +16,18 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{self, App},
+    flows::JournalHandle,
     flows::events::Job,
     host::{
         checks,
         process::{self, RunAs, Stream},
         services,
     },
-    state::{journal::Journal, release::Layout},
+    state::{envfile::EnvFile, release::Layout},
 };
 
 /// Shortest secret that is masked in step output (shorter values would mask noise).
-pub(super) const MIN_SECRET_LEN: usize = 6;
+const MIN_SECRET_LEN: usize = 6;
 
 /// A step that failed: which, and why (with the tool's output tail).
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub app: App,
     pub job: Arc<Job>,
     pub who: String,
+    /// The app's journal, written by its owner task.
+    pub(super) journal: JournalHandle,
     pub(super) layout: Layout,
     pub(super) run_as: Option<RunAs>,
     pub(super) secrets: Vec<String>,
@@ -50,7 +53,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(state_dir: &Path, app: App, job: Arc<Job>, who: String) -> Ctx {
+    pub fn new(
+        state_dir: &Path,
+        app: App,
+        job: Arc<Job>,
+        who: String,
+        journal: JournalHandle,
+    ) -> Ctx {
         let layout = Layout::new(&app.deploy_to);
         let secrets = secrets_of(&layout.shared().join(".env"));
         Ctx {
@@ -62,6 +71,7 @@ impl Ctx {
             app,
             job,
             who,
+            journal,
         }
     }
 
@@ -373,20 +383,17 @@ impl Ctx {
         self.vars.insert("HOIST_COMMIT".into(), commit.into());
         self.vars.insert("HOIST_REF".into(), r#ref.into());
     }
-
-    pub(super) fn journal_path(&self) -> PathBuf {
-        Journal::path(&self.state_dir, &self.app.name)
-    }
 }
 
-pub(super) fn secrets_of(env_file: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(env_file) else {
+/// The values of `shared/.env` worth masking, read by the one `.env` parser.
+fn secrets_of(env_file: &Path) -> Vec<String> {
+    let Ok(env) = EnvFile::load(env_file) else {
         return Vec::new();
     };
-    let mut secrets: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string())
+    let mut secrets: Vec<String> = env
+        .keys()
+        .iter()
+        .filter_map(|k| env.get(k))
         .filter(|v| v.len() >= MIN_SECRET_LEN)
         .collect();
     // Longest first, so a value containing another is masked whole.

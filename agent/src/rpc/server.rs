@@ -1,25 +1,36 @@
 //! The `hoist.v1.Agent` gRPC service. Handlers validate, read the owners' published
 //! state, and answer; authorization already happened in [`crate::rpc::authz`].
 
-use std::{sync::Arc, time::Duration, time::SystemTime};
+use std::{pin::Pin, sync::Arc, time::Duration, time::SystemTime};
 
 use hoist_proto::v1::{
-    self as pb, GetInfoRequest, GetInfoResponse, StatusRequest, StatusResponse, WatchStatusRequest,
-    agent_server::Agent,
+    self as pb, GetInfoRequest, GetInfoResponse, JobEvent, StatusRequest, StatusResponse,
+    WatchStatusRequest, agent_server::Agent,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-
-use crate::flows::events::EventStream;
+use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::{
     apps::Apps,
-    config::Config,
-    flows as deploy, monitor,
+    config::{App, Config},
+    flows::{self as deploy, events, events::Job},
+    monitor,
     rpc::tls::{Peer, Role},
-    state::{envfile, journal::Journal, release},
+    state::{
+        envfile,
+        journal::{self, JobRecord},
+        release,
+    },
 };
+
+/// A stream of a job's events, as returned by Deploy, Rollback, Restart and Attach.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
+
+/// Every event of `job` from the first, then live ones until it finishes.
+fn follow(job: &Arc<Job>) -> EventStream {
+    Box::pin(job.follow().map(Ok))
+}
 
 /// Shortest WatchStatus interval a client may ask for.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -50,21 +61,6 @@ impl AgentService {
         }
     }
 
-    fn check_app(config: &Config, app: &str) -> Result<(), Status> {
-        if app.is_empty() || config.apps.iter().any(|a| a.name == app) {
-            return Ok(());
-        }
-        let known: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
-        Err(Status::not_found(format!(
-            "unknown app {app:?}; this agent has: {}",
-            if known.is_empty() {
-                "no apps".to_string()
-            } else {
-                known.join(", ")
-            }
-        )))
-    }
-
     /// Starts (or finds, by id) a job and streams its events from the first.
     async fn run_job(
         &self,
@@ -74,7 +70,7 @@ impl AgentService {
         request: deploy::Request,
     ) -> Result<Response<EventStream>, Status> {
         let job = self.apps.start(app, job_id, who, request).await?;
-        Ok(Response::new(job.follow()))
+        Ok(Response::new(follow(&job)))
     }
 
     /// Checks an env edit (names and values; nothing empty) and runs it as a job.
@@ -88,10 +84,10 @@ impl AgentService {
         restart: bool,
     ) -> Result<Response<EventStream>, Status> {
         for (key, value) in &set {
-            envfile::check_assignment(key, value).map_err(Status::invalid_argument)?;
+            envfile::check_assignment(key, value)?;
         }
         for key in &unset {
-            envfile::check_assignment(key, "").map_err(Status::invalid_argument)?;
+            envfile::check_assignment(key, "")?;
         }
         if set.is_empty() && unset.is_empty() {
             return Err(Status::invalid_argument(
@@ -109,7 +105,7 @@ impl AgentService {
 
     async fn status_now(&self, app: &str) -> Result<StatusResponse, Status> {
         let config = self.config.borrow().clone();
-        Self::check_app(&config, app)?;
+        known(&config, app)?;
         let snapshot = self.snapshot.borrow().clone();
         let mut status = monitor::status(&config, &snapshot, app).await;
         for app in &mut status.apps {
@@ -160,7 +156,7 @@ impl Agent for AgentService {
         request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
         let req = request.into_inner();
-        Self::check_app(&self.config.borrow(), &req.app)?;
+        known(&self.config.borrow(), &req.app)?;
         let (tx, rx) = mpsc::channel(2);
         let this = self.clone();
         let mut stopping = self.stopping.clone();
@@ -247,8 +243,7 @@ impl Agent for AgentService {
         let req = request.into_inner();
         {
             let config = self.config.borrow().clone();
-            Self::check_app(&config, &req.app)?;
-            let app = config.apps.iter().find(|a| a.name == req.app);
+            let app = known(&config, &req.app)?;
             let names: Vec<String> = app
                 .map(|a| a.all_services().iter().map(|s| s.display_name()).collect())
                 .unwrap_or_default();
@@ -283,13 +278,13 @@ impl Agent for AgentService {
         request: Request<pb::AttachRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = request.into_inner().job_id;
-        crate::flows::events::validate_id(&id)?;
+        events::validate_id(&id)?;
         let job = self.apps.registry().get(&id).ok_or_else(|| {
             Status::not_found(format!(
                 "no job {id} on this host; `hoist log APP` lists the jobs"
             ))
         })?;
-        Ok(Response::new(job.follow()))
+        Ok(Response::new(follow(&job)))
     }
 
     async fn job_log(
@@ -297,13 +292,12 @@ impl Agent for AgentService {
         request: Request<pb::JobLogRequest>,
     ) -> Result<Response<pb::JobLogResponse>, Status> {
         let req = request.into_inner();
-        let config = self.config.borrow().clone();
-        Self::check_app(&config, &req.app)?;
+        known(&self.config.borrow(), &req.app)?;
         if req.app.is_empty() {
             return Err(Status::invalid_argument("name the app whose log you want"));
         }
         if req.job_id.is_empty() {
-            let journal = Journal::load(&Journal::path(&config.agent.state_dir, &req.app));
+            let journal = self.apps.journal(&req.app).await?;
             let limit = if req.limit == 0 {
                 20
             } else {
@@ -314,7 +308,7 @@ impl Agent for AgentService {
                 events: Vec::new(),
             }));
         }
-        crate::flows::events::validate_id(&req.job_id)?;
+        events::validate_id(&req.job_id)?;
         let job = self
             .apps
             .registry()
@@ -337,7 +331,7 @@ impl Agent for AgentService {
         let config = self.config.borrow().clone();
         let app = find_app(&config, &req.app)?;
         let layout = release::Layout::new(&app.deploy_to);
-        let journal = Journal::load(&Journal::path(&config.agent.state_dir, &app.name));
+        let journal = self.apps.journal(&app.name).await?;
         let releases = journal.list(
             &layout.list(),
             &layout.current().unwrap_or_default(),
@@ -394,7 +388,7 @@ impl Agent for AgentService {
         let config = self.config.borrow().clone();
         let app = find_app(&config, &req.app)?;
         let path = release::Layout::new(&app.deploy_to).shared().join(".env");
-        let vars = envfile::list(&path, req.show).map_err(Status::failed_precondition)?;
+        let vars = envfile::list(&path, req.show)?;
         Ok(Response::new(pb::EnvListResponse { vars }))
     }
 
@@ -433,7 +427,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
         let who = who(&request);
         let req = request.into_inner();
-        crate::flows::events::validate_id(&req.job_id)?;
+        events::validate_id(&req.job_id)?;
         if req.reason.trim().is_empty() {
             return Err(Status::invalid_argument(
                 "say why the operation was refused",
@@ -441,22 +435,18 @@ impl Agent for AgentService {
         }
         let config = self.config.borrow().clone();
         let app = find_app(&config, &req.app)?;
-        let path = Journal::path(&config.agent.state_dir, &app.name);
-        let mut journal = Journal::load(&path);
-        let kind = crate::state::journal::kind_name(req.kind());
-        journal.record_job(crate::state::journal::JobRecord {
+        let kind = journal::kind_name(req.kind());
+        let record = JobRecord {
             job_id: req.job_id,
             kind: kind.into(),
             r#ref: req.r#ref,
             who,
-            started_at_ms: crate::state::journal::now_ms(),
-            result: crate::state::journal::result_name(pb::JobResult::Refused).into(),
+            started_at_ms: journal::now_ms(),
+            result: journal::result_name(pb::JobResult::Refused).into(),
             error: req.reason,
             ..Default::default()
-        });
-        journal
-            .save(&path)
-            .map_err(|e| Status::internal(format!("cannot write the journal: {e}")))?;
+        };
+        self.apps.record(&app.name, record).await?;
         Ok(Response::new(pb::RecordRefusalResponse {}))
     }
 }
@@ -470,24 +460,68 @@ fn who<T>(request: &Request<T>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn find_app<'a>(config: &'a Config, name: &str) -> Result<&'a crate::config::App, Status> {
-    AgentService::check_app(config, name)?;
-    config
-        .apps
-        .iter()
-        .find(|a| a.name == name)
-        .ok_or_else(|| Status::invalid_argument("name the app"))
+/// The app a request names, when it names one (an empty name means every app).
+fn known<'a>(config: &'a Config, name: &str) -> Result<Option<&'a App>, Status> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(config.app(name)?))
 }
 
-/// The controller names its jobs; older or hand-made clients may not.
+/// The app a request must name.
+fn find_app<'a>(config: &'a Config, name: &str) -> Result<&'a App, Status> {
+    known(config, name)?.ok_or_else(|| Status::invalid_argument("name the app"))
+}
+
+/// The controller names its jobs; older or hand-made clients may not. A new id is
+/// `KIND-STAMP-RANDOM`, e.g. `restart-20261122T101500Z-5f0c2a9e1b7d`: ordered by time
+/// to the second, unique by 48 random bits.
 fn job_id_or_new(id: &str, kind: &str) -> String {
-    if id.is_empty() {
-        format!(
-            "{kind}-{}-{:x}",
-            release::utc_stamp(crate::state::journal::now_ms() / 1000),
-            crate::state::journal::now_ms() % 0xffffff
-        )
-    } else {
-        id.to_string()
+    if !id.is_empty() {
+        return id.to_string();
+    }
+    let now = journal::now_ms();
+    format!(
+        "{kind}-{}-{:012x}",
+        release::utc_stamp(now / 1000),
+        random_u64() & 0xffff_ffff_ffff
+    )
+}
+
+/// 64 bits from the kernel's random source; should it be unreadable, the clock and the
+/// pid, mixed (still distinct per call through a counter).
+fn random_u64() -> u64 {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok()
+    {
+        return u64::from_le_bytes(bytes);
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_job_ids_are_valid_and_distinct() {
+        let a = job_id_or_new("", "restart");
+        let b = job_id_or_new("", "restart");
+        assert_ne!(a, b);
+        events::validate_id(&a).unwrap();
+        assert!(
+            a.starts_with("restart-") && a.len() == "restart-".len() + 16 + 1 + 12,
+            "{a}"
+        );
+        assert_eq!(job_id_or_new("d-1", "restart"), "d-1");
     }
 }

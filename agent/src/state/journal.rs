@@ -97,31 +97,13 @@ impl Journal {
         state_dir.join("apps").join(app).join("journal.json")
     }
 
-    /// Loads the journal; an unreadable file is moved aside and reported, never
-    /// silently replaced.
-    pub fn load(path: &Path) -> Journal {
-        match std::fs::read(path) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Journal::default(),
-            Err(err) => {
-                tracing::error!(path = %path.display(), error = %err, "cannot read the journal; starting a new one");
-                Journal::default()
-            }
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
-                let aside = path.with_extension(format!("corrupt-{}", now_ms()));
-                tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %err,
-                    "journal is unreadable; moved aside, starting a new one");
-                let _ = std::fs::rename(path, &aside);
-                Journal::default()
-            }),
-        }
-    }
-
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        atomic::write_file(path, &bytes)
+    /// Reads the journal without changing anything: a missing or unreadable file reads
+    /// as empty. For readers outside the app's owner task (the metrics endpoint).
+    pub fn read(path: &Path) -> Journal {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
     }
 
     /// Records that `id` is now serving.
@@ -146,10 +128,6 @@ impl Journal {
 
     pub fn release(&self, id: &str) -> Option<&ReleaseRecord> {
         self.releases.iter().find(|r| r.id == id)
-    }
-
-    pub fn release_mut(&mut self, id: &str) -> Option<&mut ReleaseRecord> {
-        self.releases.iter_mut().find(|r| r.id == id)
     }
 
     /// Records a job (replacing an earlier record of the same id), newest last.
@@ -212,6 +190,109 @@ impl Journal {
     }
 }
 
+/// A change to the journal, as flows and the RecordRefusal handler send it to the app's
+/// owner task.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A job ended (or was refused, or interrupted).
+    Job(JobRecord),
+    /// `id` now serves, after `was` (empty when nothing served before).
+    Current { id: String, was: String },
+    /// A release was switched to; releases no longer on disk are forgotten.
+    Release {
+        record: ReleaseRecord,
+        on_disk: Vec<String>,
+    },
+    /// A backup was taken while `release` was current.
+    Backup { release: String, file: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the journal: {source}")]
+pub struct JournalError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// The journal as the app's owner task holds it: in memory, and written through
+/// atomically on every change. Only the owner task ([`crate::apps`]) opens one, so
+/// there is one writer per app and no change is lost between two writers.
+pub struct JournalFile {
+    path: PathBuf,
+    journal: Journal,
+}
+
+impl JournalFile {
+    /// Loads the journal; an unreadable file is moved aside and reported, never
+    /// silently replaced.
+    pub fn open(state_dir: &Path, app: &str) -> JournalFile {
+        let path = Journal::path(state_dir, app);
+        let journal = match std::fs::read(&path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Journal::default(),
+            Err(err) => {
+                tracing::error!(path = %path.display(), error = %err, "cannot read the journal; starting a new one");
+                Journal::default()
+            }
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                let aside = path.with_extension(format!("corrupt-{}", now_ms()));
+                tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %err,
+                    "journal is unreadable; moved aside, starting a new one");
+                let _ = std::fs::rename(&path, &aside);
+                Journal::default()
+            }),
+        };
+        JournalFile { path, journal }
+    }
+
+    pub fn get(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Applies `change` and writes the journal.
+    pub fn apply(&mut self, change: Change) -> Result<(), JournalError> {
+        let journal = &mut self.journal;
+        match change {
+            Change::Job(record) => journal.record_job(record),
+            Change::Current { id, was } => {
+                if !was.is_empty() && !journal.history.contains(&was) {
+                    journal.note_current(&was);
+                }
+                journal.note_current(&id);
+            }
+            Change::Release { record, on_disk } => {
+                journal.releases.retain(|r| r.id != record.id);
+                journal.releases.push(record);
+                journal.releases.retain(|r| on_disk.contains(&r.id));
+            }
+            Change::Backup { release, file } => {
+                match journal.releases.iter_mut().find(|r| r.id == release) {
+                    Some(r) => r.backup_file = Some(file),
+                    None => journal.releases.push(ReleaseRecord {
+                        id: release,
+                        backup_file: Some(file),
+                        ..Default::default()
+                    }),
+                }
+            }
+        }
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), JournalError> {
+        let write = || {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let bytes = serde_json::to_vec_pretty(&self.journal).map_err(io::Error::other)?;
+            atomic::write_file(&self.path, &bytes)
+        };
+        write().map_err(|source| JournalError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
 fn kind_from_name(name: &str) -> JobKind {
     [
         JobKind::Deploy,
@@ -246,28 +327,36 @@ mod tests {
     fn round_trip_and_corrupt_file_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = Journal::path(dir.path(), "web");
-        let mut j = Journal::default();
-        j.releases.push(ReleaseRecord {
-            id: "20261122T101500Z-abc1234".into(),
-            commit: "abc1234".into(),
-            ..Default::default()
-        });
-        j.record_job(JobRecord {
+        let mut j = JournalFile::open(dir.path(), "web");
+        let id = "20261122T101500Z-abc1234".to_string();
+        j.apply(Change::Release {
+            record: ReleaseRecord {
+                id: id.clone(),
+                commit: "abc1234".into(),
+                ..Default::default()
+            },
+            on_disk: vec![id.clone()],
+        })
+        .unwrap();
+        j.apply(Change::Job(JobRecord {
             job_id: "d-1".into(),
             kind: "deploy".into(),
             result: "rolled_back".into(),
             ..Default::default()
-        });
-        j.save(&path).unwrap();
-        let back = Journal::load(&path);
-        assert_eq!(back.releases, j.releases);
+        }))
+        .unwrap();
+        let back = JournalFile::open(dir.path(), "web");
+        assert_eq!(back.get().releases, j.get().releases);
+        let back = Journal::read(&path);
         let s = back.summaries("web", 10);
         assert_eq!(s[0].result(), JobResult::RolledBack);
         assert_eq!(s[0].kind(), JobKind::Deploy);
 
         std::fs::write(&path, b"{not json").unwrap();
-        let fresh = Journal::load(&path);
-        assert!(fresh.jobs.is_empty());
+        assert!(Journal::read(&path).jobs.is_empty());
+        assert!(path.exists(), "a reader changes nothing");
+        let fresh = JournalFile::open(dir.path(), "web");
+        assert!(fresh.get().jobs.is_empty());
         let aside = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
             .flatten()

@@ -8,11 +8,9 @@ use std::{
     time::Duration,
 };
 
+use crate::state::{atomic, journal};
 use hoist_proto::v1::LockInfo;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
-
-use crate::state::{atomic, journal};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Lease {
@@ -69,6 +67,17 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// Why a lock could not be taken or released.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Someone else holds it; `held` describes them (see [`Lease::describe`]).
+    #[error("{held}; wait for it, or `hoist unlock {app} --force` if it is stale")]
+    Busy { app: String, held: String },
+    /// An unlock named another deploy id than the holder's.
+    #[error("{held}; this unlock names {deploy_id:?}; pass --force to break it")]
+    NotHolder { held: String, deploy_id: String },
+}
+
 /// The lock of one app, persisted so a manual lock survives a restart.
 pub struct AppLock {
     path: PathBuf,
@@ -89,8 +98,8 @@ impl AppLock {
         self.lease.as_ref().filter(|l| l.live(now_ms))
     }
 
-    /// Takes or renews the lock for `deploy_id`. Busy → FailedPrecondition naming the
-    /// holder and since when.
+    /// Takes or renews the lock for `deploy_id`. Busy: an error naming the holder and
+    /// since when.
     pub fn acquire(
         &mut self,
         app: &str,
@@ -99,14 +108,14 @@ impl AppLock {
         reason: &str,
         ttl: Option<Duration>,
         now_ms: u64,
-    ) -> Result<Lease, Status> {
+    ) -> Result<Lease, LockError> {
         if let Some(held) = self.current(now_ms)
             && held.deploy_id != deploy_id
         {
-            return Err(Status::failed_precondition(format!(
-                "{}; wait for it, or `hoist unlock {app} --force` if it is stale",
-                held.describe(app, now_ms)
-            )));
+            return Err(LockError::Busy {
+                app: app.to_string(),
+                held: held.describe(app, now_ms),
+            });
         }
         let since_ms = self.current(now_ms).map_or(now_ms, |held| held.since_ms);
         let lease = Lease {
@@ -128,7 +137,7 @@ impl AppLock {
         deploy_id: &str,
         force: bool,
         now_ms: u64,
-    ) -> Result<(), Status> {
+    ) -> Result<(), LockError> {
         match self.current(now_ms) {
             None => {
                 self.lease = None;
@@ -140,10 +149,10 @@ impl AppLock {
                 self.persist();
                 Ok(())
             }
-            Some(held) => Err(Status::failed_precondition(format!(
-                "{}; this unlock names {deploy_id:?}; pass --force to break it",
-                held.describe(app, now_ms)
-            ))),
+            Some(held) => Err(LockError::NotHolder {
+                held: held.describe(app, now_ms),
+                deploy_id: deploy_id.to_string(),
+            }),
         }
     }
 
@@ -181,9 +190,10 @@ mod tests {
         // Renewal by the same deploy keeps `since`.
         let renewed = lock.acquire("web", "dana", "d-1", "", ttl, 20_000).unwrap();
         assert_eq!(renewed.since_ms, 1_000);
-        let busy = lock
-            .acquire("web", "vera", "d-2", "", ttl, 21_000)
-            .unwrap_err();
+        let busy = tonic::Status::from(
+            lock.acquire("web", "vera", "d-2", "", ttl, 21_000)
+                .unwrap_err(),
+        );
         assert_eq!(busy.code(), tonic::Code::FailedPrecondition);
         assert!(
             busy.message().contains("locked by dana (job d-1)"),

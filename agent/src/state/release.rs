@@ -9,15 +9,23 @@ use std::{
     time::SystemTime,
 };
 
-use tonic::Status;
+/// A name from a request that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error("ref {name:?} is not valid: {why}; pass a branch, tag or commit sha, e.g. --ref main")]
+    Ref { name: String, why: &'static str },
+    #[error("release {0:?} is not a release id; see `hoist releases APP` for the ids")]
+    Release(String),
+}
 
 /// Validates a git ref from a request: a branch, tag or (abbreviated) sha. Never starts
 /// with `-` (it would be an option), no `..`, no control characters or spaces, no `@{`.
-pub fn validate_ref(r: &str) -> Result<(), Status> {
-    let bad = |why: &str| {
-        Err(Status::invalid_argument(format!(
-            "ref {r:?} is not valid: {why}; pass a branch, tag or commit sha, e.g. --ref main"
-        )))
+pub fn validate_ref(r: &str) -> Result<(), NameError> {
+    let bad = |why: &'static str| {
+        Err(NameError::Ref {
+            name: r.to_string(),
+            why,
+        })
     };
     if r.is_empty() {
         return bad("it is empty");
@@ -43,7 +51,7 @@ pub fn validate_ref(r: &str) -> Result<(), Status> {
 }
 
 /// Validates a release id from a request (a directory name under `releases/`).
-pub fn validate_release_id(id: &str) -> Result<(), Status> {
+pub fn validate_release_id(id: &str) -> Result<(), NameError> {
     let ok = !id.is_empty()
         && id.len() <= 100
         && !id.starts_with('.')
@@ -54,9 +62,7 @@ pub fn validate_release_id(id: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
-            "release {id:?} is not a release id; see `hoist releases APP` for the ids"
-        )))
+        Err(NameError::Release(id.to_string()))
     }
 }
 

@@ -34,4 +34,9 @@ impl Running {
             tracing::warn!(path = %path.display(), error = %err, "cannot record the running job");
         }
     }
+
+    /// Removes the marker: the job ended (or its end was recorded after a restart).
+    pub fn clear(state_dir: &Path, app: &str) {
+        let _ = std::fs::remove_file(Running::path(state_dir, app));
+    }
 }
