@@ -12,7 +12,10 @@ use futures_util::{StreamExt as _, stream};
 use hoist_proto::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
-use crate::{agents::client::{self, Credentials}, fleet::Host};
+use crate::{
+    agents::client::{self, Credentials},
+    fleet::Host,
+};
 
 /// Hosts asked at once unless the caller says otherwise.
 pub const CONCURRENCY: usize = 64;

@@ -95,7 +95,9 @@ impl JobOutcome {
     /// The result as shown in tables.
     pub fn label(&self) -> (&'static str, Tone) {
         match self {
-            JobOutcome::Finished(f) => (render::result_name(f.result), render::result_tone(f.result)),
+            JobOutcome::Finished(f) => {
+                (render::result_name(f.result), render::result_tone(f.result))
+            }
             JobOutcome::Refused(_) => ("refused", Tone::Bad),
             JobOutcome::Unreachable(_) => ("unreachable", Tone::Bad),
             JobOutcome::Lost(_) => ("lost", Tone::Bad),
@@ -122,7 +124,6 @@ impl JobOutcome {
         }
     }
 }
-
 
 /// Errors that may mean the connection, not the agent's decision: worth re-attaching.
 fn is_transport(status: &Status) -> bool {
@@ -251,7 +252,9 @@ async fn recover(
         "connection lost ({lost}); re-attaching to {job_id} ({attempt}/{REATTACH_ATTEMPTS})"
     )));
     tokio::time::sleep(Duration::from_secs(1 << attempt.saturating_sub(1).min(5))).await;
-    let mut agent = connect(host, creds, timeout).await.map_err(JobOutcome::Lost)?;
+    let mut agent = connect(host, creds, timeout)
+        .await
+        .map_err(JobOutcome::Lost)?;
     let request = AttachRequest {
         job_id: job_id.to_string(),
     };
@@ -264,4 +267,3 @@ async fn recover(
         Err(status) => Err(JobOutcome::Lost(client::status_error(&status))),
     }
 }
-

@@ -45,3 +45,42 @@ pub fn new_job_id(kind: &str) -> Result<String, IdError> {
 pub fn host_job_id(base: &str, host: &str) -> String {
     format!("{base}-{host}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::render::tests::T0;
+
+    #[test]
+    fn job_ids() {
+        assert_eq!(
+            format_job_id("deploy", T0, [0xa1, 0xb2, 0xc3]),
+            "deploy-20261122T101500Z-a1b2c3"
+        );
+        assert_eq!(
+            host_job_id("deploy-20261122T101500Z-a1b2c3", "web-1"),
+            "deploy-20261122T101500Z-a1b2c3-web-1"
+        );
+        let id = new_job_id("rollback").unwrap();
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0], "rollback");
+        assert_eq!(parts[1].len(), 16, "{id}");
+        assert!(
+            parts[1].starts_with("20") && parts[1].ends_with('Z'),
+            "{id}"
+        );
+        assert_eq!(parts[1].as_bytes()[8], b'T', "{id}");
+        assert!(
+            parts[2].len() == 6 && parts[2].chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+        // What the agent accepts as a job id: letters, digits, '-', '_', '.'; at most 128.
+        let full = host_job_id(&id, "web-1_eu");
+        assert!(full.len() <= 128);
+        assert!(
+            full.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
+    }
+}

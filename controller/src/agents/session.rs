@@ -292,7 +292,6 @@ pub struct Session<'a, 'o> {
     pub detach_after: u32,
 }
 
-
 /// The note when the operator detaches from a rollout whose jobs run on `hosts`.
 pub fn detached_from(hosts: &[String]) -> String {
     format!(
@@ -519,7 +518,11 @@ impl Session<'_, '_> {
     }
 
     /// `hoist attach JOB`: asks `hosts` which one knows the job and follows it there.
-    pub async fn attach(&mut self, hosts: &[&Host], job_id: &str) -> Result<RunReport, AttachError> {
+    pub async fn attach(
+        &mut self,
+        hosts: &[&Host],
+        job_id: &str,
+    ) -> Result<RunReport, AttachError> {
         let request = AttachRequest {
             job_id: job_id.to_string(),
         };

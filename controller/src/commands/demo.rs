@@ -16,7 +16,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::{ca, agents::client, fleet, commands::status, output::table};
+use crate::{agents::client, ca, commands::status, fleet, output::table};
 
 const HOSTS: [&str; 3] = ["web-1", "web-2", "web-3"];
 const START_TIMEOUT: Duration = Duration::from_secs(15);

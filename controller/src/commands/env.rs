@@ -162,10 +162,9 @@ pub async fn run(global: &Global, args: EnvArgs) -> Result<(), Failure> {
             EnvChange::Set(parse_assignments(vars).map_err(usage)?),
             *restart,
         )),
-        EnvAction::Unset { keys, restart } => Some((
-            EnvChange::Unset(parse_keys(keys).map_err(usage)?),
-            *restart,
-        )),
+        EnvAction::Unset { keys, restart } => {
+            Some((EnvChange::Unset(parse_keys(keys).map_err(usage)?), *restart))
+        }
         EnvAction::Get { key, .. } => {
             validate_key(key).map_err(usage)?;
             None
@@ -176,7 +175,15 @@ pub async fn run(global: &Global, args: EnvArgs) -> Result<(), Failure> {
     let (change, restart) = match (change, &args.action) {
         (None, EnvAction::List { show }) => {
             let hosts = ctx.hosts.iter().collect::<Vec<_>>();
-            return list(&hosts, &ctx.creds, args.timeout, &args.app, *show, &mut ctx.out).await;
+            return list(
+                &hosts,
+                &ctx.creds,
+                args.timeout,
+                &args.app,
+                *show,
+                &mut ctx.out,
+            )
+            .await;
         }
         (None, EnvAction::Get { key, show }) => {
             let hosts = ctx.hosts.iter().collect::<Vec<_>>();

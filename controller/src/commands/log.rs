@@ -22,7 +22,14 @@ use serde_json::{Value, json};
 use clap::Args;
 
 use crate::commands::{Ctx, Global, QUERY_TIMEOUT, parse_duration};
-use crate::{Failure, agents::client::Credentials, agents::fanout::{self, Answer}, fleet::Host, output::render::{self, Output}, output::table::{self, Cell, Tone}};
+use crate::{
+    Failure,
+    agents::client::Credentials,
+    agents::fanout::{self, Answer},
+    fleet::Host,
+    output::render::{self, Output},
+    output::table::{self, Cell, Tone},
+};
 
 #[derive(Args, Debug)]
 pub struct LogArgs {
@@ -44,7 +51,17 @@ pub async fn run(global: &Global, args: LogArgs) -> Result<(), Failure> {
     let mut ctx = Ctx::load(global)?;
     let hosts = ctx.hosts.iter().collect::<Vec<_>>();
     match &args.job {
-        Some(id) => job(&hosts, &ctx.creds, args.timeout, &args.app, id, &mut ctx.out).await,
+        Some(id) => {
+            job(
+                &hosts,
+                &ctx.creds,
+                args.timeout,
+                &args.app,
+                id,
+                &mut ctx.out,
+            )
+            .await
+        }
         None => {
             recent(
                 &hosts,
@@ -659,7 +676,10 @@ mod tests {
     use hoist_proto::v1::{Notice, StepStarted, Stream as OutputStream};
 
     use super::*;
-    use crate::{agents::fanout::CallError, output::render::tests::{T0, at, failed_deploy}};
+    use crate::{
+        agents::fanout::CallError,
+        output::render::tests::{T0, at, failed_deploy},
+    };
 
     fn event(seq: u64, offset_ms: i64, kind: Kind) -> JobEvent {
         JobEvent {

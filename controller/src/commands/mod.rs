@@ -131,7 +131,11 @@ impl Ctx {
 
     /// A session that follows jobs on the selected hosts; Ctrl-C `detach_after` times
     /// detaches.
-    pub fn session(&mut self, timeout: Duration, detach_after: u32) -> (Vec<&Host>, Session<'_, 'static>) {
+    pub fn session(
+        &mut self,
+        timeout: Duration,
+        detach_after: u32,
+    ) -> (Vec<&Host>, Session<'_, 'static>) {
         let hosts = self.hosts.iter().collect();
         let session = Session {
             creds: &self.creds,

@@ -10,7 +10,14 @@ use serde_json::{Value, json};
 use clap::Args;
 
 use crate::commands::{Ctx, Global, QUERY_TIMEOUT, parse_duration};
-use crate::{Failure, agents::client::Credentials, agents::fanout::{self, Answer}, fleet::Host, output::render::{self, Output}, output::table::{self, Cell, Tone}};
+use crate::{
+    Failure,
+    agents::client::Credentials,
+    agents::fanout::{self, Answer},
+    fleet::Host,
+    output::render::{self, Output},
+    output::table::{self, Cell, Tone},
+};
 
 #[derive(Args, Debug)]
 pub struct ReleasesArgs {
@@ -155,7 +162,10 @@ pub async fn releases(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{agents::fanout::CallError, output::render::tests::{T0, at}};
+    use crate::{
+        agents::fanout::CallError,
+        output::render::tests::{T0, at},
+    };
 
     #[test]
     fn marks_current_previous_and_backups() {

@@ -32,11 +32,17 @@ pub struct StatusArgs {
 pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
     let ctx = Ctx::load(global)?;
     let app = args.app.unwrap_or_default();
-    let reports = fetch(&ctx.targets(), &ctx.creds, &app, args.timeout, args.concurrency).await;
+    let reports = fetch(
+        &ctx.targets(),
+        &ctx.creds,
+        &app,
+        args.timeout,
+        args.concurrency,
+    )
+    .await;
     if global.json {
-        let text = serde_json::to_string_pretty(&to_json(&reports)).map_err(|e| {
-            Failure::failed(anyhow::Error::new(e).context("encoding JSON"))
-        })?;
+        let text = serde_json::to_string_pretty(&to_json(&reports))
+            .map_err(|e| Failure::failed(anyhow::Error::new(e).context("encoding JSON")))?;
         println!("{text}");
     } else {
         print!("{}", render(&reports, table::use_colour()));

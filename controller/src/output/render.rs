@@ -356,15 +356,38 @@ pub fn event_to_json(host: &str, event: &JobEvent) -> Value {
 /// Where a command's output goes: text (coloured or not) or JSON lines. Write errors
 /// (a closed pipe) are ignored: the job on the agent does not depend on the terminal.
 pub struct Output<'a> {
-    out: Box<dyn Write + Send + 'a>,
+    out: Sink<'a>,
     pub colour: bool,
     pub json: bool,
+}
+
+/// Where [`Output`] writes (no drop glue: a borrowed buffer is free again after the
+/// last write).
+enum Sink<'a> {
+    Borrowed(&'a mut (dyn Write + Send)),
+    Stdout(std::io::Stdout),
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Borrowed(w) => w.write(buf),
+            Sink::Stdout(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Borrowed(w) => w.flush(),
+            Sink::Stdout(w) => w.flush(),
+        }
+    }
 }
 
 impl<'a> Output<'a> {
     pub fn new(out: &'a mut (dyn Write + Send), colour: bool, json: bool) -> Output<'a> {
         Output {
-            out: Box::new(out),
+            out: Sink::Borrowed(out),
             colour,
             json,
         }
@@ -373,7 +396,7 @@ impl<'a> Output<'a> {
     /// Output to stdout.
     pub fn stdout(colour: bool, json: bool) -> Output<'static> {
         Output {
-            out: Box::new(std::io::stdout()),
+            out: Sink::Stdout(std::io::stdout()),
             colour,
             json,
         }

@@ -12,11 +12,7 @@
 
 use std::time::Duration;
 
-use futures_util::{
-    StreamExt as _,
-    future::join_all,
-    stream::FuturesUnordered,
-};
+use futures_util::{StreamExt as _, future::join_all, stream::FuturesUnordered};
 use hoist_proto::v1::{StatusResponse, WatchStatusRequest};
 use prost_types::Timestamp;
 use serde_json::json;

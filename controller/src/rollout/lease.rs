@@ -21,7 +21,11 @@ use futures_util::future::join_all;
 use hoist_proto::v1::{LockInfo, LockRequest, UnlockRequest};
 use tokio::task::JoinHandle;
 
-use crate::{agents::client::Credentials, agents::fanout::{self, CallError}, fleet::Host};
+use crate::{
+    agents::client::Credentials,
+    agents::fanout::{self, CallError},
+    fleet::Host,
+};
 
 /// Lease length of a rollout's locks; a lease not renewed within it lapses. The one
 /// lease constant of the controller.

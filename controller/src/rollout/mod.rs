@@ -91,7 +91,6 @@ pub enum RolloutError {
     Failed(String),
 }
 
-
 /// Hosts whose jobs run at once, in a phase and when rolling back.
 pub const CONCURRENCY: usize = 16;
 /// Gates are evaluated at the start and end of a bake and this often in between.

@@ -443,13 +443,31 @@ mod tests {
     fn force_needs_a_reason() {
         let mut options = options();
         options.force = true;
-        assert!(options.validate().unwrap_err().to_string().contains("--reason"));
+        assert!(
+            options
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--reason")
+        );
         options.reason = Some("  ".into());
-        assert!(options.validate().unwrap_err().to_string().contains("--reason"));
+        assert!(
+            options
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--reason")
+        );
         options.reason = Some("window override for incident 42".into());
         assert!(options.validate().is_ok());
         options.git_ref = "--upload-pack=x".into();
-        assert!(options.validate().unwrap_err().to_string().contains("starts with '-'"));
+        assert!(
+            options
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("starts with '-'")
+        );
     }
 
     #[test]

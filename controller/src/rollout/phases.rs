@@ -25,9 +25,7 @@ use crate::{
 /// Every phase in order, each followed by its bake, until the end or a stop.
 pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
     let migrate_on = setup.op.migrate_on();
-    let mut migrator = setup
-        .plan
-        .migrator(|i| state.records[i].skipped.is_none());
+    let mut migrator = setup.plan.migrator(|i| state.records[i].skipped.is_none());
     for phase in &setup.plan.phases {
         if state.stop.is_some() {
             break;
@@ -156,7 +154,6 @@ async fn run_job(
         let _ = tx.send((i, update));
     };
     let host = setup.plan.hosts[i];
-    let outcome =
-        follow::run_job(host, setup.creds, setup.timeout, request, || true, &send).await;
+    let outcome = follow::run_job(host, setup.creds, setup.timeout, request, || true, &send).await;
     (i, outcome)
 }

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::{fleet::{Amount, Gate, Host, MigrateOn, Strategy}, rollout::gates, output::render};
+use crate::{
+    fleet::{Amount, Gate, Host, MigrateOn, Strategy},
+    output::render,
+    rollout::gates,
+};
 
 /// How a rollout moves through the hosts (flags over `[deploy]` defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,12 @@ use crate::{
         render,
         table::{self, Tone},
     },
-    rollout::{operation::Operation, paint_bad, plan::{self, Plan}, progress::Progress},
+    rollout::{
+        operation::Operation,
+        paint_bad,
+        plan::{self, Plan},
+        progress::Progress,
+    },
 };
 
 /// Why the rollout stopped before its end.
@@ -169,7 +174,8 @@ impl State<'_, '_, '_> {
             JobOutcome::Finished(f) => Some(f.clone()),
             _ => None,
         };
-        if !self.view.json() && !matches!(outcome, JobOutcome::Finished(_) | JobOutcome::NotStarted) {
+        if !self.view.json() && !matches!(outcome, JobOutcome::Finished(_) | JobOutcome::NotStarted)
+        {
             // Job events announce finished jobs; these outcomes had no event.
             let mut text = format!(
                 "==> {host}: {}",
@@ -224,7 +230,8 @@ impl State<'_, '_, '_> {
             return;
         }
         record.took_ms = finished.as_ref().map(|f| f.duration_ms);
-        let counts = !outcome.ok() && !matches!(outcome, JobOutcome::Detached | JobOutcome::NotStarted);
+        let counts =
+            !outcome.ok() && !matches!(outcome, JobOutcome::Detached | JobOutcome::NotStarted);
         record.outcome = Some(outcome);
         if counts {
             let why = if error.is_empty() {

@@ -76,7 +76,10 @@ pub(crate) fn row(record: &Record) -> (String, Tone, String, String, String) {
 
 /// The summary table (text), its JSON, and the failure that sets the exit code (`None`
 /// when the rollout completed with at least one host done).
-pub(crate) fn summary(setup: &Setup<'_>, state: &State<'_, '_, '_>) -> (String, Value, Option<String>) {
+pub(crate) fn summary(
+    setup: &Setup<'_>,
+    state: &State<'_, '_, '_>,
+) -> (String, Value, Option<String>) {
     let title = setup.op.title();
     let rows: Vec<(String, Tone, String, String, String)> = state.records.iter().map(row).collect();
     let cells: Vec<Vec<Cell>> = state
@@ -214,7 +217,7 @@ pub(crate) fn summary(setup: &Setup<'_>, state: &State<'_, '_, '_>) -> (String, 
 
 #[cfg(test)]
 mod tests {
-    use hoist_proto::v1::JobResult;
+    use hoist_proto::v1::{JobFinished, JobResult};
 
     use super::*;
 
@@ -267,7 +270,9 @@ mod tests {
         undone.unhealthy = Some("check http failed during the bake: 500".into());
         assert_eq!(label(&undone).2, "check http failed during the bake: 500");
         let mut stuck = record(Some(ok.clone()));
-        stuck.undo = Some(JobOutcome::Refused("cannot lock web for the rollback".into()));
+        stuck.undo = Some(JobOutcome::Refused(
+            "cannot lock web for the rollback".into(),
+        ));
         assert_eq!(
             label(&stuck),
             (

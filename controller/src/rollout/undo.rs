@@ -16,7 +16,11 @@ use crate::{
 
 /// Rolls back every host this deploy switched to the release it had before, at once
 /// (bounded); returns the hosts rolled back.
-pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>, leases: &Leases) -> Vec<String> {
+pub(crate) async fn run(
+    setup: &Setup<'_>,
+    state: &mut State<'_, '_, '_>,
+    leases: &Leases,
+) -> Vec<String> {
     let switched: Vec<usize> = (0..state.records.len())
         .filter(|&i| state.records[i].switched())
         .collect();

@@ -1,72 +1,17 @@
 use std::{
-    path::Path,
-    pin::Pin,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use hoist_proto::v1::{
-    EnvListRequest, EnvListResponse, GetInfoRequest, GetInfoResponse, JobKind, JobLogRequest,
-    JobLogResponse, JobStarted, ListReleasesRequest, ListReleasesResponse, LockRequest,
-    LockResponse, RecordRefusalRequest, RecordRefusalResponse, StatusRequest, StatusResponse,
-    StepFinished, StepStarted, UnlockRequest, UnlockResponse, WatchStatusRequest,
-    agent_server::{Agent, AgentServer},
-};
+use hoist_proto::v1::JobResult;
 use tokio::sync::Semaphore;
-use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{
-    Request, Response,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-};
+use tonic::Code;
 
 use super::*;
-use crate::{ca, fleet::FleetTls, output::render::tests::T0};
-
-#[test]
-fn job_ids() {
-    assert_eq!(
-        format_job_id("deploy", T0, [0xa1, 0xb2, 0xc3]),
-        "deploy-20261122T101500Z-a1b2c3"
-    );
-    assert_eq!(
-        host_job_id("deploy-20261122T101500Z-a1b2c3", "web-1"),
-        "deploy-20261122T101500Z-a1b2c3-web-1"
-    );
-    let id = new_job_id("rollback").unwrap();
-    let parts: Vec<&str> = id.split('-').collect();
-    assert_eq!(parts.len(), 3, "{id}");
-    assert_eq!(parts[0], "rollback");
-    assert_eq!(parts[1].len(), 16, "{id}");
-    assert!(
-        parts[1].starts_with("20") && parts[1].ends_with('Z'),
-        "{id}"
-    );
-    assert_eq!(parts[1].as_bytes()[8], b'T', "{id}");
-    assert!(
-        parts[2].len() == 6 && parts[2].chars().all(|c| c.is_ascii_hexdigit()),
-        "{id}"
-    );
-    // What the agent accepts as a job id: letters, digits, '-', '_', '.'; at most 128.
-    let full = host_job_id(&id, "web-1_eu");
-    assert!(full.len() <= 128);
-    assert!(
-        full.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    );
-}
-
-fn finished(result: JobResult, error: &str) -> JobFinished {
-    JobFinished {
-        result: result as i32,
-        release: if result == JobResult::Succeeded {
-            "20261122T101500Z-abc1234".into()
-        } else {
-            String::new()
-        },
-        previous_release: "20261121T090000Z-0f0f0f0".into(),
-        duration_ms: 12_300,
-        error: error.into(),
-    }
-}
+use crate::{
+    commands::check,
+    testing::{Pki, Script, events, fake, finished, job, pki, serve},
+};
 
 fn run(host: &str, outcome: JobOutcome) -> HostRun {
     HostRun {
@@ -100,7 +45,7 @@ fn reports_name_the_host_and_why() {
         report.failure().unwrap(),
         "deploy of carbex main stopped at web-2: rolled back: check http failed: 500; not started: web-3"
     );
-    assert_eq!(report.check().unwrap_err().code, crate::EXIT_FAILED);
+    assert_eq!(check(&report).unwrap_err().code, crate::EXIT_FAILED);
     assert_eq!(
         report.summary_text(false),
         "HOST   RESULT       RELEASE                   DURATION  JOB\n\
@@ -140,7 +85,7 @@ fn reports_name_the_host_and_why() {
             JobOutcome::Finished(finished(JobResult::Succeeded, "")),
         )],
     };
-    assert!(ok.ok() && ok.failure().is_none() && ok.check().is_ok());
+    assert!(ok.ok() && ok.failure().is_none() && check(&ok).is_ok());
     let interrupted = RunReport {
         title: "deploy of carbex main".into(),
         runs: vec![
@@ -155,298 +100,6 @@ fn reports_name_the_host_and_why() {
         interrupted.failure().unwrap(),
         "deploy of carbex main interrupted; not started: web-2"
     );
-}
-
-// === a fake agent ===
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
-
-/// What the fake answers to Deploy.
-#[derive(Clone)]
-enum Script {
-    Refuse(Code, &'static str),
-    /// These events, then wait for a permit, then the rest; then the stream ends.
-    Events {
-        first: Vec<JobEvent>,
-        gate: Option<Arc<Semaphore>>,
-        rest: Vec<JobEvent>,
-    },
-}
-
-struct Fake {
-    name: String,
-    deploy: Script,
-    /// Attach answers with these events; NotFound when empty.
-    attach: Vec<JobEvent>,
-    calls: Arc<Mutex<Vec<String>>>,
-}
-
-fn event(job_id: &str, seq: u64, kind: Kind) -> JobEvent {
-    JobEvent {
-        job_id: job_id.into(),
-        seq,
-        at: crate::output::render::tests::at(T0, seq as i32),
-        kind: Some(kind),
-    }
-}
-
-/// started, build started, build finished, finished with `result`.
-fn job(job_id: &str, result: JobResult) -> Vec<JobEvent> {
-    vec![
-        event(
-            job_id,
-            0,
-            Kind::Started(JobStarted {
-                kind: JobKind::Deploy as i32,
-                app: "carbex".into(),
-                r#ref: "main".into(),
-                commit: "abc1234def".into(),
-                who: "op".into(),
-                ..Default::default()
-            }),
-        ),
-        event(
-            job_id,
-            1,
-            Kind::StepStarted(StepStarted {
-                step: "build".into(),
-                description: "make".into(),
-            }),
-        ),
-        event(
-            job_id,
-            2,
-            Kind::StepFinished(StepFinished {
-                step: "build".into(),
-                ok: true,
-                duration_ms: 100,
-                ..Default::default()
-            }),
-        ),
-        event(
-            job_id,
-            3,
-            Kind::Finished(finished(
-                result,
-                if result == JobResult::Succeeded {
-                    ""
-                } else {
-                    "check http failed"
-                },
-            )),
-        ),
-    ]
-}
-
-fn stream_of(
-    first: Vec<JobEvent>,
-    gate: Option<Arc<Semaphore>>,
-    rest: Vec<JobEvent>,
-) -> EventStream {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        for e in first {
-            let _ = tx.send(Ok(e)).await;
-        }
-        if let Some(gate) = gate {
-            let _ = gate.acquire().await.map(|p| p.forget());
-        }
-        for e in rest {
-            let _ = tx.send(Ok(e)).await;
-        }
-    });
-    Box::pin(ReceiverStream::new(rx))
-}
-
-fn not_in_the_fake<T>() -> Result<T, Status> {
-    Err(Status::unimplemented("not in the fake"))
-}
-
-#[tonic::async_trait]
-impl Agent for Fake {
-    type WatchStatusStream = Pin<Box<dyn Stream<Item = Result<StatusResponse, Status>> + Send>>;
-    type DeployStream = EventStream;
-    type RollbackStream = EventStream;
-    type RestartStream = EventStream;
-    type AttachStream = EventStream;
-    type EnvSetStream = EventStream;
-    type EnvUnsetStream = EventStream;
-
-    async fn get_info(
-        &self,
-        _: Request<GetInfoRequest>,
-    ) -> Result<Response<GetInfoResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn status(
-        &self,
-        _: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn watch_status(
-        &self,
-        _: Request<WatchStatusRequest>,
-    ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        not_in_the_fake()
-    }
-    async fn deploy(
-        &self,
-        request: Request<DeployRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        let r = request.into_inner();
-        self.calls.lock().unwrap().push(format!(
-            "{} deploy {} migrate={}",
-            self.name, r.deploy_id, r.migrate
-        ));
-        match self.deploy.clone() {
-            Script::Refuse(code, message) => Err(Status::new(code, message)),
-            Script::Events { first, gate, rest } => {
-                let fix = |events: Vec<JobEvent>| {
-                    events
-                        .into_iter()
-                        .map(|mut e| {
-                            e.job_id = r.deploy_id.clone();
-                            e
-                        })
-                        .collect()
-                };
-                Ok(Response::new(stream_of(fix(first), gate, fix(rest))))
-            }
-        }
-    }
-    async fn rollback(
-        &self,
-        _: Request<RollbackRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        not_in_the_fake()
-    }
-    async fn restart(
-        &self,
-        _: Request<RestartRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        not_in_the_fake()
-    }
-    async fn attach(
-        &self,
-        request: Request<AttachRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        let id = request.into_inner().job_id;
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{} attach {id}", self.name));
-        if self.attach.is_empty() {
-            return Err(Status::not_found(format!("no job {id}")));
-        }
-        Ok(Response::new(stream_of(self.attach.clone(), None, vec![])))
-    }
-    async fn job_log(
-        &self,
-        _: Request<JobLogRequest>,
-    ) -> Result<Response<JobLogResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn list_releases(
-        &self,
-        _: Request<ListReleasesRequest>,
-    ) -> Result<Response<ListReleasesResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn lock(&self, _: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn unlock(
-        &self,
-        _: Request<UnlockRequest>,
-    ) -> Result<Response<UnlockResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn env_list(
-        &self,
-        _: Request<EnvListRequest>,
-    ) -> Result<Response<EnvListResponse>, Status> {
-        not_in_the_fake()
-    }
-    async fn env_set(
-        &self,
-        _: Request<EnvSetRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        not_in_the_fake()
-    }
-    async fn env_unset(
-        &self,
-        _: Request<EnvUnsetRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        not_in_the_fake()
-    }
-    async fn record_refusal(
-        &self,
-        _: Request<RecordRefusalRequest>,
-    ) -> Result<Response<RecordRefusalResponse>, Status> {
-        not_in_the_fake()
-    }
-}
-
-/// Certificates for the fakes (`agent`, SAN 127.0.0.1) and the operator (`op`).
-struct Pki {
-    dir: tempfile::TempDir,
-    creds: Credentials,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    ca::init(dir.path(), false).unwrap();
-    ca::issue_agent(dir.path(), "agent", &["127.0.0.1".into()], 1, false).unwrap();
-    ca::issue_user(dir.path(), "op", ca::Role::Deployer, 1, false).unwrap();
-    let p = |f: &str| dir.path().join(f);
-    let creds = Credentials::load(&FleetTls {
-        ca: p("ca.pem"),
-        cert: p("op.pem"),
-        key: p("op.key"),
-    })
-    .unwrap();
-    Pki { dir, creds }
-}
-
-/// Serves `fake` on a fresh loopback port; the host is named after the fake.
-async fn serve(dir: &Path, fake: Fake) -> Host {
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read("agent.pem"), read("agent.key")))
-        .client_ca_root(Certificate::from_pem(read("ca.pem")));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let name = fake.name.clone();
-    let server = Server::builder()
-        .tls_config(tls)
-        .unwrap()
-        .add_service(AgentServer::new(fake))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-    tokio::spawn(server);
-    Host {
-        name,
-        address,
-        groups: vec![],
-        metrics: None,
-    }
-}
-
-fn fake(name: &str, deploy: Script, calls: &Arc<Mutex<Vec<String>>>) -> Fake {
-    Fake {
-        name: name.into(),
-        deploy,
-        attach: vec![],
-        calls: calls.clone(),
-    }
-}
-
-fn events(result: JobResult) -> Script {
-    Script::Events {
-        first: job("x", result),
-        gate: None,
-        rest: vec![],
-    }
 }
 
 fn deploy_options() -> crate::rollout::operation::DeployOptions {
@@ -475,7 +128,7 @@ async fn deploy_to(pki: &Pki, hosts: &[&Host], interrupt: &mut Interrupt) -> (Ru
     let report = session
         .run_in_order(
             "deploy of carbex main",
-            options.requests(hosts, "deploy-20261122T101500Z-a1b2c3"),
+            options.requests(hosts, "deploy-20261122T101500Z-a1b2c3", |i| i == 0),
         )
         .await;
     (report, String::from_utf8(buf).unwrap())
@@ -500,20 +153,17 @@ async fn stops_at_the_first_host_that_fails() {
         fake("web-3", events(JobResult::Succeeded), &calls),
     )
     .await;
-    let (report, text) =
-        deploy_to(&pki, &[&web1, &web2, &web3], &mut Interrupt::manual().1).await;
+    let (report, text) = deploy_to(&pki, &[&web1, &web2, &web3], &mut Interrupt::manual().1).await;
 
     let outcomes: Vec<&str> = report.runs.iter().map(|r| r.outcome.key()).collect();
     assert_eq!(outcomes, ["succeeded", "rolled_back", "not_started"]);
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(
-        calls[0].starts_with("web-1 deploy deploy-")
-            && calls[0].ends_with("-web-1 migrate=true")
+        calls[0].starts_with("web-1 deploy deploy-") && calls[0].ends_with("-web-1 migrate=true")
     );
     assert!(
-        calls[1].starts_with("web-2 deploy deploy-")
-            && calls[1].ends_with("-web-2 migrate=false")
+        calls[1].starts_with("web-2 deploy deploy-") && calls[1].ends_with("-web-2 migrate=false")
     );
     assert!(text.starts_with("==> web-1: deploy carbex main (abc1234) as op\n  ▶ build  make\n  ✓ build  0.1s\n==> web-1: succeeded: release 20261122T101500Z-abc1234"), "{text}");
     assert!(text.contains("\n\n==> web-2: deploy carbex main"), "{text}");
@@ -524,9 +174,8 @@ async fn stops_at_the_first_host_that_fails() {
     assert!(!text.contains("==> web-3"), "{text}");
     let why = report.failure().unwrap();
     assert!(
-        why.starts_with(
-            "deploy of carbex main stopped at web-2: rolled back: check http failed"
-        ) && why.ends_with("; not started: web-3"),
+        why.starts_with("deploy of carbex main stopped at web-2: rolled back: check http failed")
+            && why.ends_with("; not started: web-3"),
         "{why}"
     );
 }
@@ -716,7 +365,7 @@ async fn attach_follows_the_host_that_knows_the_job() {
     let report = session
         .attach(&[&web1, &web2], "deploy-x-web-2")
         .await
-        .unwrap_or_else(|f| panic!("{:#}", f.error));
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.runs[0].host, "web-2");
     let text = String::from_utf8(buf).unwrap();
@@ -741,10 +390,13 @@ async fn attach_follows_the_host_that_knows_the_job() {
         interrupt: &mut interrupt,
         detach_after: 1,
     };
-    let err = session
-        .attach(&[&web1], "deploy-x-web-9")
-        .await
-        .unwrap_err();
+    // `hoist attach` fails with exit code 1 when no host knows the job.
+    let err = crate::Failure::failed(
+        session
+            .attach(&[&web1], "deploy-x-web-9")
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, crate::EXIT_FAILED);
     assert_eq!(
         err.error.to_string(),
