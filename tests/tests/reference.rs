@@ -86,22 +86,16 @@ fn row_names_flag(body: &[String], flag: &str) -> bool {
     first_cells(body).iter().any(|cell| has_token(cell, flag))
 }
 
-/// The lines of the `## ` section whose heading contains `title`, subsections included.
-fn section_text<'h>(headings: &'h [Heading], title: &str) -> Vec<&'h str> {
-    let Some(start) = headings
+/// The `## ` heading whose text contains `title` and the headings under it.
+fn chapter<'h>(headings: &'h [Heading], title: &str) -> Option<&'h [Heading]> {
+    let start = headings
         .iter()
-        .position(|h| h.level == 2 && h.text.contains(title))
-    else {
-        return Vec::new();
-    };
+        .position(|h| h.level == 2 && h.text.contains(title))?;
     let end = headings[start + 1..]
         .iter()
         .position(|h| h.level <= 2)
         .map_or(headings.len(), |n| start + 1 + n);
-    headings[start..end]
-        .iter()
-        .flat_map(|h| h.body.iter().map(String::as_str))
-        .collect()
+    Some(&headings[start..end])
 }
 
 // === the command line, from clap's help ===
@@ -245,7 +239,11 @@ fn every_command_flag_and_variable_is_in_the_reference() {
             }
         }
     }
-    let environment = section_text(&headings, "Environment variables");
+    let environment: Vec<&str> = chapter(&headings, "Environment variables")
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|h| h.body.iter().map(String::as_str))
+        .collect();
     for variable in &variables {
         if !environment
             .iter()
@@ -434,24 +432,11 @@ fn schema(validator: &Validator) -> Vec<(Table, BTreeSet<String>)> {
     tables
 }
 
-/// The `## ` section about `file` and the headings in it.
-fn file_section<'h>(headings: &'h [Heading], file: &str) -> Option<&'h [Heading]> {
-    let name = format!("`{file}`");
-    let start = headings
-        .iter()
-        .position(|h| h.level == 2 && h.text.contains(&name))?;
-    let end = headings[start + 1..]
-        .iter()
-        .position(|h| h.level <= 2)
-        .map_or(headings.len(), |n| start + 1 + n);
-    Some(&headings[start..end])
-}
-
 fn check_file(validator: &Validator, headings: &[Heading], missing: &mut Vec<String>) -> usize {
     let file = validator.file;
     let tables = schema(validator);
     let count = tables.iter().map(|(_, keys)| keys.len()).sum();
-    let Some(section) = file_section(headings, file) else {
+    let Some(section) = chapter(headings, &format!("`{file}`")) else {
         missing.push(format!("no `## ` heading naming `{file}`"));
         return count;
     };
