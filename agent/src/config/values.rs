@@ -293,7 +293,7 @@ impl<'de> Deserialize<'de> for KeepReleases {
     }
 }
 
-pub(super) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         hinted(
             format!("invalid listen address {s:?}"),

@@ -134,9 +134,9 @@ pub enum Stream {
     Stderr,
 }
 
-/// How a command ended.
+/// How a child process ended.
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub struct Exit {
     /// Exit code; `None` when killed by a signal.
     pub code: Option<i32>,
     /// The signal that ended it, if one did.
@@ -145,7 +145,7 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
-impl Outcome {
+impl Exit {
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out
     }
@@ -164,7 +164,7 @@ impl Outcome {
 pub async fn run(
     spec: &Spec,
     lines: mpsc::UnboundedSender<(Stream, String)>,
-) -> Result<Outcome, ProcessError> {
+) -> Result<Exit, ProcessError> {
     let mut env = spec.env.clone();
     if let Some(run_as) = &spec.run_as {
         let home = User::from_uid(run_as.uid)
@@ -195,7 +195,7 @@ pub async fn run_argv(
     env: &BTreeMap<String, String>,
     timeout: Duration,
     lines: mpsc::UnboundedSender<(Stream, String)>,
-) -> Result<Outcome, ProcessError> {
+) -> Result<Exit, ProcessError> {
     let label = argv.join(" ");
     let child = Spawn {
         argv,
@@ -215,7 +215,7 @@ pub async fn run_tool(
     cwd: Option<&Path>,
     deadline: Instant,
     sink: impl FnMut(Stream, String),
-) -> Result<Outcome, ProcessError> {
+) -> Result<Exit, ProcessError> {
     let label = argv.join(" ");
     let env = tool_env();
     let child = Spawn {
@@ -261,7 +261,7 @@ async fn execute(
     child: Spawn<'_>,
     deadline: Instant,
     mut sink: impl FnMut(Stream, String),
-) -> Result<Outcome, ProcessError> {
+) -> Result<Exit, ProcessError> {
     let started = Instant::now();
     let (program, args) = child
         .argv
@@ -338,7 +338,7 @@ async fn execute(
         }
     }
     let status = status.as_ref();
-    Ok(Outcome {
+    Ok(Exit {
         code: status.and_then(ExitStatus::code),
         signal: status.and_then(ExitStatus::signal),
         timed_out,
@@ -384,7 +384,7 @@ async fn next_line<R: AsyncBufRead + Unpin>(
 
 /// Runs `spec` and collects its output (both streams, interleaved), keeping the last
 /// `keep` bytes.
-pub async fn run_captured(spec: &Spec, keep: usize) -> Result<(Outcome, String), ProcessError> {
+pub async fn run_captured(spec: &Spec, keep: usize) -> Result<(Exit, String), ProcessError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let outcome = run(spec, tx).await?;
     let mut text = String::new();

@@ -121,7 +121,7 @@ pub(super) async fn restart_compose(
     action: ComposeAction,
 ) -> Result<String, RestartError> {
     let file = compose_file(target.release_dir, target.compose_file)
-        .map_err(|problem| run.failed(problem, ""))?;
+        .map_err(|problem| run.failed(problem.to_string(), ""))?;
     let mut argv: Vec<&str> = compose_command(run).await?;
     argv.extend(["-p", target.project, "-f", file]);
     argv.extend(match action {
@@ -167,7 +167,7 @@ pub(super) async fn restart_compose(
 pub(super) fn compose_file<'a>(
     release_dir: &Path,
     configured: Option<&'a str>,
-) -> Result<&'a str, String> {
+) -> Result<&'a str, NoComposeFile> {
     let candidates: Vec<&str> = match configured {
         Some(file) => vec![file],
         None => COMPOSE_DEFAULT_FILES.to_vec(),
@@ -177,16 +177,22 @@ pub(super) fn compose_file<'a>(
         .find(|name| release_dir.join(name).is_file())
         .copied()
         .ok_or_else(|| match configured {
-            Some(file) => format!(
-                "compose file {} does not exist",
-                release_dir.join(file).display()
-            ),
-            None => format!(
-                "no compose file in {}: expected one of {}",
-                release_dir.display(),
-                COMPOSE_DEFAULT_FILES.join(", ")
-            ),
+            Some(file) => NoComposeFile::Missing(release_dir.join(file)),
+            None => NoComposeFile::NoDefault(release_dir.to_path_buf()),
         })
+}
+
+/// Why there is no compose file to act on.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum NoComposeFile {
+    #[error("compose file {} does not exist", .0.display())]
+    Missing(std::path::PathBuf),
+    #[error(
+        "no compose file in {}: expected one of {}",
+        .0.display(),
+        COMPOSE_DEFAULT_FILES.join(", ")
+    )]
+    NoDefault(std::path::PathBuf),
 }
 
 /// `docker compose` when the v2 plugin answers `docker compose version`, else

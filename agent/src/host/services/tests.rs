@@ -181,7 +181,7 @@ fn errors_quote_one_line_of_output() {
 fn compose_files() {
     let dir = tempfile::tempdir().unwrap();
     let err = compose_file(dir.path(), None).unwrap_err();
-    assert!(err.contains("no compose file in"), "{err}");
+    assert!(err.to_string().contains("no compose file in"), "{err}");
     std::fs::write(dir.path().join("docker-compose.yml"), "services: {}\n").unwrap();
     assert_eq!(compose_file(dir.path(), None), Ok("docker-compose.yml"));
     std::fs::write(dir.path().join("compose.yaml"), "services: {}\n").unwrap();
@@ -191,7 +191,10 @@ fn compose_files() {
         Ok("docker-compose.yml")
     );
     let err = compose_file(dir.path(), Some("deploy/prod.yml")).unwrap_err();
-    assert!(err.contains("deploy/prod.yml does not exist"), "{err}");
+    assert!(
+        err.to_string().contains("deploy/prod.yml does not exist"),
+        "{err}"
+    );
     let absolute = dir.path().join("compose.yaml");
     let absolute = absolute.to_str().unwrap();
     assert_eq!(
