@@ -165,7 +165,8 @@ pub struct Window {
     /// An IANA zone name such as `Asia/Dhaka`; converting to it is the caller's job.
     #[serde(default = "utc", deserialize_with = "de_timezone")]
     pub timezone: String,
-    #[serde(default)]
+    /// `YYYY-MM-DD` days, in `timezone`.
+    #[serde(default, deserialize_with = "de_dates")]
     pub blackout: Vec<Date>,
 }
 
@@ -181,24 +182,8 @@ pub struct AllowRule {
     pub end: u16,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Weekday {
-    Mon,
-    Tue,
-    Wed,
-    Thu,
-    Fri,
-    Sat,
-    Sun,
-}
-
-/// A calendar date, `YYYY-MM-DD`; always a day that exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    year: u16,
-    month: u8,
-    day: u8,
-}
+/// Calendar dates and weekdays are jiff's (`[window]` blackout days, allow rules).
+pub use jiff::civil::{Date, Weekday};
 
 /// `[notify]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -554,10 +539,15 @@ fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 impl AllowRule {
     /// Whether `minute` after midnight on `day` falls in this rule.
     pub fn contains(&self, day: Weekday, minute: u16) -> bool {
-        let in_days = if self.first <= self.last {
-            self.first <= day && day <= self.last
+        let (first, last, day) = (
+            self.first.to_monday_zero_offset(),
+            self.last.to_monday_zero_offset(),
+            day.to_monday_zero_offset(),
+        );
+        let in_days = if first <= last {
+            first <= day && day <= last
         } else {
-            day >= self.first || day <= self.last
+            day >= first || day <= last
         };
         in_days && self.start <= minute && minute < self.end
     }
@@ -580,7 +570,7 @@ impl FromStr for AllowRule {
         if parts.next().is_some() {
             return Err(bad("too many parts"));
         }
-        let day = |d: &str| d.parse::<Weekday>().map_err(|e| bad(&e));
+        let day = |d: &str| parse_weekday(d).map_err(|e| bad(&e));
         let (first, last) = match days.split_once('-') {
             Some((a, b)) => (day(a)?, day(b)?),
             None => (day(days)?, day(days)?),
@@ -620,10 +610,11 @@ fn minutes(s: &str) -> Result<u16, String> {
 
 impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{:?}", self.first)?;
+        let (first, last) = (weekday_name(self.first), weekday_name(self.last));
+        if first == last {
+            write!(f, "{first}")?;
         } else {
-            write!(f, "{:?}-{:?}", self.first, self.last)?;
+            write!(f, "{first}-{last}")?;
         }
         let (s, e) = (self.start, self.end);
         write!(
@@ -643,115 +634,73 @@ impl<'de> Deserialize<'de> for AllowRule {
     }
 }
 
-impl FromStr for Weekday {
-    type Err = String;
+/// The days of the week, Monday first, with their short names.
+const DAYS: [(Weekday, &str); 7] = [
+    (Weekday::Monday, "Mon"),
+    (Weekday::Tuesday, "Tue"),
+    (Weekday::Wednesday, "Wed"),
+    (Weekday::Thursday, "Thu"),
+    (Weekday::Friday, "Fri"),
+    (Weekday::Saturday, "Sat"),
+    (Weekday::Sunday, "Sun"),
+];
 
-    /// `Mon` ... `Sun` or full names, any case.
-    fn from_str(s: &str) -> Result<Self, String> {
-        const DAYS: [(Weekday, &str); 7] = [
-            (Weekday::Mon, "monday"),
-            (Weekday::Tue, "tuesday"),
-            (Weekday::Wed, "wednesday"),
-            (Weekday::Thu, "thursday"),
-            (Weekday::Fri, "friday"),
-            (Weekday::Sat, "saturday"),
-            (Weekday::Sun, "sunday"),
-        ];
-        let lower = s.to_ascii_lowercase();
-        DAYS.iter()
-            .find(|(_, name)| lower == *name || (lower.len() == 3 && name.starts_with(&lower)))
-            .map(|(day, _)| *day)
-            .ok_or_else(|| format!("{s:?} is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)"))
-    }
+/// `Mon` ... `Sun`.
+pub fn weekday_name(day: Weekday) -> &'static str {
+    DAYS[usize::from(day.to_monday_zero_offset().unsigned_abs())].1
 }
 
-// === impl Date ===
-
-impl Date {
-    /// The date, if it exists (years 1-9999).
-    pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
-        let leap =
-            year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-        let days = match month {
-            2 if leap => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            1..=12 => 31,
-            _ => return None,
-        };
-        ((1..=9999).contains(&year) && (1..=days).contains(&day)).then_some(Date {
-            year,
-            month,
-            day,
+/// `Mon` ... `Sun` or full names (`monday`), any case.
+pub fn parse_weekday(s: &str) -> Result<Weekday, String> {
+    let lower = s.to_ascii_lowercase();
+    DAYS.iter()
+        .find(|(day, short)| {
+            lower == short.to_ascii_lowercase() || lower == format!("{day:?}").to_ascii_lowercase()
         })
-    }
-
-    pub fn year(self) -> u16 {
-        self.year
-    }
-
-    pub fn month(self) -> u8 {
-        self.month
-    }
-
-    pub fn day(self) -> u8 {
-        self.day
-    }
-
-    /// The day of the week (proleptic Gregorian calendar).
-    pub fn weekday(self) -> Weekday {
-        // Sakamoto's method, counting from Sunday.
-        const T: [u32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
-        const FROM_SUNDAY: [Weekday; 7] = [
-            Weekday::Sun,
-            Weekday::Mon,
-            Weekday::Tue,
-            Weekday::Wed,
-            Weekday::Thu,
-            Weekday::Fri,
-            Weekday::Sat,
-        ];
-        let y = u32::from(self.year) - u32::from(self.month < 3);
-        let t = T[usize::from(self.month) - 1];
-        FROM_SUNDAY[((y + y / 4 - y / 100 + y / 400 + t + u32::from(self.day)) % 7) as usize]
-    }
+        .map(|(day, _)| *day)
+        .ok_or_else(|| format!("{s:?} is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)"))
 }
 
-impl FromStr for Date {
-    type Err = String;
+// === dates ===
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let field = |p: &str, len: usize| {
-            let digits = p.len() == len && p.bytes().all(|b| b.is_ascii_digit());
-            digits.then(|| p.parse::<u16>().ok()).flatten()
-        };
-        let mut parts = s.split('-');
-        let date = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(y), Some(m), Some(d), None) => (|| {
-                let (m, d) = (
-                    u8::try_from(field(m, 2)?).ok()?,
-                    u8::try_from(field(d, 2)?).ok()?,
-                );
-                Date::new(field(y, 4)?, m, d)
-            })(),
-            _ => None,
-        };
-        date.ok_or_else(|| {
-            format!("invalid date {s:?}: expected an existing YYYY-MM-DD, e.g. \"2026-12-25\"")
-        })
-    }
+/// `YYYY-MM-DD`, a day that exists (years 1-9999); other spellings jiff would take
+/// (`20261225`, `+002026-12-25`) are refused.
+pub fn parse_date(s: &str) -> Result<Date, String> {
+    let field = |p: &str, len: usize| {
+        let digits = p.len() == len && p.bytes().all(|b| b.is_ascii_digit());
+        digits.then(|| p.parse::<i16>().ok()).flatten()
+    };
+    let mut parts = s.split('-');
+    let date = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(y), Some(m), Some(d), None) => (|| {
+            let (y, m, d) = (field(y, 4)?, field(m, 2)?, field(d, 2)?);
+            if y < 1 {
+                return None;
+            }
+            Date::new(y, i8::try_from(m).ok()?, i8::try_from(d).ok()?).ok()
+        })(),
+        _ => None,
+    };
+    date.ok_or_else(|| {
+        format!("invalid date {s:?}: expected an existing YYYY-MM-DD, e.g. \"2026-12-25\"")
+    })
 }
 
-impl fmt::Display for Date {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-}
+/// One blackout day, checked where it is written (so the error points at it).
+struct DateField(Date);
 
-impl<'de> Deserialize<'de> for Date {
+impl<'de> Deserialize<'de> for DateField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
+        let text = String::deserialize(d)?;
+        parse_date(&text).map(DateField).map_err(D::Error::custom)
     }
+}
+
+fn de_dates<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Date>, D::Error> {
+    Ok(Vec::<DateField>::deserialize(d)?
+        .into_iter()
+        .map(|DateField(date)| date)
+        .collect())
 }
 
 // === impl Webhook ===
@@ -1012,12 +961,12 @@ webhooks = [\"https://hooks.slack.com/services/T000/B000/XXXX\"]
     #[test]
     fn windows() {
         let rule: AllowRule = "tue-thu 10:00-16:00".parse().unwrap();
-        assert!(rule.contains(Weekday::Wed, 10 * 60));
-        assert!(!rule.contains(Weekday::Wed, 16 * 60));
-        assert!(!rule.contains(Weekday::Mon, 12 * 60));
+        assert!(rule.contains(Weekday::Wednesday, 10 * 60));
+        assert!(!rule.contains(Weekday::Wednesday, 16 * 60));
+        assert!(!rule.contains(Weekday::Monday, 12 * 60));
         let wrap: AllowRule = "Fri-Mon".parse().unwrap();
-        assert!(wrap.contains(Weekday::Sun, 0) && wrap.contains(Weekday::Mon, 23 * 60 + 59));
-        assert!(!wrap.contains(Weekday::Tue, 12 * 60));
+        assert!(wrap.contains(Weekday::Sunday, 0) && wrap.contains(Weekday::Monday, 23 * 60 + 59));
+        assert!(!wrap.contains(Weekday::Tuesday, 12 * 60));
         assert_eq!(
             "Sunday 22:00-24:00"
                 .parse::<AllowRule>()
@@ -1036,20 +985,19 @@ webhooks = [\"https://hooks.slack.com/services/T000/B000/XXXX\"]
             assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
         }
 
-        let date: Date = "2024-02-29".parse().unwrap();
-        assert_eq!(date.weekday(), Weekday::Thu);
-        assert_eq!(
-            "2026-12-25".parse::<Date>().unwrap().weekday(),
-            Weekday::Fri
-        );
+        let date: Date = parse_date("2024-02-29").unwrap();
+        assert_eq!(date.weekday(), Weekday::Thursday);
+        assert_eq!(parse_date("2026-12-25").unwrap().weekday(), Weekday::Friday);
         for bad in [
             "2023-02-29",
             "2026-13-01",
             "2026-1-01",
             "26-12-25",
             "2026-12-25x",
+            "20261225",
+            "+002026-12-25",
         ] {
-            assert!(bad.parse::<Date>().is_err(), "{bad}");
+            assert!(parse_date(bad).is_err(), "{bad}");
         }
         let window = Window {
             allow: vec![rule],

@@ -90,22 +90,15 @@ pub fn short_commit(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }
 
-fn datetime(ts: &Timestamp) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::from_unix_timestamp(ts.seconds).ok()
+/// The second of `ts`, in UTC.
+fn datetime(ts: &Timestamp) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::from_second(ts.seconds).ok()
 }
 
 /// `2026-11-22 10:15:00 UTC`; `-` when absent.
 pub fn utc_time(ts: Option<&Timestamp>) -> String {
     match ts.and_then(datetime) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
+        Some(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
         None => "-".into(),
     }
 }
@@ -113,7 +106,7 @@ pub fn utc_time(ts: Option<&Timestamp>) -> String {
 /// `10:15:00` (UTC); `-` when absent.
 pub fn utc_clock(ts: Option<&Timestamp>) -> String {
     match ts.and_then(datetime) {
-        Some(t) => format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+        Some(t) => t.strftime("%H:%M:%S").to_string(),
         None => "-".into(),
     }
 }

@@ -5,9 +5,9 @@
 //! the timezone database (jiff: the system's zoneinfo, else the copy bundled in the
 //! binary), so `timezone = "Asia/Dhaka"` works on any machine.
 
-use jiff::{Timestamp, civil, tz::TimeZone};
+use jiff::{Timestamp, tz::TimeZone};
 
-use crate::fleet::{Date, Window};
+use crate::fleet::{Date, Window, weekday_name};
 
 /// How far ahead the next open window is looked for.
 const SEARCH_DAYS: i32 = 800;
@@ -55,13 +55,13 @@ pub fn check(window: &Window, now: Timestamp) -> Result<Verdict, String> {
     let tz = zone(window)?;
     let local = now.to_zoned(tz.clone());
     let (date, minute) = (
-        to_date(local.date())?,
+        local.date(),
         local.hour() as u16 * 60 + local.minute() as u16,
     );
     let label = |date: Date, minute: u16| {
         format!(
-            "{:?} {date} {:02}:{:02} {}",
-            date.weekday(),
+            "{} {date} {:02}:{:02} {}",
+            weekday_name(date.weekday()),
             minute / 60,
             minute % 60,
             window.timezone
@@ -85,7 +85,7 @@ pub fn check(window: &Window, now: Timestamp) -> Result<Verdict, String> {
             rules.join(", ")
         )
     };
-    let next = next_open(window, local.date(), minute).map(|(day, start)| {
+    let next = next_open(window, date, minute).map(|(day, start)| {
         let at = day
             .at((start / 60) as i8, (start % 60) as i8, 0, 0)
             .to_zoned(tz.clone())
@@ -94,8 +94,7 @@ pub fn check(window: &Window, now: Timestamp) -> Result<Verdict, String> {
             Ok(at) => format!(" (in {})", human(at.as_second() - now.as_second())),
             Err(_) => String::new(),
         };
-        let date = to_date(day).map(|d| label(d, start)).unwrap_or_default();
-        format!("{date}{wait}")
+        format!("{}{wait}", label(day, start))
     });
     Ok(Verdict {
         open: false,
@@ -105,19 +104,14 @@ pub fn check(window: &Window, now: Timestamp) -> Result<Verdict, String> {
     })
 }
 
-fn to_date(date: civil::Date) -> Result<Date, String> {
-    Date::new(date.year() as u16, date.month() as u8, date.day() as u8)
-        .ok_or_else(|| format!("{date} is outside the years a window can name"))
-}
-
 /// The first (day, minute) at or after `minute` on `today` that the window permits.
-pub fn next_open(window: &Window, today: civil::Date, minute: u16) -> Option<(civil::Date, u16)> {
+pub fn next_open(window: &Window, today: Date, minute: u16) -> Option<(Date, u16)> {
     let mut day = today;
     for offset in 0..SEARCH_DAYS {
         if offset > 0 {
             day = day.tomorrow().ok()?;
         }
-        let date = to_date(day).ok()?;
+        let date = day;
         if window.blackout.contains(&date) {
             continue;
         }
@@ -225,9 +219,9 @@ mod tests {
     fn never_open_and_unknown_zones() {
         let w = window(&["Mon 10:00-11:00"], "UTC", &[]);
         let mut every_monday = w.clone();
-        let mut day: civil::Date = "2026-12-14".parse().unwrap();
+        let mut day: Date = "2026-12-14".parse().unwrap();
         for _ in 0..(SEARCH_DAYS / 7 + 2) {
-            every_monday.blackout.push(to_date(day).unwrap());
+            every_monday.blackout.push(day);
             day = day.checked_add(jiff::Span::new().days(7)).unwrap();
         }
         let v = check(&every_monday, at("2026-12-14T10:30:00Z")).unwrap();
