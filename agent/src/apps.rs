@@ -448,3 +448,69 @@ impl Owner {
         Ok(job)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use futures_util::future::join_all;
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+
+    /// The race the single owner exists for: records sent while a job finishes are all
+    /// kept, in memory and on disk.
+    #[tokio::test]
+    async fn records_sent_while_a_job_finishes_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let text = format!(
+            "[agent]\nstate_dir = {state:?}\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             [[app]]\nname = \"web\"\nrepo = \"/nonexistent\"\ndeploy_to = {:?}\n",
+            dir.path().join("web")
+        );
+        let config = crate::config::parse(&text, Path::new("/etc/hoist/agent.toml")).unwrap();
+        let registry = Arc::new(Registry::new(&state).unwrap());
+        let (_config_tx, config_rx) = watch::channel(Arc::new(config));
+        let apps = Apps::new(config_rx, registry, Arc::new(tokio::sync::Notify::new()));
+
+        let restart = Request::Restart {
+            service: String::new(),
+        };
+        let job = apps
+            .start("web", "restart-1", "dana", restart)
+            .await
+            .unwrap();
+        let refusals = (0..20).map(|i| {
+            let record = JobRecord {
+                job_id: format!("refused-{i}"),
+                kind: "deploy".into(),
+                result: "refused".into(),
+                ..Default::default()
+            };
+            apps.record("web", record)
+        });
+        for r in join_all(refusals).await {
+            r.unwrap();
+        }
+        let events: Vec<_> = job.follow().collect().await;
+        assert!(job.finished(), "{events:?}");
+
+        let ids = |journal: &Journal| {
+            let mut ids: Vec<String> = journal.jobs.iter().map(|j| j.job_id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        let in_memory = ids(&apps.journal("web").await.unwrap());
+        assert_eq!(in_memory.len(), 21, "{in_memory:?}");
+        assert!(in_memory.contains(&"restart-1".to_string()));
+        let on_disk = ids(JournalFile::open(&state, "web").get());
+        assert_eq!(on_disk, in_memory);
+
+        let unknown = apps.journal("shop").await.unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "unknown app \"shop\"; this agent has: web"
+        );
+    }
+}
