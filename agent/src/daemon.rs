@@ -14,10 +14,10 @@ use tonic::transport::Server;
 use crate::{
     apps::Apps,
     config,
-    flows::events as jobs,
+    flows::events,
     monitor,
     rpc::{authz::AuthzLayer, server::AgentService, tls},
-    sd_notify as notify,
+    sd_notify,
     state::atomic,
 };
 
@@ -88,7 +88,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     let state_dir = config.agent.state_dir.clone();
     let drain = config.agent.drain_timeout;
     let registry = Arc::new(
-        jobs::Registry::new(&config.agent.state_dir).map_err(|source| DaemonError::StateDir {
+        events::Registry::new(&config.agent.state_dir).map_err(|source| DaemonError::StateDir {
             path: config.agent.state_dir.join("jobs"),
             source,
         })?,
@@ -141,16 +141,16 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
         tracing::warn!(path = %listen_file.display(), error = %err, "cannot record listen addresses");
     }
     tracing::info!(grpc = %grpc_addr, metrics = ?metrics_addr, version = crate::VERSION, "hoistd ready");
-    notify::notify("READY=1");
+    sd_notify::notify("READY=1");
 
-    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => reload(&config_path, &config_tx, &tls_tx),
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
-                notify::notify("WATCHDOG=1");
+                sd_notify::notify("WATCHDOG=1");
             }
             result = &mut server => {
                 monitor_task.abort();
@@ -163,7 +163,7 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     }
 
     tracing::info!(timeout = ?drain, "draining: no new connections, waiting for calls to finish");
-    notify::notify("STOPPING=1");
+    sd_notify::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     health_reporter
         .set_not_serving::<AgentServer<AgentService>>()
@@ -189,7 +189,7 @@ fn reload(
     config_tx: &watch::Sender<Arc<config::Config>>,
     tls_tx: &watch::Sender<Arc<rustls::ServerConfig>>,
 ) {
-    notify::notify("RELOADING=1");
+    sd_notify::notify("RELOADING=1");
     match config::load(path) {
         Err(err) => {
             tracing::error!(path = %path.display(), "reload refused, keeping the running config:\n{err}");
@@ -210,5 +210,5 @@ fn reload(
             }
         },
     }
-    notify::notify("READY=1");
+    sd_notify::notify("READY=1");
 }

@@ -11,12 +11,12 @@ use hoist_proto::v1::{JobResult, StepOutput, Stream as WireStream, job_event::Ki
 use tokio::sync::mpsc;
 
 use crate::{
-    config::{self},
-    host::process::{self},
+    config,
+    host::process,
     state::{
         atomic,
         journal::{self, Change, Journal, ReleaseRecord},
-        release::{self},
+        release,
         running::Running,
     },
 };

@@ -1,7 +1,9 @@
-//! The job flows: deploy (SPEC §4), rollback, restart. Each step is an event with its
-//! start, output lines, exit code and duration; the flow decides what happens when a
-//! step fails: before the switch the new release is removed and `current` is untouched;
-//! after the switch the previous release is put back automatically.
+//! The job flows: deploy (SPEC §4), rollback, restart, env. Each step is an event with
+//! its start, output lines, exit code and duration ([`step`]); the flow decides what
+//! happens when a step fails: before the switch the new release is removed and
+//! `current` is untouched; after the switch the previous release is put back
+//! automatically ([`rollback`]). Flows never write the app's journal: they send their
+//! changes to the app's owner task through a [`JournalHandle`].
 
 mod deploy;
 mod env;

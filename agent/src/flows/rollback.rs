@@ -3,7 +3,7 @@
 
 use hoist_proto::v1::JobResult;
 
-use crate::config::{self};
+use crate::config;
 
 use super::*;
 

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     apps::Apps,
     config::{App, Config},
-    flows::{self as deploy, events, events::Job},
+    flows::{self, events, events::Job},
     monitor,
     rpc::tls::{Peer, Role},
     state::{
@@ -67,7 +67,7 @@ impl AgentService {
         app: &str,
         job_id: &str,
         who: &str,
-        request: deploy::Request,
+        request: flows::Request,
     ) -> Result<Response<EventStream>, Status> {
         let job = self.apps.start(app, job_id, who, request).await?;
         Ok(Response::new(follow(&job)))
@@ -95,7 +95,7 @@ impl AgentService {
             ));
         }
         let job_id = job_id_or_new(job_id, "env");
-        let request = deploy::Request::Env {
+        let request = flows::Request::Env {
             set,
             unset,
             restart,
@@ -192,7 +192,7 @@ impl Agent for AgentService {
             &req.app,
             &req.deploy_id,
             &who,
-            deploy::Request::Deploy {
+            flows::Request::Deploy {
                 r#ref: req.r#ref,
                 migrate: req.migrate,
                 allow_missing_env: req.allow_missing_env,
@@ -224,7 +224,7 @@ impl Agent for AgentService {
             &req.app,
             &job_id,
             &who,
-            deploy::Request::Rollback {
+            flows::Request::Rollback {
                 to_release: req.to_release,
                 migrate: req.migrate,
                 restore_db: req.restore_db,
@@ -265,7 +265,7 @@ impl Agent for AgentService {
             &req.app,
             &job_id,
             &who,
-            deploy::Request::Restart {
+            flows::Request::Restart {
                 service: req.service,
             },
         )
