@@ -2,11 +2,36 @@
 
 use std::{error::Error as _, path::Path, time::Duration};
 
-use anyhow::Context as _;
 use hoist_proto::v1::agent_client::AgentClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::fleet::FleetTls;
+
+/// The operator's TLS material could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot read the {what} {} named in [tls] of the fleet file; make certificates with \
+     `hoist ca init` and `hoist ca issue --user NAME --role deployer`",
+    path.display()
+)]
+pub struct CredentialsError {
+    pub what: &'static str,
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// No channel to an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad address {address:?}: {reason}")]
+    BadAddress { address: String, reason: String },
+    /// The transport's error and its sources, on one line.
+    #[error("{0}")]
+    Transport(String),
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+}
 
 /// The operator's TLS material, read once per command.
 #[derive(Clone)]
@@ -16,14 +41,12 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn load(tls: &FleetTls) -> anyhow::Result<Credentials> {
-        let read = |what: &str, path: &Path| {
-            std::fs::read(path).with_context(|| {
-                format!(
-                    "cannot read the {what} {} named in [tls] of the fleet file; \
-                     make certificates with `hoist ca init` and `hoist ca issue --user NAME --role deployer`",
-                    path.display()
-                )
+    pub fn load(tls: &FleetTls) -> Result<Credentials, CredentialsError> {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| CredentialsError {
+                what,
+                path: path.to_path_buf(),
+                source,
             })
         };
         let ca = read("CA certificate", &tls.ca)?;
@@ -42,7 +65,7 @@ pub async fn connect(
     address: &str,
     creds: &Credentials,
     timeout: Duration,
-) -> Result<AgentClient<Channel>, String> {
+) -> Result<AgentClient<Channel>, ConnectError> {
     let host = address
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
@@ -53,11 +76,17 @@ pub async fn connect(
         .domain_name(host.to_string());
     let endpoint = Endpoint::from_shared(format!("https://{address}"))
         .and_then(|e| e.tls_config(tls))
-        .map_err(|e| format!("bad address {address:?}: {}", chain(&e)))?
+        .map_err(|e| ConnectError::BadAddress {
+            address: address.to_string(),
+            reason: chain(&e),
+        })?
         .connect_timeout(timeout)
         .timeout(timeout)
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| chain(&e))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| ConnectError::Transport(chain(&e)))?;
     Ok(AgentClient::new(channel))
 }
 

@@ -94,7 +94,7 @@ where
     let ask = async {
         let client = client::connect(&host.address, creds, timeout)
             .await
-            .map_err(CallError::Unreachable)?;
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
         call(client).await.map_err(CallError::Status)
     };
     match tokio::time::timeout(timeout, ask).await {

@@ -15,7 +15,7 @@ use hoist_proto::v1::{
 use tonic::{Code, Status, codec::Streaming, transport::Channel};
 
 use crate::{
-    agents::client::{self, Credentials},
+    agents::client::{self, ConnectError, Credentials},
     fleet::Host,
     output::{render, table::Tone},
 };
@@ -138,11 +138,11 @@ pub async fn connect(
     host: &Host,
     creds: &Credentials,
     timeout: Duration,
-) -> Result<AgentClient<Channel>, String> {
+) -> Result<AgentClient<Channel>, ConnectError> {
     let connect = client::connect(&host.address, creds, JOB_ACCEPT_TIMEOUT);
     match tokio::time::timeout(timeout, connect).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no connection within {timeout:?}")),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
 
@@ -160,7 +160,7 @@ pub async fn run_job(
     let job_id = request.job_id().to_string();
     let mut client = match connect(host, creds, timeout).await {
         Ok(client) => client,
-        Err(why) => return JobOutcome::Unreachable(why),
+        Err(why) => return JobOutcome::Unreachable(why.to_string()),
     };
     if !proceed() {
         return JobOutcome::NotStarted;
@@ -254,7 +254,7 @@ async fn recover(
     tokio::time::sleep(Duration::from_secs(1 << attempt.saturating_sub(1).min(5))).await;
     let mut agent = connect(host, creds, timeout)
         .await
-        .map_err(JobOutcome::Lost)?;
+        .map_err(|e| JobOutcome::Lost(e.to_string()))?;
     let request = AttachRequest {
         job_id: job_id.to_string(),
     };

@@ -228,7 +228,7 @@ async fn run(
     rollout::run(plan, op, &mut ctx.out, &mut ctx.interrupt)
         .await
         .map_err(|err| match err {
-            RolloutError::Config(_) => usage(err),
+            RolloutError::Gate(_) | RolloutError::Window(_) => usage(err),
             _ => Failure::failed_with(err),
         })
 }

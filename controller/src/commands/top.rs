@@ -559,7 +559,7 @@ async fn follow(w: &Watch) -> (Reading, bool) {
     let open = async {
         let mut agent = client::connect(&w.host.address, &w.creds, w.timeout)
             .await
-            .map_err(Reading::Unreachable)?;
+            .map_err(|e| Reading::Unreachable(e.to_string()))?;
         agent
             .watch_status(w.request.clone())
             .await

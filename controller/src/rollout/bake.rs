@@ -84,7 +84,7 @@ pub async fn watch_host(
             Ok(client) => client,
             Err(why) => {
                 failures += 1;
-                last = why;
+                last = why.to_string();
                 continue;
             }
         };

@@ -13,7 +13,10 @@ use std::{fmt, time::Duration};
 
 use serde_json::Value;
 
-use crate::{fleet::Gate, rollout::httpc};
+use crate::{
+    fleet::Gate,
+    rollout::httpc::{self, HttpError},
+};
 
 /// Limit for one query, connecting included.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,15 +60,23 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// A gate whose query URL cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("[[gate]] #{number} (prometheus = {prometheus}): {error}")]
+pub struct GateError {
+    /// 1 for the first `[[gate]]`.
+    pub number: usize,
+    pub prometheus: String,
+    pub error: HttpError,
+}
+
 /// Checks every gate's URL before anything changes: `Err` names the first bad one.
-pub fn validate(gates: &[Gate]) -> Result<(), String> {
+pub fn validate(gates: &[Gate]) -> Result<(), GateError> {
     for (i, gate) in gates.iter().enumerate() {
-        httpc::Url::parse(&query_url(gate)).map_err(|e| {
-            format!(
-                "[[gate]] #{} (prometheus = {}): {e}",
-                i + 1,
-                gate.prometheus
-            )
+        httpc::Url::parse(&query_url(gate)).map_err(|error| GateError {
+            number: i + 1,
+            prometheus: gate.prometheus.clone(),
+            error,
         })?;
     }
     Ok(())
@@ -84,7 +95,7 @@ pub fn query_url(gate: &Gate) -> String {
 pub async fn evaluate(gate: &Gate) -> Verdict {
     let url = match httpc::Url::parse(&query_url(gate)) {
         Ok(url) => url,
-        Err(why) => return Verdict::Error(why),
+        Err(why) => return Verdict::Error(why.to_string()),
     };
     match httpc::get(&url, QUERY_TIMEOUT).await {
         Ok(response) => judge(gate.max, response.status, &response.body),
@@ -152,7 +163,7 @@ pub fn judge(max: f64, status: u16, body: &str) -> Verdict {
                 return Verdict::Error("the query's value is NaN (no traffic to divide?)".into());
             }
             Ok(v) => worst = worst.max(v),
-            Err(why) => return Verdict::Error(why),
+            Err(why) => return Verdict::Error(why.to_string()),
         }
     }
     if worst <= max {
@@ -248,11 +259,16 @@ mod tests {
             prometheus: "https://prom.example".into(),
             ..dead.clone()
         };
-        assert_eq!(validate(&[https]), Ok(()));
+        assert!(validate(&[https]).is_ok());
         let bad_port = Gate {
             prometheus: "https://prom.example:99999".into(),
             ..dead
         };
-        assert!(validate(&[bad_port]).unwrap_err().contains("[[gate]] #1"));
+        assert!(
+            validate(&[bad_port])
+                .unwrap_err()
+                .to_string()
+                .contains("[[gate]] #1")
+        );
     }
 }

@@ -22,6 +22,38 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
+/// Why a URL or an exchange failed; the messages never show a URL's path (webhook
+/// paths are secrets).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0} is not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("{url} has a bad port {port:?}")]
+    BadPort { url: String, port: String },
+    #[error("{0} has no host")]
+    NoHost(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connect {authority}: {reason}")]
+    Connect { authority: String, reason: String },
+    #[error("{host} is not a TLS server name: {reason}")]
+    ServerName { host: String, reason: String },
+    #[error("TLS handshake with {authority}: {reason}")]
+    Handshake { authority: String, reason: String },
+    #[error(
+        "no trusted root certificates for https ({0}); install the system CA bundle or set \
+         SSL_CERT_FILE"
+    )]
+    NoRoots(String),
+    #[error("TLS setup: {0}")]
+    TlsSetup(String),
+    /// HTTP/1.1 itself failed (handshake, request, connection).
+    #[error("{0}")]
+    Protocol(String),
+    #[error("HTTP {status}, reading the body: {reason}")]
+    Body { status: u16, reason: String },
+}
+
 /// Bytes of a response body read at most.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -40,12 +72,12 @@ pub struct Url {
 
 impl Url {
     /// Parses an `http://` or `https://` URL; anything else is an error that says so.
-    pub fn parse(url: &str) -> Result<Url, String> {
+    pub fn parse(url: &str) -> Result<Url, HttpError> {
         let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
             (Some(rest), _) => (true, rest),
             (None, Some(rest)) => (false, rest),
             (None, None) => {
-                return Err(format!("{} is not an http:// or https:// URL", redact(url)));
+                return Err(HttpError::NotHttp(redact(url)));
             }
         };
         let (authority, path) = match rest.find(['/', '?']) {
@@ -55,16 +87,17 @@ impl Url {
         };
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| format!("{} has a bad port {port:?}", redact(url)))?;
+                let port = port.parse::<u16>().map_err(|_| HttpError::BadPort {
+                    url: redact(url),
+                    port: port.to_string(),
+                })?;
                 (host, port)
             }
             _ => (authority, if tls { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("{} has no host", redact(url)));
+            return Err(HttpError::NoHost(redact(url)));
         }
         Ok(Url {
             tls,
@@ -91,12 +124,12 @@ pub struct Response {
 }
 
 /// `GET url`, bounded by `timeout` as a whole.
-pub async fn get(url: &Url, timeout: Duration) -> Result<Response, String> {
+pub async fn get(url: &Url, timeout: Duration) -> Result<Response, HttpError> {
     request(url, "GET", None, timeout).await
 }
 
 /// `POST url` with a JSON body, bounded by `timeout` as a whole.
-pub async fn post_json(url: &Url, body: String, timeout: Duration) -> Result<Response, String> {
+pub async fn post_json(url: &Url, body: String, timeout: Duration) -> Result<Response, HttpError> {
     request(url, "POST", Some(body), timeout).await
 }
 
@@ -105,32 +138,40 @@ async fn request(
     method: &str,
     body: Option<String>,
     timeout: Duration,
-) -> Result<Response, String> {
+) -> Result<Response, HttpError> {
     match tokio::time::timeout(timeout, exchange(url, method, body)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(_) => Err(HttpError::Timeout(timeout)),
     }
 }
 
-async fn exchange(url: &Url, method: &str, body: Option<String>) -> Result<Response, String> {
+async fn exchange(url: &Url, method: &str, body: Option<String>) -> Result<Response, HttpError> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
-        .map_err(|e| format!("connect {}: {e}", url.authority))?;
+        .map_err(|e| HttpError::Connect {
+            authority: url.authority.clone(),
+            reason: e.to_string(),
+        })?;
     if !url.tls {
         return send(tcp, url, method, body).await;
     }
-    let name = ServerName::try_from(url.host.clone())
-        .map_err(|e| format!("{} is not a TLS server name: {e}", url.host))?;
+    let name = ServerName::try_from(url.host.clone()).map_err(|e| HttpError::ServerName {
+        host: url.host.clone(),
+        reason: e.to_string(),
+    })?;
     let tls = TlsConnector::from(tls_config()?)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {}: {e}", url.authority))?;
+        .map_err(|e| HttpError::Handshake {
+            authority: url.authority.clone(),
+            reason: e.to_string(),
+        })?;
     send(tls, url, method, body).await
 }
 
 /// The TLS client configuration, built once: the system's roots, ALPN `http/1.1`.
-fn tls_config() -> Result<Arc<ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+fn tls_config() -> Result<Arc<ClientConfig>, HttpError> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, HttpError>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
             let found = rustls_native_certs::load_native_certs();
@@ -141,15 +182,12 @@ fn tls_config() -> Result<Arc<ClientConfig>, String> {
                     .errors
                     .first()
                     .map_or_else(|| "none found".to_string(), |e| e.to_string());
-                return Err(format!(
-                    "no trusted root certificates for https ({why}); install the system \
-                     CA bundle or set SSL_CERT_FILE"
-                ));
+                return Err(HttpError::NoRoots(why));
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup: {e}"))?
+                .map_err(|e| HttpError::TlsSetup(e.to_string()))?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -159,13 +197,18 @@ fn tls_config() -> Result<Arc<ClientConfig>, String> {
 }
 
 /// One request and its response over an open connection.
-async fn send<S>(io: S, url: &Url, method: &str, body: Option<String>) -> Result<Response, String>
+async fn send<S>(
+    io: S,
+    url: &Url,
+    method: &str,
+    body: Option<String>,
+) -> Result<Response, HttpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HttpError::Protocol(e.to_string()))?;
     let conn = tokio::spawn(conn);
     let mut request = http::Request::builder()
         .method(method)
@@ -181,17 +224,20 @@ where
     }
     let request = request
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HttpError::Protocol(e.to_string()))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HttpError::Protocol(e.to_string()))?;
     let status = response.status().as_u16();
     let bytes = Limited::new(response.into_body(), MAX_BODY)
         .collect()
         .await
         .map(|b| b.to_bytes())
-        .map_err(|e| format!("HTTP {status}, reading the body: {e}"))?;
+        .map_err(|e| HttpError::Body {
+            status,
+            reason: e.to_string(),
+        })?;
     conn.abort();
     Ok(Response {
         status,
@@ -297,12 +343,17 @@ pub(crate) mod tests {
         assert_eq!(url.path, "/services/T0/B0/SECRET");
         let url = Url::parse("https://[::1]:8443/x").unwrap();
         assert_eq!((url.tls, url.host.as_str(), url.port), (true, "::1", 8443));
-        let err = Url::parse("ftp://h/SECRET").unwrap_err();
+        let err = Url::parse("ftp://h/SECRET").unwrap_err().to_string();
         assert!(
             err.contains("not an http") && !err.contains("SECRET"),
             "{err}"
         );
-        assert!(Url::parse("http://h:x/").unwrap_err().contains("bad port"));
+        assert!(
+            Url::parse("http://h:x/")
+                .unwrap_err()
+                .to_string()
+                .contains("bad port")
+        );
         assert!(Url::parse("ftp://h/").is_err());
         assert_eq!(redact("http://h:1/a/b?c"), "http://h:1/…");
         assert_eq!(
@@ -333,7 +384,10 @@ pub(crate) mod tests {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead = Url::parse(&format!("http://{}/", closed.local_addr().unwrap())).unwrap();
         drop(closed);
-        let err = get(&dead, Duration::from_secs(5)).await.unwrap_err();
+        let err = get(&dead, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("connect 127.0.0.1:"), "{err}");
     }
 }

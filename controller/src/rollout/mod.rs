@@ -51,13 +51,13 @@ pub mod window;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use hoist_proto::v1::{JobKind, RecordRefusalRequest, StatusRequest};
+use hoist_proto::v1::StatusRequest;
 use serde_json::{Value, json};
 
 use crate::{
     agents::{
         client::Credentials,
-        fanout,
+        fanout::{self, CallError},
         follow::JobOutcome,
         ids::{self, IdError},
         session::Interrupt,
@@ -80,9 +80,12 @@ use crate::{
 /// Why a rollout did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    /// The fleet file's gates or window cannot be used (a usage error: exit 2).
-    #[error("{0}")]
-    Config(String),
+    /// The fleet file's gates cannot be used (a usage error: exit 2).
+    #[error(transparent)]
+    Gate(#[from] gates::GateError),
+    /// The fleet file's window cannot be used (a usage error: exit 2).
+    #[error(transparent)]
+    Window(#[from] window::ZoneError),
     #[error(transparent)]
     Id(#[from] IdError),
     /// Refused (window, locks), stopped, interrupted, or no host succeeded: the
@@ -123,10 +126,9 @@ pub async fn run(
 ) -> Result<(), RolloutError> {
     // Ctrl-C is counted from here on (it no longer exits the process).
     interrupt.listen();
-    let usage = RolloutError::Config;
     let deploying = matches!(op, Operation::Deploy(_));
     let gate_list = gates_of(rollout.fleet, &op);
-    gates::validate(gate_list).map_err(usage)?;
+    gates::validate(gate_list)?;
     let mut shape = rollout.shape.clone();
     if !deploying {
         shape.bake = Duration::ZERO;
@@ -135,9 +137,7 @@ pub async fn run(
     let plan = Plan::new(&rollout.hosts, shape);
     let title = op.title();
     let verdict = match (&op, &rollout.fleet.window) {
-        (Operation::Deploy(_), Some(w)) => {
-            Some(window::check(w, jiff::Timestamp::now()).map_err(usage)?)
-        }
+        (Operation::Deploy(_), Some(w)) => Some(window::check(w, jiff::Timestamp::now())?),
         _ => None,
     };
     let forced = op
@@ -229,7 +229,9 @@ async fn execute(
     // The window.
     if let Some(v) = verdict.as_ref().filter(|v| !v.open && !forced) {
         let why = format!("outside the deploy window: {}", v.describe());
-        refuse_on_hosts(rollout, op, plan, &ids, &why).await;
+        for (host, err) in refuse_on_hosts(rollout, op, plan, &ids, &why).await {
+            view.warn(&format!("{host}: could not record the refusal: {err}"));
+        }
         view.json_line(&json!({"kind": "refused", "why": why}));
         notifier
             .send(
@@ -258,10 +260,10 @@ async fn execute(
     let waiting = |host: &str, why: &str| {
         // Once per host that holds things up, not once per retry.
         if host != waiting_for {
-            eprintln!(
-                "hoist: waiting up to {} for the lock on {host} ({why})",
+            view.warn(&format!(
+                "waiting up to {} for the lock on {host} ({why})",
                 render::human_duration(plan::millis(rollout.lock_wait))
-            );
+            ));
             waiting_for = host.to_string();
         }
     };
@@ -512,35 +514,28 @@ fn succeeded_hosts(state: &State<'_, '_, '_>) -> Vec<String> {
         .collect()
 }
 
-/// Records a refused deploy in every target's journal (best effort).
+/// Records a refused deploy in every target's journal (best effort); returns the
+/// hosts that could not record it, with why.
 async fn refuse_on_hosts(
     rollout: &Rollout<'_>,
     op: &Operation,
     plan: &Plan<'_>,
     ids: &[String],
     why: &str,
-) {
-    let Operation::Deploy(o) = op else {
-        return;
+) -> Vec<(String, CallError)> {
+    let Some(o) = op.deploy() else {
+        return Vec::new();
     };
     let asks = plan.hosts.iter().zip(ids).map(|(host, id)| {
-        let request = RecordRefusalRequest {
-            app: o.app.clone(),
-            job_id: id.clone(),
-            kind: JobKind::Deploy as i32,
-            r#ref: o.git_ref.clone(),
-            reason: why.to_string(),
-        };
+        let request = o.refusal(id.clone(), why);
         async move {
             let answer =
                 fanout::ask_one(host, rollout.creds, rollout.timeout, |mut c| async move {
                     c.record_refusal(request).await.map(|_| ())
                 })
                 .await;
-            if let Err(err) = answer {
-                eprintln!("hoist: {}: could not record the refusal: {err}", host.name);
-            }
+            answer.err().map(|err| (host.name.clone(), err))
         }
     });
-    join_all(asks).await;
+    join_all(asks).await.into_iter().flatten().collect()
 }

@@ -7,7 +7,8 @@
 //! host's request only.
 
 use hoist_proto::v1::{
-    DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, RestartRequest, RollbackRequest,
+    DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind, RecordRefusalRequest,
+    RestartRequest, RollbackRequest,
 };
 
 use crate::{
@@ -118,6 +119,17 @@ impl DeployOptions {
             forced: self.force,
             reason: self.reason.clone().unwrap_or_default(),
         })
+    }
+
+    /// What a host records when this deploy is refused before it starts (the window).
+    pub fn refusal(&self, job_id: String, why: &str) -> RecordRefusalRequest {
+        RecordRefusalRequest {
+            app: self.app.clone(),
+            job_id,
+            kind: JobKind::Deploy as i32,
+            r#ref: self.git_ref.clone(),
+            reason: why.to_string(),
+        }
     }
 
     /// One request per host; host `i` migrates when `migrates(i)`.

@@ -71,7 +71,7 @@ pub fn payload(event: Event, text: &str, fields: &[(&str, String)]) -> Value {
 
 /// Sends to the fleet's webhooks in the background.
 pub struct Notifier {
-    hooks: Vec<(String, Result<httpc::Url, String>)>,
+    hooks: Vec<(String, Result<httpc::Url, httpc::HttpError>)>,
     pending: Mutex<JoinSet<()>>,
     warned: AtomicBool,
 }

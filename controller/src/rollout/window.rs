@@ -39,19 +39,27 @@ impl Verdict {
     }
 }
 
+/// A `[window]` timezone jiff does not know.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "[window] timezone {timezone:?} is not a known IANA zone ({reason}); use e.g. \"UTC\" \
+     or \"Asia/Dhaka\""
+)]
+pub struct ZoneError {
+    pub timezone: String,
+    pub reason: String,
+}
+
 /// The window's zone, or an error naming it.
-pub fn zone(window: &Window) -> Result<TimeZone, String> {
-    TimeZone::get(&window.timezone).map_err(|e| {
-        format!(
-            "[window] timezone {:?} is not a known IANA zone ({e}); use e.g. \"UTC\" or \
-             \"Asia/Dhaka\"",
-            window.timezone
-        )
+pub fn zone(window: &Window) -> Result<TimeZone, ZoneError> {
+    TimeZone::get(&window.timezone).map_err(|e| ZoneError {
+        timezone: window.timezone.clone(),
+        reason: e.to_string(),
     })
 }
 
 /// The verdict on deploying at `now`.
-pub fn check(window: &Window, now: Timestamp) -> Result<Verdict, String> {
+pub fn check(window: &Window, now: Timestamp) -> Result<Verdict, ZoneError> {
     let tz = zone(window)?;
     let local = now.to_zoned(tz.clone());
     let (date, minute) = (
@@ -231,7 +239,9 @@ mod tests {
                 .ends_with("no window opens in the next 800 days")
         );
         let bad = window(&[], "Mars/Olympus_Mons", &[]);
-        let err = check(&bad, at("2026-12-14T10:30:00Z")).unwrap_err();
+        let err = check(&bad, at("2026-12-14T10:30:00Z"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Mars/Olympus_Mons"), "{err}");
         assert_eq!(human(59), "under a minute");
         assert_eq!(human(3 * 86400 + 4 * 3600 + 120), "3d 04h");
