@@ -28,6 +28,12 @@ use toml::Spanned;
 
 // === errors ===
 
+/// A value that does not parse (a strategy, amount, allow rule on the command line or
+/// in the fleet file): the message says what is wrong, with a hint where one helps.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     #[error("cannot read the fleet file {} (pass --fleet PATH or set HOIST_FLEET)", path.display())]
@@ -389,10 +395,11 @@ impl Amount {
 }
 
 impl FromStr for Amount {
-    type Err = String;
+    type Err = ValueError;
 
     /// `"3"` or `"25%"`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        (|| -> Result<Self, String> {
         let bad = || {
             format!(
                 "invalid amount {s:?}: expected a number of hosts or a percentage, e.g. \"2\" or \"25%\""
@@ -408,6 +415,8 @@ impl FromStr for Amount {
             },
             None => s.parse().map(Amount::Count).map_err(|_| bad()),
         }
+            })()
+        .map_err(ValueError)
     }
 }
 
@@ -464,17 +473,20 @@ impl Strategy {
 }
 
 impl FromStr for Strategy {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(Strategy::All),
-            "rolling" => Ok(Strategy::Rolling),
-            "canary" => Ok(Strategy::Canary),
-            _ => Err(format!(
-                "unknown strategy {s:?}: expected all, rolling or canary"
-            )),
-        }
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        (|| -> Result<Self, String> {
+            match s {
+                "all" => Ok(Strategy::All),
+                "rolling" => Ok(Strategy::Rolling),
+                "canary" => Ok(Strategy::Canary),
+                _ => Err(format!(
+                    "unknown strategy {s:?}: expected all, rolling or canary"
+                )),
+            }
+        })()
+        .map_err(ValueError)
     }
 }
 
@@ -489,17 +501,20 @@ impl MigrateOn {
 }
 
 impl FromStr for MigrateOn {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "first" => Ok(MigrateOn::First),
-            "all" => Ok(MigrateOn::All),
-            "none" => Ok(MigrateOn::None),
-            _ => Err(format!(
-                "unknown migrate_on {s:?}: expected first, all or none"
-            )),
-        }
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        (|| -> Result<Self, String> {
+            match s {
+                "first" => Ok(MigrateOn::First),
+                "all" => Ok(MigrateOn::All),
+                "none" => Ok(MigrateOn::None),
+                _ => Err(format!(
+                    "unknown migrate_on {s:?}: expected first, all or none"
+                )),
+            }
+        })()
+        .map_err(ValueError)
     }
 }
 
@@ -554,10 +569,11 @@ impl AllowRule {
 }
 
 impl FromStr for AllowRule {
-    type Err = String;
+    type Err = ValueError;
 
     /// `DAY[-DAY] [HH:MM-HH:MM]`; without times, the whole day.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        (|| -> Result<Self, String> {
         let bad = |why: &str| {
             hinted(
                 format!("invalid allow entry {s:?}: {why}"),
@@ -596,6 +612,8 @@ impl FromStr for AllowRule {
             start,
             end,
         })
+            })()
+        .map_err(ValueError)
     }
 }
 
@@ -651,7 +669,7 @@ pub fn weekday_name(day: Weekday) -> &'static str {
 }
 
 /// `Mon` ... `Sun` or full names (`monday`), any case.
-pub fn parse_weekday(s: &str) -> Result<Weekday, String> {
+fn parse_weekday(s: &str) -> Result<Weekday, String> {
     let lower = s.to_ascii_lowercase();
     DAYS.iter()
         .find(|(day, short)| {
@@ -665,7 +683,7 @@ pub fn parse_weekday(s: &str) -> Result<Weekday, String> {
 
 /// `YYYY-MM-DD`, a day that exists (years 1-9999); other spellings jiff would take
 /// (`20261225`, `+002026-12-25`) are refused.
-pub fn parse_date(s: &str) -> Result<Date, String> {
+fn parse_date(s: &str) -> Result<Date, String> {
     let field = |p: &str, len: usize| {
         let digits = p.len() == len && p.bytes().all(|b| b.is_ascii_digit());
         digits.then(|| p.parse::<i16>().ok()).flatten()

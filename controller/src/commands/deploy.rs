@@ -10,7 +10,7 @@ use clap::Args;
 use crate::{
     agents::ids,
     commands::{Ctx, Failure, Global, JOB_CONNECT_TIMEOUT, finish, parse_duration, usage},
-    fleet::{Amount, DeployDefaults, MigrateOn, Strategy},
+    fleet::{Amount, DeployDefaults, MigrateOn, Strategy, ValueError},
     rollout::{
         self, Rollout, RolloutError,
         operation::{DeployOptions, Operation, RestartOptions, RollbackOptions},
@@ -114,19 +114,19 @@ pub struct RolloutFlags {
     pub dry_run: bool,
 }
 
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
+fn parse_strategy(s: &str) -> Result<Strategy, ValueError> {
     s.parse()
 }
 
-fn parse_amount(s: &str) -> Result<Amount, String> {
+fn parse_amount(s: &str) -> Result<Amount, ValueError> {
     s.parse()
 }
 
-fn parse_positive(s: &str) -> Result<Amount, String> {
+fn parse_positive(s: &str) -> Result<Amount, ValueError> {
     match s.parse()? {
-        Amount::Count(0) | Amount::Percent(0) => Err(format!(
+        Amount::Count(0) | Amount::Percent(0) => Err(ValueError(format!(
             "{s} hosts would never deploy; use at least 1, e.g. 1 or 10%"
-        )),
+        ))),
         amount => Ok(amount),
     }
 }
@@ -150,7 +150,7 @@ impl RolloutFlags {
     }
 }
 
-fn parse_migrate_on(s: &str) -> Result<MigrateOn, String> {
+fn parse_migrate_on(s: &str) -> Result<MigrateOn, ValueError> {
     s.parse()
 }
 
@@ -271,7 +271,12 @@ mod tests {
             flags.shape(&defaults, None, MigrateOn::None).bake,
             defaults.bake
         );
-        assert!(parse_positive("0").unwrap_err().contains("never deploy"));
+        assert!(
+            parse_positive("0")
+                .unwrap_err()
+                .to_string()
+                .contains("never deploy")
+        );
         assert_eq!(parse_positive("2"), Ok(Amount::Count(2)));
     }
 }
