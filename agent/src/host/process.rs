@@ -209,7 +209,7 @@ pub async fn run_argv(
 
 /// Runs one of the host's service tools (systemctl, supervisorctl, docker) by argv, as
 /// the agent, until `deadline`, feeding its output lines to `sink`. Its environment is
-/// clean but for [`TOOL_ENV`]; `cwd` defaults to `/`.
+/// clean but for [`TOOL_ENV`]; without `cwd` it runs in the agent's own directory.
 pub async fn run_tool(
     argv: &[&str],
     cwd: Option<&Path>,
@@ -221,7 +221,7 @@ pub async fn run_tool(
     let child = Spawn {
         argv,
         label: &label,
-        cwd: Some(cwd.unwrap_or(Path::new("/"))),
+        cwd,
         env: &env,
         run_as: None,
     };
@@ -482,6 +482,22 @@ mod tests {
                 .unwrap_or_default()
                 .contains(") Z");
         assert!(!alive, "grandchild {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn service_tools_get_only_the_declared_environment() {
+        let mut names = Vec::new();
+        let sink = |_, line: String| names.extend(line.split_once('=').map(|(k, _)| k.to_string()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let exit = run_tool(&["env"], None, deadline, sink).await.unwrap();
+        assert!(exit.success());
+        // `cargo test` runs with dozens of CARGO_* and RUST_* variables: none leak.
+        let stray: Vec<&String> = names
+            .iter()
+            .filter(|k| !TOOL_ENV.contains(&k.as_str()))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
+        assert!(names.iter().any(|k| k == "PATH"));
     }
 
     #[test]
