@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::*;
 use super::{
-    load::{Report, foreign_keys, spanned},
+    load::{Diagnostics, foreign_keys, spanned},
     service::keys_of,
     values::*,
 };
@@ -63,7 +63,7 @@ pub(super) const CHECK_KEYS: &[(&str, &[&str])] = &[
 ];
 
 impl RawCheck {
-    pub(super) fn validate(self, report: &mut Report<'_>) -> Option<Check> {
+    pub(super) fn validate(self, report: &mut Diagnostics<'_>) -> Option<Check> {
         let kind = *self.kind.get_ref();
         let what = format!("{} checks", kind.as_str());
         let allowed = keys_of(CHECK_KEYS, kind.as_str());

@@ -34,7 +34,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates config text. `origin` names the file in diagnostics, and relative paths
 /// resolve against its directory.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    let mut report = Report {
+    let mut report = Diagnostics {
         text,
         origin,
         errors: Vec::new(),
@@ -56,13 +56,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Collects diagnostics, turning byte spans into lines and columns.
-pub(super) struct Report<'a> {
+pub(super) struct Diagnostics<'a> {
     pub(super) text: &'a str,
     origin: &'a Path,
     pub(super) errors: Vec<Diagnostic>,
 }
 
-impl Report<'_> {
+impl Diagnostics<'_> {
     pub(super) fn error(
         &mut self,
         span: Range<usize>,
@@ -167,7 +167,7 @@ struct RawApp {
 }
 
 impl RawConfig {
-    fn validate(self, base: &Path, report: &mut Report<'_>) -> Config {
+    fn validate(self, base: &Path, report: &mut Diagnostics<'_>) -> Config {
         let mut agent = self.agent;
         agent.state_dir = base.join(&agent.state_dir);
         let tls = TlsSection {
@@ -214,7 +214,7 @@ impl RawConfig {
 }
 
 impl RawApp {
-    fn validate(self, base: &Path, report: &mut Report<'_>) -> App {
+    fn validate(self, base: &Path, report: &mut Diagnostics<'_>) -> App {
         let name = self.name.into_inner().0;
         let strategy = self
             .strategy
@@ -330,7 +330,7 @@ pub(super) fn spanned<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
 
 /// Reports the keys of an entry that belong to another `kind` of entry.
 pub(super) fn foreign_keys(
-    report: &mut Report<'_>,
+    report: &mut Diagnostics<'_>,
     what: &str,
     allowed: &[&str],
     present: &[(&str, Option<Range<usize>>)],

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::*;
 use super::{
-    load::{Report, foreign_keys, spanned},
+    load::{Diagnostics, foreign_keys, spanned},
     values::*,
 };
 
@@ -64,7 +64,7 @@ pub(super) fn keys_of(
 }
 
 impl RawService {
-    pub(super) fn validate(self, base: &Path, report: &mut Report<'_>) -> Option<Service> {
+    pub(super) fn validate(self, base: &Path, report: &mut Diagnostics<'_>) -> Option<Service> {
         let kind = *self.kind.get_ref();
         let what = format!("{} services", kind.as_str());
         let allowed = keys_of(SERVICE_KEYS, kind.as_str());
