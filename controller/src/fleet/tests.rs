@@ -1,3 +1,4 @@
+
 use super::{
     window::{parse_date, utc},
     *,

@@ -1,3 +1,4 @@
+
 use hoist_proto::v1::{Notice, StepStarted, Stream as OutputStream};
 
 use hoist_proto::v1::{
@@ -50,21 +51,21 @@ fn step(
     }
     *ms += took as i64;
     events.push(event(
-        *seq,
-        *ms,
-        Kind::StepFinished(StepFinished {
-            step: name.into(),
-            ok,
-            exit_code: if ok { 0 } else { -1 },
-            duration_ms: took,
-            error: if ok {
-                String::new()
-            } else {
-                "GET http://127.0.0.1/health: 500 Internal Server Error\nbody: {\"status\":\"down\"}".into()
-            },
-            timed_out: false,
-        }),
-    ));
+            *seq,
+            *ms,
+            Kind::StepFinished(StepFinished {
+                step: name.into(),
+                ok,
+                exit_code: if ok { 0 } else { -1 },
+                duration_ms: took,
+                error: if ok {
+                    String::new()
+                } else {
+                    "GET http://127.0.0.1/health: 500 Internal Server Error\nbody: {\"status\":\"down\"}".into()
+                },
+                timed_out: false,
+            }),
+        ));
     *seq += 1;
     events
 }
@@ -149,12 +150,12 @@ fn deployment_log_of_a_failed_deploy() {
 
 Steps
   build    10:15:00 → 10:15:03    3.2s  exit 0     ok
-composer install --no-dev
-│ Installing dependencies
-! npm WARN deprecated
+    composer install --no-dev
+    │ Installing dependencies
+    ! npm WARN deprecated
   migrate  10:15:03 → 10:15:03    0.4s  exit 1     FAILED: php artisan migrate --force exited with 1
-php artisan migrate --force
-! SQLSTATE[42P01]: no such table
+    php artisan migrate --force
+    ! SQLSTATE[42P01]: no such table
   ! current still points at 20261121T090000Z-0f0f0f0
 
 Result: failed after 4.1s: step migrate failed
@@ -175,12 +176,12 @@ fn deployment_log_of_a_rollback() {
     let expected_tail = "
 Steps
   build       10:15:00 → 10:15:01    1.2s  exit 0     ok
-│ built
+    │ built
   switch      10:15:01 → 10:15:01    0.0s  exit 0     ok
 
 Verification
   check:http  10:15:01 → 10:15:11   10.0s  exit -     FAILED: GET http://127.0.0.1/health: 500 Internal Server Error
-  body: {\"status\":\"down\"}
+      body: {\"status\":\"down\"}
 
 Rollback
   ! checks failed; rolling back to 20261121T090000Z-0f0f0f0
@@ -301,8 +302,8 @@ fn recent_jobs_table() {
         },
     ];
     assert_eq!(
-        render_recent(&answers, false),
-        "web-1 (10.0.0.11:7443)
+            render_recent(&answers, false),
+            "web-1 (10.0.0.11:7443)
   JOB             KIND    RESULT       REF   COMMIT   RELEASE                   WHO   STARTED                  DURATION
   deploy-b-web-1  deploy  rolled back  main  abc1234  20261122T101500Z-abc1234  dana  2026-11-22 10:15:00 UTC  12.3s
   deploy-a-web-1  deploy  succeeded    main  abc1234  20261122T101500Z-abc1234  dana  2026-11-22 10:15:00 UTC  12.3s
@@ -312,7 +313,7 @@ fn recent_jobs_table() {
 web-2 (10.0.0.12:7443)
   unreachable: connection refused
 "
-    );
+        );
     let json = recent_json(&answers);
     assert_eq!(json[0]["jobs"][0]["result"], "rolled_back");
     assert_eq!(json[0]["jobs"][1]["started_at"], "2026-11-22T10:15:00Z");

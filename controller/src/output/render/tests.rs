@@ -1,3 +1,4 @@
+
 use hoist_proto::v1::{Notice, StepStarted};
 
 use super::*;
@@ -125,19 +126,19 @@ fn live_text_of_a_failed_deploy() {
         .map(|e| event_text("web-1", e, false))
         .collect();
     assert_eq!(
-        text,
-        "==> web-1: deploy carbex main (abc1234) as dana, with migrations, forced (reason: hotfix #42)
+            text,
+            "==> web-1: deploy carbex main (abc1234) as dana, with migrations, forced (reason: hotfix #42)
   ▶ build  composer install --no-dev
-│ Installing dependencies
-! npm WARN deprecated
+    │ Installing dependencies
+    ! npm WARN deprecated
   ✓ build  3.2s
   ▶ migrate  php artisan migrate --force
-! SQLSTATE[42P01]: no such table
+    ! SQLSTATE[42P01]: no such table
   ✗ migrate  exit 1 after 0.4s: php artisan migrate --force exited with 1
   ! current still points at 20261121T090000Z-0f0f0f0
 ==> web-1: failed after 4.1s: step migrate failed
 "
-    );
+        );
 }
 
 #[test]
@@ -179,7 +180,7 @@ fn finished_lines() {
             "check http http://127.0.0.1/health: 500\nbody: oops"
         ),
         "==> web-1: rolled back after 12.3s: release 20261122T101500Z-abc1234 failed its checks; \
-         20261121T090000Z-0f0f0f0 serves again\n    check http http://127.0.0.1/health: 500\n    body: oops\n"
+             20261121T090000Z-0f0f0f0 serves again\n    check http http://127.0.0.1/health: 500\n    body: oops\n"
     );
     assert_eq!(
         line(JobResult::Interrupted, "hoistd restarted"),
