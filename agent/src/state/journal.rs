@@ -320,6 +320,7 @@ fn result_from_name(name: &str) -> JobResult {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests are the owner of the journal here
 mod tests {
     use super::*;
 

@@ -178,6 +178,7 @@ impl AppLock {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests are the owner of the lock here
 mod tests {
     use super::*;
 
