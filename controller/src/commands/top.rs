@@ -31,7 +31,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use clap::Args;
@@ -42,21 +42,26 @@ use crossterm::{
     style::Print,
     terminal::{self, ClearType},
 };
-use hoist_proto::v1::{ServiceState, StatusResponse, WatchStatusRequest};
+use hoist_proto::v1::WatchStatusRequest;
 use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
-    agents::client::{self, Credentials},
     commands::{
         Ctx, Failure, Global,
-        status::{self, HostReport},
+        status::{self},
         usage,
     },
-    fleet::{self, Host},
-    output::table::{self, Cell, Tone},
+    fleet::{self},
+    output::table::{self},
 };
 
 /// The shortest `--interval` (the agent sends no faster than this).
+mod board;
+mod watch;
+
+use board::*;
+use watch::*;
+
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// Redraws at most this often while data keeps changing.
 const REDRAW_EVERY: Duration = Duration::from_millis(250);
@@ -142,480 +147,13 @@ pub async fn run(global: &Global, args: TopArgs) -> Result<(), Failure> {
     result
 }
 
-// === the model ===
-
-/// What one host's watcher reports.
-#[derive(Debug)]
-enum Reading {
-    Status(Box<StatusResponse>),
-    /// The agent answered with an error (unknown app, role not allowed, ...).
-    Refused(String),
-    /// No connection, no answer in time, or the stream broke.
-    Unreachable(String),
-}
-
-#[derive(Debug)]
-struct Update {
-    host: usize,
-    report: Reading,
-}
-
-/// What the view knows about one host.
-#[derive(Clone, Debug, PartialEq)]
-enum HostState {
-    /// No answer yet.
-    Connecting,
-    /// The latest snapshot.
-    Up(Box<StatusResponse>),
-    Refused(String),
-    Unreachable {
-        error: String,
-        since: SystemTime,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Health {
-    Connecting,
-    Healthy,
-    Unhealthy,
-    Unreachable,
-}
-
-struct HostView {
-    name: String,
-    address: String,
-    state: HostState,
-    /// Time from the start to the first answer (for `--once --json`).
-    first_answer: Option<Duration>,
-}
-
-impl HostView {
-    fn health(&self) -> Health {
-        match &self.state {
-            HostState::Connecting => Health::Connecting,
-            HostState::Up(status) if healthy(status) => Health::Healthy,
-            HostState::Up(_) | HostState::Refused(_) => Health::Unhealthy,
-            HostState::Unreachable { .. } => Health::Unreachable,
-        }
-    }
-}
-
-/// A host is healthy when every service of its apps runs and no check that has run is
-/// failing (pending checks do not count). Resources do not decide it: a busy CPU comes
-/// and goes; their warn/critical colours in the table say how they stand.
-fn healthy(status: &StatusResponse) -> bool {
-    status.apps.iter().all(|app| {
-        app.services
-            .iter()
-            .all(|s| s.state == ServiceState::Running as i32)
-            && app.checks.iter().all(|c| c.ok || !c.has_run)
-    })
-}
-
-/// Everything a frame is drawn from.
-struct Board {
-    fleet: String,
-    app: String,
-    interval: Duration,
-    /// Live (reconnecting) rather than `--once`: unreachable hosts say since when.
-    live: bool,
-    hosts: Vec<HostView>,
-    started: Instant,
-    /// When a host last reported anything.
-    updated: Option<SystemTime>,
-}
-
-impl Board {
-    fn new(fleet: String, app: String, interval: Duration, live: bool, hosts: &[&Host]) -> Board {
-        Board {
-            fleet,
-            app,
-            interval,
-            live,
-            hosts: hosts
-                .iter()
-                .map(|h| HostView {
-                    name: h.name.clone(),
-                    address: h.address.clone(),
-                    state: HostState::Connecting,
-                    first_answer: None,
-                })
-                .collect(),
-            started: Instant::now(),
-            updated: None,
-        }
-    }
-
-    /// Applies one report; returns whether anything shown changed.
-    fn apply(&mut self, update: Update, now: SystemTime) -> bool {
-        let Some(host) = self.hosts.get_mut(update.host) else {
-            return false;
-        };
-        host.first_answer
-            .get_or_insert_with(|| self.started.elapsed());
-        let state = match update.report {
-            Reading::Status(status) => HostState::Up(status),
-            Reading::Refused(error) => HostState::Refused(error),
-            Reading::Unreachable(error) => HostState::Unreachable {
-                error,
-                since: match &host.state {
-                    HostState::Unreachable { since, .. } => *since,
-                    _ => now,
-                },
-            },
-        };
-        self.updated = Some(now);
-        if host.state == state {
-            return false;
-        }
-        host.state = state;
-        true
-    }
-
-    fn count(&self, health: Health) -> usize {
-        self.hosts.iter().filter(|h| h.health() == health).count()
-    }
-
-    /// The first line: fleet file, host counts, interval, time of the last update.
-    fn header(&self, colour: bool) -> String {
-        let count = |health: Health, bad: Tone| {
-            let n = self.count(health);
-            (n, if n == 0 { Tone::Plain } else { bad })
-        };
-        let (healthy, healthy_tone) = count(Health::Healthy, Tone::Good);
-        let (unhealthy, unhealthy_tone) = count(Health::Unhealthy, Tone::Bad);
-        let (unreachable, unreachable_tone) = count(Health::Unreachable, Tone::Bad);
-        let connecting = self.count(Health::Connecting);
-        let hosts = self.hosts.len();
-        let mut parts = vec![
-            table::paint("hoist top", Tone::Plain, colour),
-            self.fleet.clone(),
-            format!(
-                "{hosts} host{}: {}, {}, {}{}",
-                if hosts == 1 { "" } else { "s" },
-                table::paint(&format!("{healthy} healthy"), healthy_tone, colour),
-                table::paint(&format!("{unhealthy} unhealthy"), unhealthy_tone, colour),
-                table::paint(
-                    &format!("{unreachable} unreachable"),
-                    unreachable_tone,
-                    colour
-                ),
-                if connecting == 0 {
-                    String::new()
-                } else {
-                    format!(
-                        ", {}",
-                        table::paint(&format!("{connecting} connecting"), Tone::Dim, colour)
-                    )
-                },
-            ),
-        ];
-        if !self.app.is_empty() {
-            parts.push(format!("app {}", self.app));
-        }
-        parts.push(format!("every {:?}", self.interval));
-        parts.push(match self.updated {
-            Some(t) => format!("updated {}", clock(t)),
-            None => table::paint("waiting for the first update", Tone::Dim, colour),
-        });
-        parts.join(" · ")
-    }
-
-    /// The table (one row per host and app, as `hoist status`) and the notes under it.
-    fn body(&self, colour: bool) -> Vec<String> {
-        let mut rows = Vec::new();
-        let mut notes = Vec::new();
-        for host in &self.hosts {
-            let placeholder = |up: Cell| {
-                let mut row = vec![Cell::from(host.name.clone()), up];
-                row.extend((2..status::HEADER.len()).map(|_| Cell::new("-", Tone::Dim)));
-                row
-            };
-            match &host.state {
-                HostState::Connecting => rows.push(placeholder(Cell::new("...", Tone::Dim))),
-                HostState::Refused(error) => {
-                    rows.push(placeholder(Cell::new("error", Tone::Bad)));
-                    notes.push(table::paint(
-                        &format!("{} ({}): {error}", host.name, host.address),
-                        Tone::Bad,
-                        colour,
-                    ));
-                }
-                HostState::Unreachable { error, since } => {
-                    let error = if self.live {
-                        format!("{error}; down since {}, retrying", clock(*since))
-                    } else {
-                        error.clone()
-                    };
-                    status::host_rows(
-                        &self.report(host, Err(error)),
-                        colour,
-                        &mut rows,
-                        &mut notes,
-                    );
-                }
-                HostState::Up(snapshot) => {
-                    let report = self.report(host, Ok((**snapshot).clone()));
-                    status::host_rows(&report, colour, &mut rows, &mut notes);
-                    notes.extend(activity_notes(&host.name, snapshot, colour));
-                }
-            }
-        }
-        let mut lines: Vec<String> = table::render(&status::HEADER, &rows, colour)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !notes.is_empty() {
-            lines.push(String::new());
-            lines.extend(notes);
-        }
-        lines
-    }
-
-    fn report(&self, host: &HostView, result: Result<StatusResponse, String>) -> HostReport {
-        HostReport {
-            name: host.name.clone(),
-            address: host.address.clone(),
-            elapsed: host.first_answer.unwrap_or_default(),
-            result,
-        }
-    }
-
-    /// Every host as `hoist status --json` shows it.
-    fn reports(&self) -> Vec<HostReport> {
-        self.hosts
-            .iter()
-            .map(|host| {
-                let result = match &host.state {
-                    HostState::Up(status) => Ok((**status).clone()),
-                    HostState::Refused(error) | HostState::Unreachable { error, .. } => {
-                        Err(error.clone())
-                    }
-                    HostState::Connecting => Err("no answer yet".into()),
-                };
-                self.report(host, result)
-            })
-            .collect()
-    }
-
-    /// The screen for a terminal of `width` x `height`: header, table and notes (cut to
-    /// fit, saying how much was cut), and the footer on the last line.
-    fn screen(&self, colour: bool, width: usize, height: usize) -> Vec<String> {
-        let footer = table::paint("q quit", Tone::Dim, colour);
-        let mut lines = vec![self.header(colour)];
-        if height >= 3 {
-            lines.push(String::new());
-            let mut body = self.body(colour);
-            let room = height - 3;
-            if body.len() > room {
-                let kept = room.saturating_sub(1);
-                let cut = body.len() - kept;
-                body.truncate(kept);
-                if room > 0 {
-                    body.push(table::paint(
-                        &format!("... {cut} more line(s); enlarge the window to see them"),
-                        Tone::Dim,
-                        colour,
-                    ));
-                }
-            }
-            lines.extend(body);
-        }
-        if height >= 2 {
-            lines.resize(height - 1, String::new());
-            lines.push(footer);
-        }
-        lines.truncate(height);
-        lines.iter().map(|l| truncate(l, width)).collect()
-    }
-
-    /// The frame `--once` prints: header, table and notes, cut to `width` if given.
-    fn frame(&self, colour: bool, width: Option<usize>) -> String {
-        let mut lines = vec![self.header(colour), String::new()];
-        lines.extend(self.body(colour));
-        let mut out = String::new();
-        for line in lines {
-            match width {
-                Some(width) => out.push_str(&truncate(&line, width)),
-                None => out.push_str(&line),
-            }
-            out.push('\n');
-        }
-        out
-    }
-}
-
-/// Jobs running and manual locks, which the status table has no column for.
-fn activity_notes(host: &str, status: &StatusResponse, colour: bool) -> Vec<String> {
-    let mut notes = Vec::new();
-    for app in &status.apps {
-        if !app.running_job.is_empty() {
-            notes.push(table::paint(
-                &format!("{host} {}: job {} running", app.name, app.running_job),
-                Tone::Warn,
-                colour,
-            ));
-        }
-        if let Some(lock) = &app.lock
-            && lock.deploy_id != app.running_job
-        {
-            let why = if lock.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", lock.reason)
-            };
-            notes.push(table::paint(
-                &format!("{host} {}: locked by {}{why}", app.name, lock.holder),
-                Tone::Warn,
-                colour,
-            ));
-        }
-    }
-    notes
-}
-
-/// `HH:MM:SS UTC`.
-fn clock(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() % 86_400);
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// `line` cut to `width` visible characters; colour codes do not count, and a cut
-/// inside coloured text resets the colour.
-fn truncate(line: &str, width: usize) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut visible = 0;
-    let mut styled = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            let mut sequence = String::from(c);
-            for c in chars.by_ref() {
-                sequence.push(c);
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-            styled = sequence != "\x1b[0m";
-            out.push_str(&sequence);
-            continue;
-        }
-        if visible == width {
-            if styled {
-                out.push_str("\x1b[0m");
-            }
-            return out;
-        }
-        out.push(c);
-        visible += 1;
-    }
-    out
-}
-
-// === the watchers ===
-
-struct Watch {
-    index: usize,
-    host: Host,
-    creds: Credentials,
-    request: WatchStatusRequest,
-    timeout: Duration,
-    stall: Duration,
-    tx: mpsc::Sender<Update>,
-}
-
-/// Follows one host's WatchStatus stream for as long as the view lives, reopening it
-/// with backoff whenever it cannot be opened or breaks.
-async fn watch(w: Watch) {
-    let mut backoff = BACKOFF_FIRST;
-    loop {
-        let (report, received) = follow(&w).await;
-        let update = Update {
-            host: w.index,
-            report,
-        };
-        if w.tx.send(update).await.is_err() {
-            return;
-        }
-        if received {
-            backoff = BACKOFF_FIRST;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Opens the stream and forwards its snapshots until it ends; returns why it ended and
-/// whether any snapshot arrived.
-async fn follow(w: &Watch) -> (Reading, bool) {
-    let open = async {
-        let mut agent = client::connect(&w.host.address, &w.creds, w.timeout)
-            .await
-            .map_err(|e| Reading::Unreachable(e.to_string()))?;
-        agent
-            .watch_status(w.request.clone())
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| classify(&s))
-    };
-    let mut stream = match tokio::time::timeout(w.timeout, open).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(report)) => return (report, false),
-        Err(_) => {
-            let why = format!("no answer within {:?}", w.timeout);
-            return (Reading::Unreachable(why), false);
-        }
-    };
-    let mut received = false;
-    loop {
-        let report = match tokio::time::timeout(w.stall, stream.message()).await {
-            Ok(Ok(Some(status))) => {
-                received = true;
-                let update = Update {
-                    host: w.index,
-                    report: Reading::Status(Box::new(status)),
-                };
-                if w.tx.send(update).await.is_err() {
-                    return (Reading::Unreachable("the view closed".into()), received);
-                }
-                continue;
-            }
-            Ok(Ok(None)) => Reading::Unreachable("the agent closed the stream".into()),
-            Ok(Err(status)) => classify(&status),
-            Err(_) => Reading::Unreachable(format!("no snapshot for {:?}", w.stall)),
-        };
-        return (report, received);
-    }
-}
-
-/// Transport trouble makes a host unreachable; any other gRPC error is the agent's
-/// answer (unknown app, role not allowed).
-fn classify(status: &tonic::Status) -> Reading {
-    let message = client::status_error(status);
-    match status.code() {
-        tonic::Code::Unavailable
-        | tonic::Code::Unknown
-        | tonic::Code::DeadlineExceeded
-        | tonic::Code::Cancelled => Reading::Unreachable(message),
-        _ => Reading::Refused(message),
-    }
-}
-
 // === --once ===
 
 /// Waits for every host's first answer (at most `timeout` and a little), then prints
 /// one frame (or JSON); exit 1 when a host is not up.
 async fn once(
     view: &mut Board,
-    updates: &mut mpsc::Receiver<Update>,
+    updates: &mut mpsc::Receiver<HostUpdate>,
     timeout: Duration,
     json: bool,
 ) -> Result<(), Failure> {
@@ -685,7 +223,7 @@ async fn once(
 // === the live screen ===
 
 /// Runs the full-screen view until `q`, Esc, Ctrl-C, SIGTERM or SIGHUP.
-async fn live(view: &mut Board, updates: &mut mpsc::Receiver<Update>) -> Result<(), Failure> {
+async fn live(view: &mut Board, updates: &mut mpsc::Receiver<HostUpdate>) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let terminal_error = |what: &str, e: io::Error| Failure::failed(anyhow::anyhow!("{what}: {e}"));
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| terminal_error("SIGTERM", e))?;
@@ -854,9 +392,15 @@ impl Drop for Keys {
 
 #[cfg(test)]
 mod tests {
-    use hoist_proto::v1::{AppStatus, CheckStatus, DiskUsage, HostResources, Level, ServiceStatus};
+    use std::time::UNIX_EPOCH;
+
+    use hoist_proto::v1::{
+        AppStatus, CheckStatus, DiskUsage, HostResources, Level, ServiceState, ServiceStatus,
+        StatusResponse,
+    };
 
     use super::*;
+    use crate::fleet::Host;
 
     fn host(name: &str) -> Host {
         Host {
@@ -931,7 +475,7 @@ mod tests {
             (2, Reading::Unreachable("connection refused".into())),
         ];
         for (host, report) in updates {
-            assert!(view.apply(Update { host, report }, at));
+            assert!(view.apply(HostUpdate { host, report }, at));
         }
         view
     }
@@ -960,12 +504,12 @@ mod tests {
     fn the_same_report_changes_nothing_and_keeps_since() {
         let mut view = view();
         let later = UNIX_EPOCH + Duration::from_secs(3600 * 11);
-        let same = Update {
+        let same = HostUpdate {
             host: 2,
             report: Reading::Unreachable("connection refused".into()),
         };
         assert!(!view.apply(same, later));
-        let other = Update {
+        let other = HostUpdate {
             host: 2,
             report: Reading::Unreachable("no answer within 5s".into()),
         };

@@ -1,4 +1,3 @@
-
 use super::{
     window::{parse_date, utc},
     *,

@@ -39,24 +39,25 @@ impl FromStr for Amount {
 
     /// `"3"` or `"25%"`.
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        (|| -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid amount {s:?}: expected a number of hosts or a percentage, e.g. \"2\" or \"25%\""
-            )
-        };
-        match s.strip_suffix('%') {
-            Some(p) => match p.parse::<u32>() {
-                Ok(p @ 0..=100) => Ok(Amount::Percent(p)),
-                Ok(_) => Err(format!(
-                    "invalid amount {s:?}: a percentage is at most 100%"
-                )),
-                Err(_) => Err(bad()),
-            },
-            None => s.parse().map(Amount::Count).map_err(|_| bad()),
-        }
-            })()
-        .map_err(ValueError)
+        parse_amount(s).map_err(ValueError)
+    }
+}
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    let bad = || {
+        format!(
+            "invalid amount {s:?}: expected a number of hosts or a percentage, e.g. \"2\" or \"25%\""
+        )
+    };
+    match s.strip_suffix('%') {
+        Some(p) => match p.parse::<u32>() {
+            Ok(p @ 0..=100) => Ok(Amount::Percent(p)),
+            Ok(_) => Err(format!(
+                "invalid amount {s:?}: a percentage is at most 100%"
+            )),
+            Err(_) => Err(bad()),
+        },
+        None => s.parse().map(Amount::Count).map_err(|_| bad()),
     }
 }
 
@@ -116,17 +117,18 @@ impl FromStr for Strategy {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        (|| -> Result<Self, String> {
-            match s {
-                "all" => Ok(Strategy::All),
-                "rolling" => Ok(Strategy::Rolling),
-                "canary" => Ok(Strategy::Canary),
-                _ => Err(format!(
-                    "unknown strategy {s:?}: expected all, rolling or canary"
-                )),
-            }
-        })()
-        .map_err(ValueError)
+        parse_strategy(s).map_err(ValueError)
+    }
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "all" => Ok(Strategy::All),
+        "rolling" => Ok(Strategy::Rolling),
+        "canary" => Ok(Strategy::Canary),
+        _ => Err(format!(
+            "unknown strategy {s:?}: expected all, rolling or canary"
+        )),
     }
 }
 
@@ -144,16 +146,17 @@ impl FromStr for MigrateOn {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        (|| -> Result<Self, String> {
-            match s {
-                "first" => Ok(MigrateOn::First),
-                "all" => Ok(MigrateOn::All),
-                "none" => Ok(MigrateOn::None),
-                _ => Err(format!(
-                    "unknown migrate_on {s:?}: expected first, all or none"
-                )),
-            }
-        })()
-        .map_err(ValueError)
+        parse_migrate_on(s).map_err(ValueError)
+    }
+}
+
+fn parse_migrate_on(s: &str) -> Result<MigrateOn, String> {
+    match s {
+        "first" => Ok(MigrateOn::First),
+        "all" => Ok(MigrateOn::All),
+        "none" => Ok(MigrateOn::None),
+        _ => Err(format!(
+            "unknown migrate_on {s:?}: expected first, all or none"
+        )),
     }
 }

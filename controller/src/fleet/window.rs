@@ -63,48 +63,49 @@ impl FromStr for AllowRule {
 
     /// `DAY[-DAY] [HH:MM-HH:MM]`; without times, the whole day.
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        (|| -> Result<Self, String> {
-        let bad = |why: &str| {
-            hinted(
-                format!("invalid allow entry {s:?}: {why}"),
-                "write DAY[-DAY] HH:MM-HH:MM, e.g. \"Tue-Thu 10:00-16:00\" or \"Mon 09:30-12:00\"",
-            )
-        };
-        let mut parts = s.split_whitespace();
-        let days = parts.next().ok_or_else(|| bad("it is empty"))?;
-        let times = parts.next();
-        if parts.next().is_some() {
-            return Err(bad("too many parts"));
-        }
-        let day = |d: &str| parse_weekday(d).map_err(|e| bad(&e));
-        let (first, last) = match days.split_once('-') {
-            Some((a, b)) => (day(a)?, day(b)?),
-            None => (day(days)?, day(days)?),
-        };
-        let (start, end) = match times {
-            None => (0, 24 * 60),
-            Some(times) => {
-                let (a, b) = times.split_once('-').ok_or_else(|| bad("no time range"))?;
-                (
-                    minutes(a).map_err(|e| bad(&e))?,
-                    minutes(b).map_err(|e| bad(&e))?,
-                )
-            }
-        };
-        if start >= end {
-            return Err(bad(
-                "the end is not after the start; split a window that crosses midnight in two",
-            ));
-        }
-        Ok(AllowRule {
-            first,
-            last,
-            start,
-            end,
-        })
-            })()
-        .map_err(ValueError)
+        parse_allow_rule(s).map_err(ValueError)
     }
+}
+
+fn parse_allow_rule(s: &str) -> Result<AllowRule, String> {
+    let bad = |why: &str| {
+        hinted(
+            format!("invalid allow entry {s:?}: {why}"),
+            "write DAY[-DAY] HH:MM-HH:MM, e.g. \"Tue-Thu 10:00-16:00\" or \"Mon 09:30-12:00\"",
+        )
+    };
+    let mut parts = s.split_whitespace();
+    let days = parts.next().ok_or_else(|| bad("it is empty"))?;
+    let times = parts.next();
+    if parts.next().is_some() {
+        return Err(bad("too many parts"));
+    }
+    let day = |d: &str| parse_weekday(d).map_err(|e| bad(&e));
+    let (first, last) = match days.split_once('-') {
+        Some((a, b)) => (day(a)?, day(b)?),
+        None => (day(days)?, day(days)?),
+    };
+    let (start, end) = match times {
+        None => (0, 24 * 60),
+        Some(times) => {
+            let (a, b) = times.split_once('-').ok_or_else(|| bad("no time range"))?;
+            (
+                minutes(a).map_err(|e| bad(&e))?,
+                minutes(b).map_err(|e| bad(&e))?,
+            )
+        }
+    };
+    if start >= end {
+        return Err(bad(
+            "the end is not after the start; split a window that crosses midnight in two",
+        ));
+    }
+    Ok(AllowRule {
+        first,
+        last,
+        start,
+        end,
+    })
 }
 
 /// `HH:MM` (up to `24:00`) as minutes after midnight.

@@ -1,4 +1,3 @@
-
 use hoist_proto::v1::{Notice, StepStarted, Stream as OutputStream};
 
 use hoist_proto::v1::{
