@@ -31,8 +31,3 @@ pub fn hostname() -> String {
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown".into())
 }
-
-// The in-process restart tests (tests/tests/restarts.rs) name these by their old paths;
-// `hoist_agent::host::{process, services}` is where they live.
-#[doc(hidden)]
-pub use host::{process, services};

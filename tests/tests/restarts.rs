@@ -11,8 +11,10 @@ use std::{
 
 use hoist_agent::{
     config::{ComposeAction, Service, SupervisorAction, SystemdAction},
-    process::Stream,
-    services::{RestartError, restart},
+    host::{
+        process::Stream,
+        services::{RestartError, restart},
+    },
 };
 use hoist_tests::{
     e2e,
