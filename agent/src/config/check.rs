@@ -7,8 +7,7 @@ use toml::Spanned;
 
 use super::*;
 use super::{
-    load::{Diagnostics, foreign_keys, spanned},
-    service::keys_of,
+    diagnostics::{Diagnostics, foreign_keys, keys_of, spanned},
     values::*,
 };
 

@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-pub use hoist_config::Diagnostic;
 use hoist_config::{Hints, line_column};
 use serde::Deserialize;
 use toml::Spanned;
@@ -16,6 +15,7 @@ use toml::Spanned;
 use super::*;
 use super::{
     check::{CHECK_KEYS, RawCheck},
+    diagnostics::{Diagnostics, spanned},
     service::{RawService, SERVICE_KEYS},
     values::*,
 };
@@ -42,7 +42,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(err) => {
-            report.toml_error(&err);
+            report.toml_error(&err, &HINTS);
             return Err(report.into_error());
         }
     };
@@ -52,37 +52,6 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         Ok(config)
     } else {
         Err(report.into_error())
-    }
-}
-
-/// Collects diagnostics, turning byte spans into lines and columns.
-pub(super) struct Diagnostics<'a> {
-    pub(super) text: &'a str,
-    origin: &'a Path,
-    pub(super) errors: Vec<Diagnostic>,
-}
-
-impl Diagnostics<'_> {
-    pub(super) fn error(
-        &mut self,
-        span: Range<usize>,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        let diagnostic = Diagnostic::at(self.origin, self.text, span.start, message, hint);
-        self.errors.push(diagnostic);
-    }
-
-    fn toml_error(&mut self, err: &toml::de::Error) {
-        let diagnostic = Diagnostic::from_toml(self.origin, self.text, err, &HINTS);
-        self.errors.push(diagnostic);
-    }
-
-    fn into_error(mut self) -> ConfigError {
-        self.errors.sort_by_key(|d| (d.line, d.column));
-        ConfigError::Invalid {
-            errors: self.errors,
-        }
     }
 }
 
@@ -320,30 +289,6 @@ impl RawApp {
             project: self.project.map(|p| p.into_inner().0),
             activate: self.activate.map(Spanned::into_inner),
             deactivate: self.deactivate.map(Spanned::into_inner),
-        }
-    }
-}
-
-pub(super) fn spanned<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
-    value.as_ref().map(Spanned::span)
-}
-
-/// Reports the keys of an entry that belong to another `kind` of entry.
-pub(super) fn foreign_keys(
-    report: &mut Diagnostics<'_>,
-    what: &str,
-    allowed: &[&str],
-    present: &[(&str, Option<Range<usize>>)],
-) {
-    for (key, span) in present {
-        if let Some(span) = span
-            && !allowed.contains(key)
-        {
-            report.error(
-                span.clone(),
-                format!("`{key}` is not a key of {what}"),
-                Some(format!("{what} take: kind, {}", allowed.join(", "))),
-            );
         }
     }
 }

@@ -13,6 +13,7 @@
 //! moved together. `deploy_to` must be absolute.
 
 mod check;
+mod diagnostics;
 mod load;
 mod service;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::*;
 use super::{
-    load::{Diagnostics, foreign_keys, spanned},
+    diagnostics::{Diagnostics, foreign_keys, keys_of, spanned},
     values::*,
 };
 
@@ -51,17 +51,6 @@ pub(super) const SERVICE_KEYS: &[(&str, &[&str])] = &[
     ),
     ("signal", &["name", "pidfile", "signal", "timeout"]),
 ];
-
-/// The keys of `kind` in a `(kind, keys)` table.
-pub(super) fn keys_of(
-    table: &[(&str, &'static [&'static str])],
-    kind: &str,
-) -> &'static [&'static str] {
-    table
-        .iter()
-        .find_map(|(k, keys)| (*k == kind).then_some(*keys))
-        .unwrap_or_default()
-}
 
 impl RawService {
     pub(super) fn validate(self, base: &Path, report: &mut Diagnostics<'_>) -> Option<Service> {

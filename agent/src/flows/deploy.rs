@@ -2,16 +2,12 @@
 //! maintenance, migrate, switch, restart, check; before the switch a failure removes the
 //! new release, after it the previous release is put back ([`super::rollback`]).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use hoist_proto::v1::{JobResult, StepOutput, Stream as WireStream, job_event::Kind};
 use tokio::sync::mpsc;
 
 use crate::{
-    config,
     host::process,
     state::{
         atomic,
@@ -382,7 +378,7 @@ pub(super) async fn deploy(
     record_release(ctx, &id, &commit, r#ref).await;
 
     let after: StepResult = async {
-        activate(ctx, &dir).await?;
+        ctx.activate(&dir).await?;
         ctx.maybe_hook("after_switch", ctx.app.steps.after_switch.as_ref(), &dir)
             .await?;
         ctx.restart_services(&dir, "").await?;
@@ -413,7 +409,7 @@ pub(super) async fn deploy(
         }
     };
     if outcome.result == JobResult::Succeeded {
-        note_current(ctx, &id, &previous).await;
+        ctx.note_current(&id, &previous).await;
     }
     let journal = ctx.journal.snapshot().await;
     let protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
@@ -423,25 +419,6 @@ pub(super) async fn deploy(
     }
     prune_backups(ctx, &journal);
     outcome
-}
-
-/// Records in the journal's history that `id` now serves, after `was`.
-pub(super) async fn note_current(ctx: &Ctx, id: &str, was: &str) {
-    let change = Change::Current {
-        id: id.into(),
-        was: was.into(),
-    };
-    ctx.journal.record(change, "the release history").await;
-}
-
-/// The command strategy's switch: `activate` (e.g. `helm upgrade --install ... --wait`)
-/// from the release, after `current` points at it.
-pub(super) async fn activate(ctx: &Ctx, dir: &Path) -> StepResult {
-    if ctx.app.strategy == config::Strategy::Command {
-        ctx.maybe_hook("activate", ctx.app.activate.as_ref(), dir)
-            .await?;
-    }
-    Ok(())
 }
 
 pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {

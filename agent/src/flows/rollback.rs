@@ -150,8 +150,8 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
             .switch(&target)
             .or_else(|e| ctx.fail("switch", format!("cannot switch: {e}")));
         ctx.finish("switch", started, r)?;
-        super::deploy::note_current(ctx, &target, &current).await;
-        super::deploy::activate(ctx, &target_dir).await?;
+        ctx.note_current(&target, &current).await;
+        ctx.activate(&target_dir).await?;
         ctx.maybe_hook(
             "after_switch",
             ctx.app.steps.after_switch.as_ref(),

@@ -23,7 +23,7 @@ use crate::{
         process::{self, RunAs, Stream},
         services,
     },
-    state::{envfile::EnvFile, release::Layout},
+    state::{envfile::EnvFile, journal::Change, release::Layout},
 };
 
 /// Shortest secret that is masked in step output (shorter values would mask noise).
@@ -370,6 +370,25 @@ impl Ctx {
                 )
             };
             self.finish(&step, started, result)?;
+        }
+        Ok(())
+    }
+
+    /// Records in the journal's history that `id` now serves, after `was`.
+    pub(super) async fn note_current(&self, id: &str, was: &str) {
+        let change = Change::Current {
+            id: id.into(),
+            was: was.into(),
+        };
+        self.journal.record(change, "the release history").await;
+    }
+
+    /// The command strategy's switch: `activate` (e.g. `helm upgrade --install ... --wait`)
+    /// from the release, after `current` points at it.
+    pub(super) async fn activate(&self, dir: &Path) -> StepResult {
+        if self.app.strategy == config::Strategy::Command {
+            self.maybe_hook("activate", self.app.activate.as_ref(), dir)
+                .await?;
         }
         Ok(())
     }
