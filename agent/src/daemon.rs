@@ -15,11 +15,14 @@ use crate::{
     apps::Apps,
     config,
     flows::events,
-    monitor,
+    monitor, preflight,
     rpc::{authz::AuthzLayer, server::AgentService, tls},
     sd_notify,
-    state::atomic,
+    state::{atomic, journal::Journal, reload::ReloadStatus},
 };
+
+/// How often `STATUS=` is refreshed for `systemctl status`.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -140,15 +143,31 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     if let Err(err) = atomic::write_file(&listen_file, listen.as_bytes()) {
         tracing::warn!(path = %listen_file.display(), error = %err, "cannot record listen addresses");
     }
+    let mut reloads = ReloadStatus {
+        pid: std::process::id(),
+        seq: 0,
+        applied: true,
+        message: format!("started with {}", config_path.display()),
+    };
+    write_reload_status(&state_dir, &reloads);
     tracing::info!(grpc = %grpc_addr, metrics = ?metrics_addr, version = crate::VERSION, "hoistd ready");
     sd_notify::notify("READY=1");
 
     let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
+    let mut status_every = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = sighup.recv() => reload(&config_path, &config_tx, &tls_tx),
+            _ = sighup.recv() => {
+                let outcome = reload(&config_path, &config_tx, &tls_tx);
+                reloads.seq += 1;
+                reloads.applied = outcome.is_ok();
+                reloads.message = outcome.unwrap_or_else(|refused| refused);
+                write_reload_status(&state_dir, &reloads);
+                sd_notify::notify(&status_line(&config_tx.borrow(), &reloads));
+            }
+            _ = status_every.tick() => sd_notify::notify(&status_line(&config_tx.borrow(), &reloads)),
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
                 sd_notify::notify("WATCHDOG=1");
             }
@@ -183,32 +202,82 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     Ok(())
 }
 
-/// SIGHUP: validate the config file first; keep the running config on any error.
+fn write_reload_status(state_dir: &std::path::Path, status: &ReloadStatus) {
+    if let Err(err) = status.write(state_dir) {
+        tracing::warn!(path = %ReloadStatus::path(state_dir).display(), error = %err, "cannot record the reload outcome");
+    }
+}
+
+/// SIGHUP: validate the config file (and everything [`preflight`] checks) first; keep
+/// the running config on any error. `Ok` says what was applied, `Err` why it was not.
 fn reload(
     path: &std::path::Path,
     config_tx: &watch::Sender<Arc<config::Config>>,
     tls_tx: &watch::Sender<Arc<rustls::ServerConfig>>,
-) {
-    sd_notify::notify("RELOADING=1");
-    match config::load(path) {
-        Err(err) => {
-            tracing::error!(path = %path.display(), "reload refused, keeping the running config:\n{err}");
+) -> Result<String, String> {
+    sd_notify::notify(&format!(
+        "RELOADING=1\nMONOTONIC_USEC={}",
+        sd_notify::monotonic_usec()
+    ));
+    let outcome = load_for_reload(path).and_then(|new| {
+        let tls_config = tls::server_config(&new.tls).map_err(|err| err.to_string())?;
+        let old = config_tx.borrow().clone();
+        if old.agent.listen != new.agent.listen
+            || old.agent.metrics_listen != new.agent.metrics_listen
+        {
+            tracing::warn!("listen addresses changed; they apply at the next restart");
         }
-        Ok(new) => match tls::server_config(&new.tls) {
-            Err(err) => tracing::error!(error = %err, "reload refused, keeping the running config"),
-            Ok(tls_config) => {
-                let old = config_tx.borrow().clone();
-                if old.agent.listen != new.agent.listen
-                    || old.agent.metrics_listen != new.agent.metrics_listen
-                {
-                    tracing::warn!("listen addresses changed; they apply at the next restart");
-                }
-                tls_tx.send_replace(tls_config);
-                let apps = new.apps.len();
-                config_tx.send_replace(Arc::new(new));
-                tracing::info!(path = %path.display(), apps, "config reloaded");
-            }
-        },
+        tls_tx.send_replace(tls_config);
+        let apps = new.apps.len();
+        config_tx.send_replace(Arc::new(new));
+        tracing::info!(path = %path.display(), apps, "config reloaded");
+        Ok(format!("reloaded {} ({apps} app(s))", path.display()))
+    });
+    if let Err(refused) = &outcome {
+        tracing::error!(path = %path.display(), "reload refused, keeping the running config:\n{refused}");
     }
     sd_notify::notify("READY=1");
+    outcome
+}
+
+fn load_for_reload(path: &std::path::Path) -> Result<config::Config, String> {
+    let new = config::load(path).map_err(|err| err.to_string())?;
+    let problems = preflight::check(&new);
+    if problems.is_empty() {
+        Ok(new)
+    } else {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Err(lines.join("\n"))
+    }
+}
+
+/// `STATUS=` for `systemctl status`: the apps served, the last deploy and when, and a
+/// refused reload.
+fn status_line(config: &config::Config, reloads: &ReloadStatus) -> String {
+    let now_ms = crate::state::journal::now_ms();
+    let last = config
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let journal = Journal::read(&Journal::path(&config.agent.state_dir, &app.name));
+            let job = journal.last_deploy()?.clone();
+            Some((app.name.clone(), job))
+        })
+        .max_by_key(|(_, job)| job.started_at_ms + job.duration_ms);
+    let mut text = format!("STATUS=serving {} app(s)", config.apps.len());
+    match last {
+        Some((app, job)) => {
+            let ago = now_ms.saturating_sub(job.started_at_ms + job.duration_ms) / 1000;
+            text.push_str(&format!(
+                "; last deploy {app} {} {} ago",
+                job.result,
+                sd_notify::human_secs(ago)
+            ));
+        }
+        None => text.push_str("; no deploys yet"),
+    }
+    if !reloads.applied {
+        text.push_str("; last reload refused (see the journal)");
+    }
+    text
 }

@@ -17,6 +17,7 @@ pub mod flows;
 pub mod host;
 pub mod metrics;
 pub mod monitor;
+pub mod preflight;
 pub mod rpc;
 pub mod sd_notify;
 pub mod state;

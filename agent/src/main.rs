@@ -1,12 +1,22 @@
-//! `hoistd`: parse arguments, set up logging, load the config (exit 64 when it is
-//! bad), run the agent on a single-threaded runtime until a stop signal.
+//! `hoistd`: parse arguments, set up logging, load and preflight the config (exit 64
+//! when it is bad, which the unit's `RestartPreventExitStatus=64` turns into a failed
+//! unit instead of a restart loop), run the agent on a single-threaded runtime until a
+//! stop signal. `hoistd check-config` runs the same checks; `hoistd reload` is the
+//! unit's `ExecReload`: it signals the agent and waits for the outcome.
 
-use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
+use std::{
+    io::IsTerminal as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hoist_agent::{config, daemon};
+use hoist_agent::{config, daemon, preflight, state::reload::ReloadStatus};
 
 const EX_CONFIG: u8 = 64;
+const EX_USAGE: u8 = 2;
 const DEFAULT_CONFIG: &str = "/etc/hoist/agent.toml";
 
 #[derive(Parser, Debug)]
@@ -29,6 +39,17 @@ enum Command {
         /// Config file (default: --config).
         path: Option<PathBuf>,
     },
+    /// Ask the running agent to reload its config (SIGHUP) and wait for the outcome:
+    /// exit 0 when it was applied, 1 when the agent kept its old config. The unit's
+    /// `ExecReload`, so `systemctl reload hoistd` fails when the new config was refused.
+    Reload {
+        /// The agent's pid (default: $MAINPID, which systemd sets for ExecReload).
+        #[arg(long, env = "MAINPID")]
+        pid: Option<u32>,
+        /// How long to wait for the agent's answer.
+        #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -39,31 +60,30 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::CheckConfig { path }) = &cli.command {
-        let path = path.as_ref().unwrap_or(&cli.config);
-        return match config::load(path) {
-            Ok(cfg) => {
-                println!("{}: ok ({} app(s))", path.display(), cfg.apps.len());
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("{err}");
-                ExitCode::from(EX_CONFIG)
-            }
-        };
+    match &cli.command {
+        Some(Command::CheckConfig { path }) => {
+            return check_config(path.as_ref().unwrap_or(&cli.config));
+        }
+        Some(Command::Reload { pid, timeout }) => return reload(&cli.config, *pid, *timeout),
+        None => {}
     }
 
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        .with_ansi(!journal && std::io::stderr().is_terminal());
+    match (cli.log_format, journal) {
+        // journald stamps every line itself.
+        (LogFormat::Human, true) => builder.without_time().init(),
+        (LogFormat::Human, false) => builder.init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
 
+    // Config errors are printed once, as they are (file:line:column lines), and end
+    // with 64 so systemd does not restart into the same error.
     let config = match config::load(&cli.config) {
         Ok(c) => c,
         Err(err) => {
@@ -71,6 +91,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    let problems = preflight::check(&config);
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("{}: {problem}", cli.config.display());
+        }
+        return ExitCode::from(EX_CONFIG);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(8)
@@ -86,8 +113,96 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
-            eprintln!("hoistd: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hoistd check-config`: the config file, then everything the daemon would load or
+/// need from it ([`preflight::check`]).
+fn check_config(path: &Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let problems = preflight::check(&cfg);
+    for problem in &problems {
+        eprintln!("{}: {problem}", path.display());
+    }
+    for warning in preflight::unit_warnings(&cfg) {
+        eprintln!("{}: {warning}", path.display());
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(EX_CONFIG);
+    }
+    println!("{}: ok ({} app(s))", path.display(), cfg.apps.len());
+    ExitCode::SUCCESS
+}
+
+/// `hoistd reload`: SIGHUP to the agent, then wait until it records the outcome of that
+/// reload in `state_dir/reload`.
+fn reload(config_path: &Path, pid: Option<u32>, timeout: Duration) -> ExitCode {
+    let Some(pid) = pid else {
+        eprintln!(
+            "hoistd reload: no agent pid: pass --pid PID (systemd sets $MAINPID for ExecReload)"
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    // The state dir comes from the file being reloaded; a file that does not parse is
+    // refused here, as the agent would refuse it.
+    let cfg = match config::load(config_path) {
+        Ok(cfg) => cfg,
+        Err(err) => {
+            eprintln!("{err}");
+            eprintln!("hoistd reload: refused; the agent keeps its running config");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state_dir = &cfg.agent.state_dir;
+    let before = ReloadStatus::read(state_dir)
+        .filter(|s| s.pid == pid)
+        .map_or(0, |s| s.seq);
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    if let Err(err) = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGHUP) {
+        eprintln!("hoistd reload: cannot signal pid {pid}: {err}");
+        return ExitCode::FAILURE;
+    }
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Some(status) =
+            ReloadStatus::read(state_dir).filter(|s| s.pid == pid && s.seq > before)
+        {
+            return if status.applied {
+                println!("hoistd reload: {}", status.message);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", status.message);
+                eprintln!("hoistd reload: refused; the agent keeps its running config");
+                ExitCode::FAILURE
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "hoistd reload: pid {pid} did not record a reload in {} within {timeout:?}; is it hoistd, and is state_dir right?",
+        ReloadStatus::path(state_dir).display()
+    );
+    ExitCode::FAILURE
+}
+
+/// Whether stderr is the journal (`JOURNAL_STREAM` names its device and inode).
+fn stderr_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }

@@ -38,3 +38,38 @@ pub fn watchdog_interval() -> Option<Duration> {
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
+
+/// `CLOCK_MONOTONIC` in microseconds, for `MONOTONIC_USEC=` with `RELOADING=1`.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
+/// `42s`, `5m`, `3h`, `2d`: how long ago, for `STATUS=`.
+pub fn human_secs(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_secs_picks_the_largest_unit() {
+        assert_eq!(super::human_secs(5), "5s");
+        assert_eq!(super::human_secs(150), "2m");
+        assert_eq!(super::human_secs(7300), "2h");
+        assert_eq!(super::human_secs(200_000), "2d");
+    }
+
+    #[test]
+    fn monotonic_moves_forward() {
+        let a = super::monotonic_usec();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(super::monotonic_usec() > a);
+    }
+}

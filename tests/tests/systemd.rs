@@ -1,9 +1,13 @@
 //! systemd services against a real systemd: a Debian 12 container booted with
 //! systemd-nspawn, with hoistd running inside it as a unit so its `systemctl` talks to
 //! the container's systemd. Restart and reload through the Restart RPC, the Status RPC
-//! following the unit, and a unit that cannot start failing the job.
+//! following the unit, and a unit that cannot start failing the job. hoistd runs under
+//! the shipped `systemd/hoistd.service` as it is: READY after bind, `STATUS=` text, a
+//! synchronous reload that fails when the agent refuses the new config, a watchdog
+//! restart of a stopped agent, and config errors that end in a `failed` unit (exit 64)
+//! instead of a restart loop.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hoist_proto::v1::{
     AppStatus, JobEvent, JobResult, RestartRequest, ServiceState, StatusRequest,
@@ -13,8 +17,9 @@ use hoist_tests::{
     e2e,
     harness::{Pki, Who, connect},
     jobs::{collect, output, result},
-    services::systemd::{self, ContainerAgent, RootFile, Setup},
+    services::systemd::{self, ContainerAgent, RootFile, Setup, agent_config},
 };
+
 use tonic::transport::Channel;
 
 const DEMO: &str = "hoist-demo";
@@ -243,4 +248,208 @@ async fn systemd_restart_reload_status_and_failure_in_a_container() {
     );
     assert_eq!(container.property(BROKEN, "ActiveState").unwrap(), "failed");
     wait_state(&mut client, "broken", BROKEN, ServiceState::Failed).await;
+}
+
+const ONE_APP: &str = r#"
+[[app]]
+name = "demo"
+repo = "/nonexistent.git"
+deploy_to = "/srv/demo"
+"#;
+
+const TWO_APPS: &str = r#"
+[[app]]
+name = "demo"
+repo = "/nonexistent.git"
+deploy_to = "/srv/demo"
+
+[[app]]
+name = "other"
+repo = "/nonexistent.git"
+deploy_to = "/srv/other"
+"#;
+
+const UNIT: &str = "hoistd.service";
+/// Longer than two `RestartSec=2s` periods: a restart loop would have shown by then.
+const NO_LOOP: Duration = Duration::from_secs(6);
+const WATCHDOG_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the journal says after `before` (the journal is append-only).
+fn since(before: &str, now: &str) -> String {
+    now.get(before.len()..).unwrap_or(now).to_string()
+}
+
+async fn app_names(grpc: &str, pki: &Pki) -> Result<Vec<String>, String> {
+    let mut client = connect(grpc, pki, Who::Viewer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = client
+        .status(StatusRequest { app: String::new() })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok(status.apps.into_iter().map(|a| a.name).collect())
+}
+
+#[tokio::test]
+async fn shipped_unit_reloads_synchronously_restarts_a_stuck_agent_and_stops_on_config_errors() {
+    let test =
+        "shipped_unit_reloads_synchronously_restarts_a_stuck_agent_and_stops_on_config_errors";
+    if systemd::require(test).is_none() {
+        return;
+    }
+    let pki = Pki::new();
+    let setup = Setup {
+        files: vec![
+            RootFile::new("/srv/demo/.keep", ""),
+            // The shipped unit as it is, with a shorter watchdog so the test need not
+            // wait a minute for it.
+            RootFile::new(
+                "/etc/systemd/system/hoistd.service.d/test-watchdog.conf",
+                "[Service]\nWatchdogSec=3s\n",
+            ),
+        ],
+        enable: Vec::new(),
+        bind_ro: Vec::new(),
+    };
+    let agent = ContainerAgent::start(&pki, ONE_APP, setup).expect("hoistd under the shipped unit");
+    let c = &agent.container;
+    assert_eq!(c.property(UNIT, "ActiveState").unwrap(), "active");
+    assert_eq!(app_names(&agent.grpc, &pki).await.unwrap(), ["demo"]);
+    let status = e2e::eventually("STATUS= text", STATUS_TIMEOUT, || async {
+        let text = c.property(UNIT, "StatusText").ok()?;
+        text.contains("serving 1 app(s)").then_some(text)
+    })
+    .await;
+    assert!(status.contains("no deploys yet"), "{status}");
+    let journal = agent.log_text();
+    assert!(journal.contains("hoistd ready"), "{journal}");
+    // journald stamps lines itself: hoistd's own lines carry no second timestamp.
+    let ready = journal
+        .lines()
+        .find(|l| l.contains("hoistd ready"))
+        .unwrap();
+    assert!(
+        ready.trim_start().starts_with("INFO"),
+        "a timestamp before the level: {ready}"
+    );
+
+    // A refused reload fails `systemctl reload`; the agent keeps serving its config.
+    let pid = c.main_pid(UNIT).unwrap();
+    let missing_cert =
+        agent_config(TWO_APPS).replace("/etc/hoist/agent.pem", "/etc/hoist/missing.pem");
+    agent.write_config(&missing_cert).unwrap();
+    let before = agent.log_text();
+    let refused = c.systemctl(&["reload", UNIT]);
+    assert!(
+        refused.is_err(),
+        "reload of a config with a missing certificate succeeded"
+    );
+    let journal = since(&before, &agent.log_text());
+    assert!(journal.contains("/etc/hoist/missing.pem"), "{journal}");
+    assert!(journal.contains("refused"), "{journal}");
+    assert_eq!(c.main_pid(UNIT).unwrap(), pid, "reload restarted the agent");
+    assert_eq!(c.property(UNIT, "ActiveState").unwrap(), "active");
+    assert_eq!(
+        app_names(&agent.grpc, &pki).await.unwrap(),
+        ["demo"],
+        "old config kept"
+    );
+    let status = c.property(UNIT, "StatusText").unwrap();
+    assert!(status.contains("last reload refused"), "{status}");
+
+    // A good reload succeeds and applies at once.
+    agent.write_config(&agent_config(TWO_APPS)).unwrap();
+    c.systemctl(&["reload", UNIT])
+        .expect("reload of a good config");
+    assert_eq!(
+        app_names(&agent.grpc, &pki).await.unwrap(),
+        ["demo", "other"]
+    );
+    assert_eq!(c.main_pid(UNIT).unwrap(), pid);
+
+    // A stopped agent stops pinging the watchdog: systemd kills and restarts it.
+    let restarts: u32 = c.property(UNIT, "NRestarts").unwrap().parse().unwrap();
+    // MainPID is the container's pid: signal it from inside (the shell's kill).
+    let stop = c
+        .exec(&["/bin/sh", "-c", &format!("kill -STOP {pid}")])
+        .unwrap();
+    assert!(stop.status.success(), "{stop:?}");
+    let started = Instant::now();
+    let new_pid = loop {
+        let now = c.main_pid(UNIT).unwrap_or(0);
+        let active = c.property(UNIT, "ActiveState").unwrap_or_default() == "active";
+        if now != 0 && now != pid && active {
+            break now;
+        }
+        assert!(
+            started.elapsed() < WATCHDOG_LIMIT,
+            "no watchdog restart in {WATCHDOG_LIMIT:?}:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(new_pid, pid);
+    let after: u32 = c.property(UNIT, "NRestarts").unwrap().parse().unwrap();
+    assert_eq!(after, restarts + 1, "one restart by the watchdog");
+    let grpc = e2e::eventually(
+        "the restarted agent's listen file",
+        STATUS_TIMEOUT,
+        || async { agent.listen().filter(|g| *g != agent.grpc) },
+    )
+    .await;
+    assert_eq!(app_names(&grpc, &pki).await.unwrap(), ["demo", "other"]);
+
+    // A config error at start: exit 64, unit failed, no restart loop, the error once.
+    agent.write_config(&missing_cert).unwrap();
+    let before = agent.log_text();
+    assert!(
+        c.systemctl(&["restart", UNIT]).is_err(),
+        "start with a missing certificate succeeded"
+    );
+    // (an explicit restart resets the counter; it must not move from here on)
+    let failed_at: u32 = c.property(UNIT, "NRestarts").unwrap().parse().unwrap();
+    tokio::time::sleep(NO_LOOP).await;
+    assert_eq!(c.property(UNIT, "ActiveState").unwrap(), "failed");
+    assert_eq!(c.property(UNIT, "ExecMainStatus").unwrap(), "64");
+    assert_eq!(
+        c.property(UNIT, "NRestarts")
+            .unwrap()
+            .parse::<u32>()
+            .unwrap(),
+        failed_at,
+        "restarted into the same config error:\n{}",
+        agent.log_text()
+    );
+    let starts = since(&before, &agent.log_text())
+        .matches("Starting hoistd.service")
+        .count();
+    assert_eq!(starts, 1, "started more than once:\n{}", agent.log_text());
+    let journal = since(&before, &agent.log_text());
+    let lines: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("missing.pem"))
+        .collect();
+    assert_eq!(lines.len(), 1, "the error once:\n{journal}");
+
+    // A deploy_to the unit mounts read-only (ProtectHome=read-only) is a config error
+    // too, named with its fix.
+    agent
+        .write_config(&agent_config(
+            &ONE_APP.replace("/srv/demo", "/home/demo/app"),
+        ))
+        .unwrap();
+    c.systemctl(&["reset-failed", UNIT]).unwrap();
+    let before = agent.log_text();
+    assert!(
+        c.systemctl(&["restart", UNIT]).is_err(),
+        "start with deploy_to under /home succeeded"
+    );
+    assert_eq!(c.property(UNIT, "ExecMainStatus").unwrap(), "64");
+    let journal = since(&before, &agent.log_text());
+    assert!(
+        journal.contains("/home/demo/app") && journal.contains("read-only"),
+        "{journal}"
+    );
+    assert!(journal.contains("ReadWritePaths="), "{journal}");
 }

@@ -7,4 +7,5 @@ pub mod envfile;
 pub mod journal;
 pub mod lock;
 pub mod release;
+pub mod reload;
 pub mod running;

@@ -32,10 +32,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(20);
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const AGENT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Where the booted container finds the workspace's `hoistd` (bind-mounted read-only).
-const AGENT_BIN: &str = "/usr/local/bin/hoistd";
+/// Where the booted container finds the workspace's `hoistd` (bind-mounted read-only):
+/// where the shipped unit runs it from.
+const AGENT_BIN: &str = "/usr/bin/hoistd";
 const AGENT_STATE: &str = "/var/lib/hoist";
-const AGENT_LOG: &str = "/var/log/hoistd.log";
+/// The shipped unit, installed as it is: the tests exercise what operators run.
+pub const SHIPPED_UNIT: &str = include_str!("../../../systemd/hoistd.service");
+/// The agent config inside the container.
+pub const AGENT_CONFIG: &str = "/etc/hoist/agent.toml";
 
 /// A file written into the container's root before it boots.
 #[derive(Clone, Debug)]
@@ -400,17 +404,12 @@ impl ContainerAgent {
                 .files
                 .push(RootFile::new(&format!("/etc/hoist/{name}"), contents));
         }
-        setup.files.push(RootFile::new(
-            "/etc/hoist/agent.toml",
-            format!(
-                "[agent]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{AGENT_STATE}\"\nhealth_interval = \"1s\"\n\n[tls]\nca = \"/etc/hoist/ca.pem\"\ncert = \"/etc/hoist/agent.pem\"\nkey = \"/etc/hoist/agent.key\"\n\n{apps}\n"
-            ),
-        ));
+        setup
+            .files
+            .push(RootFile::new(AGENT_CONFIG, agent_config(apps)));
         setup.files.push(RootFile::new(
             "/etc/systemd/system/hoistd.service",
-            format!(
-                "[Unit]\nDescription=hoist agent under test\n\n[Service]\nEnvironment=HOIST_LOG=info\nExecStart={AGENT_BIN} --config /etc/hoist/agent.toml\nStandardOutput=append:{AGENT_LOG}\nStandardError=append:{AGENT_LOG}\n"
-            ),
+            SHIPPED_UNIT,
         ));
         setup.files.push(RootFile::new(AGENT_BIN, Vec::new()));
         setup
@@ -434,15 +433,57 @@ impl ContainerAgent {
                 bail!(
                     "hoistd in {} not ready (hoistd.service {state}):\n{}",
                     container.machine(),
-                    fs::read_to_string(container.path(AGENT_LOG)).unwrap_or_default()
+                    journal(&container)
                 );
             }
             thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// The agent's log (its unit's stdout and stderr).
+    /// The agent's log: its unit's journal, as `journalctl -o cat` prints it.
     pub fn log_text(&self) -> String {
-        fs::read_to_string(self.container.path(AGENT_LOG)).unwrap_or_default()
+        journal(&self.container)
+    }
+
+    /// Replaces the agent's config file (the next start or reload reads it).
+    pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
+        let path = self.container.path(AGENT_CONFIG);
+        fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    }
+
+    /// The `grpc=` address the running agent recorded, if it did.
+    pub fn listen(&self) -> Option<String> {
+        let text =
+            fs::read_to_string(self.container.path(&format!("{AGENT_STATE}/listen"))).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("grpc="))
+            .map(String::from)
+    }
+}
+
+/// The agent config the container runs with: loopback on port 0, the fleet
+/// certificates under `/etc/hoist`, and `apps`.
+pub fn agent_config(apps: &str) -> String {
+    format!(
+        "[agent]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{AGENT_STATE}\"\nhealth_interval = \"1s\"\n\n[tls]\nca = \"/etc/hoist/ca.pem\"\ncert = \"/etc/hoist/agent.pem\"\nkey = \"/etc/hoist/agent.key\"\n\n{apps}\n"
+    )
+}
+
+/// `journalctl -u hoistd.service -o cat` inside the container.
+fn journal(container: &Container) -> String {
+    match container.exec(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "hoistd.service",
+    ]) {
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(err) => format!("(no journal: {err})"),
     }
 }
