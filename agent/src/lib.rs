@@ -11,6 +11,7 @@
 //! - [`config`]: the agent's config file.
 
 pub mod apps;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod flows;

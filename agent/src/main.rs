@@ -7,57 +7,20 @@
 use std::{
     io::IsTerminal as _,
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-use clap::{Parser, Subcommand, ValueEnum};
-use hoist_agent::{config, daemon, preflight, state::reload::ReloadStatus};
+use clap::Parser as _;
+use hoist_agent::{
+    cli::{Cli, Command, LogFormat},
+    config, daemon, preflight,
+    state::reload::ReloadStatus,
+};
 
 const EX_CONFIG: u8 = 64;
 const EX_USAGE: u8 = 2;
-const DEFAULT_CONFIG: &str = "/etc/hoist/agent.toml";
-
-#[derive(Parser, Debug)]
-#[command(name = "hoistd", version, about = "The hoist deployment agent")]
-struct Cli {
-    /// Agent config file.
-    #[arg(long, short, default_value = DEFAULT_CONFIG, global = true)]
-    config: PathBuf,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Validate a config file, print every error with file:line:column, and exit.
-    CheckConfig {
-        /// Config file (default: --config).
-        path: Option<PathBuf>,
-    },
-    /// Ask the running agent to reload its config (SIGHUP) and wait for the outcome:
-    /// exit 0 when it was applied, 1 when the agent kept its old config. The unit's
-    /// `ExecReload`, so `systemctl reload hoistd` fails when the new config was refused.
-    Reload {
-        /// The agent's pid (default: $MAINPID, which systemd sets for ExecReload).
-        #[arg(long, env = "MAINPID")]
-        pid: Option<u32>,
-        /// How long to wait for the agent's answer.
-        #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
-        timeout: Duration,
-    },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {

@@ -1,10 +1,11 @@
 //! The command line: the clap definitions of `hoist` and dispatch to each command's
 //! module in [`crate::commands`]. Nothing here decides anything.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{
-    Failure, Global, attach, ca, demo, deploy, env, lock, log, releases, status, targets, top,
+    Failure, Global, attach, ca, completions, demo, deploy, env, lock, log, releases, status,
+    targets, top,
 };
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,8 @@ pub enum Command {
     Targets,
     /// Run the whole job on this machine: a CA, three local agents, status.
     Demo,
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the command `cli` names.
@@ -74,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Top(args) => top::run(&global, args).await,
         Command::Targets => targets::run(&global),
         Command::Demo => demo::run().await.map_err(Failure::failed),
+        Command::Completions(args) => completions::run(args, Cli::command()),
     }
 }
 

@@ -316,6 +316,41 @@ async fn shipped_unit_reloads_synchronously_restarts_a_stuck_agent_and_stops_on_
     let c = &agent.container;
     assert_eq!(c.property(UNIT, "ActiveState").unwrap(), "active");
     assert_eq!(app_names(&agent.grpc, &pki).await.unwrap(), ["demo"]);
+
+    // The installed unit, as the package put it: verified against the installed binary
+    // (its man page is checked as a file: minbase has no `man`), exposure at most 4.9.
+    assert!(c.path("/usr/share/man/man8/hoistd.8.gz").is_file());
+    let verify = c
+        .exec(&[
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            "/lib/systemd/system/hoistd.service",
+        ])
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+    let security = c
+        .exec(&["systemd-analyze", "security", "--no-pager", UNIT])
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout).into_owned();
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for hoistd.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(exposure <= 4.9, "exposure {exposure} > 4.9:\n{report}");
     let status = e2e::eventually("STATUS= text", STATUS_TIMEOUT, || async {
         let text = c.property(UNIT, "StatusText").ok()?;
         text.contains("serving 1 app(s)").then_some(text)

@@ -6,6 +6,7 @@
 
 pub mod attach;
 pub mod ca;
+pub mod completions;
 pub mod demo;
 pub mod deploy;
 pub mod env;

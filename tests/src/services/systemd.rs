@@ -24,7 +24,7 @@ use tempfile::TempDir;
 use crate::{e2e, harness::Pki};
 
 /// The cached Debian root; built (into a temp dir, renamed when complete) when missing.
-pub const CACHE: &str = "/var/cache/hoist-tests/bookworm-systemd";
+pub const CACHE: &str = "/var/cache/hoist-tests/bookworm-systemd-git";
 const MIRROR: &str = "http://deb.debian.org/debian";
 const DEBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(900);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,12 +32,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(20);
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const AGENT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Where the booted container finds the workspace's `hoistd` (bind-mounted read-only):
-/// where the shipped unit runs it from.
-const AGENT_BIN: &str = "/usr/bin/hoistd";
 const AGENT_STATE: &str = "/var/lib/hoist";
-/// The shipped unit, installed as it is: the tests exercise what operators run.
-pub const SHIPPED_UNIT: &str = include_str!("../../../systemd/hoistd.service");
+/// Where the agent package is copied in the container before `apt-get install`.
+const AGENT_DEB: &str = "/root/hoist-agent.deb";
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The agent config inside the container.
 pub const AGENT_CONFIG: &str = "/etc/hoist/agent.toml";
 
@@ -101,7 +99,9 @@ pub fn require(test: &str) -> Option<()> {
 
 /// Whether `root` is a complete root with systemd.
 fn complete(root: &Path) -> bool {
-    root.join("etc/os-release").is_file() && root.join("usr/lib/systemd/systemd").is_file()
+    root.join("etc/os-release").is_file()
+        && root.join("usr/lib/systemd/systemd").is_file()
+        && root.join("usr/bin/git").is_file()
 }
 
 /// The cached Debian 12 root with systemd, made with debootstrap when missing. A build
@@ -124,7 +124,9 @@ pub fn cached_root() -> anyhow::Result<PathBuf> {
         Command::new(e2e::find_tool("debootstrap").context("debootstrap not found")?)
             .args([
                 "--variant=minbase",
-                "--include=systemd,systemd-sysv,dbus",
+                // git: hoist-agent depends on it, and `apt-get install ./hoist-agent.deb`
+                // in the container must not need the network.
+                "--include=systemd,systemd-sysv,dbus,git",
                 "bookworm",
             ])
             .arg(&target)
@@ -297,7 +299,7 @@ impl Container {
         self.exec_timeout(argv, COMMAND_TIMEOUT)
     }
 
-    fn exec_timeout(&self, argv: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+    pub fn exec_timeout(&self, argv: &[&str], timeout: Duration) -> anyhow::Result<Output> {
         ensure!(self.init != 0, "{} has no init yet", self.machine);
         e2e::run_with_timeout(
             Command::new("nsenter")
@@ -407,15 +409,36 @@ impl ContainerAgent {
         setup
             .files
             .push(RootFile::new(AGENT_CONFIG, agent_config(apps)));
+        let deb = agent_deb()?;
         setup.files.push(RootFile::new(
-            "/etc/systemd/system/hoistd.service",
-            SHIPPED_UNIT,
+            AGENT_DEB,
+            fs::read(&deb).context("read the agent package")?,
         ));
-        setup.files.push(RootFile::new(AGENT_BIN, Vec::new()));
-        setup
-            .bind_ro
-            .push((crate::harness::bin("hoistd"), AGENT_BIN.into()));
         let container = Container::boot(&setup)?;
+        // As an operator installs it: the package's own unit, postinst and conffile
+        // handling (the config written above is kept, as config management would).
+        let out = container.exec_timeout(
+            &[
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install",
+                "-y",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                AGENT_DEB,
+            ],
+            INSTALL_TIMEOUT,
+        )?;
+        ensure!(
+            out.status.success(),
+            "apt-get install {AGENT_DEB} in {}: {}\n{}{}",
+            container.machine(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // postinst started it (config and certificates are in place); make sure.
         container.systemctl(&["start", "hoistd.service"])?;
         let listen = container.path(&format!("{AGENT_STATE}/listen"));
         let deadline = Instant::now() + AGENT_TIMEOUT;
@@ -459,6 +482,49 @@ impl ContainerAgent {
             .find_map(|l| l.strip_prefix("grpc="))
             .map(String::from)
     }
+}
+
+/// The `hoist-agent` package built from the workspace's binaries by
+/// `packaging/build-debs --debug --no-build` (once per test process), or the one
+/// `HOIST_AGENT_DEB` names (CI's release package).
+pub fn agent_deb() -> anyhow::Result<PathBuf> {
+    static DEB: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DEB.get_or_init(|| build_agent_deb().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_agent_deb() -> anyhow::Result<PathBuf> {
+    if let Some(deb) = std::env::var_os("HOIST_AGENT_DEB") {
+        return Ok(deb.into());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/build-debs");
+    let out_dir = std::env::temp_dir().join(format!("hoist-debs-{}", std::process::id()));
+    let out = e2e::run_with_timeout(
+        Command::new(&script)
+            .args(["--debug", "--no-build", "--no-lintian", "--bin-dir"])
+            .arg(crate::harness::bin_dir())
+            .arg("--out")
+            .arg(&out_dir),
+        None,
+        INSTALL_TIMEOUT,
+    )?;
+    ensure!(
+        out.status.success(),
+        "{} failed ({}):\n{}{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::read_dir(&out_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("hoist-agent_"))
+        })
+        .with_context(|| format!("no hoist-agent_*.deb in {}", out_dir.display()))
 }
 
 /// The agent config the container runs with: loopback on port 0, the fleet
