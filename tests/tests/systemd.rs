@@ -488,3 +488,186 @@ async fn shipped_unit_reloads_synchronously_restarts_a_stuck_agent_and_stops_on_
     );
     assert!(journal.contains("ReadWritePaths="), "{journal}");
 }
+
+const WEB_APP: &str = r#"
+[[app]]
+name = "web"
+repo = "/repo/app.git"
+deploy_to = "/srv/web"
+
+[app.steps]
+build = "if [ -e SLOW ]; then sleep 20; fi"
+
+[[app.services]]
+kind = "systemd"
+name = "hoist-demo"
+action = "restart"
+timeout = "30s"
+"#;
+
+/// Runs `hoist ARGS` (killed after `limit`): (exit code, stdout + stderr).
+fn hoist_cli(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(hoist_tests::harness::bin("hoist"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hoist");
+    let started = Instant::now();
+    loop {
+        if let Some(_status) = child.try_wait().expect("wait for hoist") {
+            break;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("hoist output");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn installed_agent_deploys_survives_sigkill_and_drains_on_stop() {
+    let test = "installed_agent_deploys_survives_sigkill_and_drains_on_stop";
+    if systemd::require(test).is_none() {
+        return;
+    }
+    let pki = Pki::new();
+    let repo = hoist_tests::services::git::AppRepo::new_static(&[("index.html", "v\n")]);
+    repo.commit_version("1", &[]);
+    let setup = Setup {
+        files: vec![
+            RootFile::executable("/usr/local/bin/hoist-demo", DEMO_SCRIPT),
+            RootFile::new(&format!("/etc/systemd/system/{DEMO}.service"), DEMO_UNIT),
+            RootFile::new("/srv/web/.keep", ""),
+        ],
+        enable: vec![format!("{DEMO}.service")],
+        bind_ro: vec![(repo.url().into(), "/repo/app.git".into())],
+    };
+    let agent = ContainerAgent::start(&pki, WEB_APP, setup).expect("the installed hoistd");
+    let c = &agent.container;
+    let root = tempfile::tempdir().unwrap();
+    let fleet = root.path().join("fleet.toml");
+    let fleet_text = |grpc: &str| {
+        format!(
+            "{}\n[[host]]\nname = \"box\"\naddress = \"{grpc}\"\n",
+            pki.fleet_tls(Who::Deployer)
+        )
+    };
+    std::fs::write(&fleet, fleet_text(&agent.grpc)).unwrap();
+    let fl = fleet.to_str().unwrap();
+    let limit = Duration::from_secs(90);
+
+    // A deploy through the CLI restarts the app's systemd unit: a new MainPID.
+    let demo_pid = container_pid(c, DEMO);
+    let (code, out) = hoist_cli(&["deploy", "web", "--ref", "main", "--fleet", fl], limit);
+    assert_eq!(code, Some(0), "{out}\n{}", agent.log_text());
+    let current = std::fs::read_link(c.path("/srv/web/current")).expect("current");
+    assert!(
+        c.path("/srv/web")
+            .join(&current)
+            .join("index.html")
+            .is_file()
+    );
+    assert_ne!(
+        container_pid(c, DEMO),
+        demo_pid,
+        "the deploy did not restart {DEMO}"
+    );
+
+    // SIGKILL in the middle of a deploy: systemd restarts the agent, the job is
+    // reported interrupted, `current` still serves v1, the next deploy succeeds.
+    repo.commit_version("2", &[("SLOW", "")]);
+    let agent_pid = c.main_pid(UNIT).unwrap();
+    let fl_owned = fl.to_string();
+    let slow = std::thread::spawn(move || {
+        hoist_cli(
+            &["deploy", "web", "--ref", "main", "--fleet", &fl_owned],
+            Duration::from_secs(60),
+        )
+    });
+    e2e::eventually("the slow build running", STATUS_TIMEOUT, || async {
+        let releases = std::fs::read_dir(c.path("/srv/web/releases")).ok()?.count();
+        (releases >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let kill = c
+        .exec(&["/bin/sh", "-c", &format!("kill -KILL {agent_pid}")])
+        .unwrap();
+    assert!(kill.status.success(), "{kill:?}");
+    let (code, out) = slow.join().unwrap();
+    assert_ne!(
+        code,
+        Some(0),
+        "a deploy whose agent was killed succeeded:\n{out}"
+    );
+    let started = Instant::now();
+    let grpc = loop {
+        let now = c.main_pid(UNIT).unwrap_or(0);
+        if now != 0
+            && now != agent_pid
+            && let Some(grpc) = agent.listen().filter(|g| *g != agent.grpc)
+        {
+            break grpc;
+        }
+        assert!(
+            started.elapsed() < WATCHDOG_LIMIT,
+            "systemd did not restart the killed agent:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        std::fs::read_link(c.path("/srv/web/current")).unwrap(),
+        current,
+        "the killed deploy changed current"
+    );
+    std::fs::write(&fleet, fleet_text(&grpc)).unwrap();
+    let (code, out) = hoist_cli(&["log", "web", "--fleet", fl], limit);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("interrupted"), "hoist log:\n{out}");
+    repo.remove_file("SLOW");
+    repo.commit_version("3", &[]);
+    let started = Instant::now();
+    let (code, out) = hoist_cli(&["deploy", "web", "--ref", "main", "--fleet", fl], limit);
+    assert_eq!(
+        code,
+        Some(0),
+        "the deploy after the kill:\n{out}\n{}",
+        agent.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the deploy after the kill waited {:?} (a stale lease?)",
+        started.elapsed()
+    );
+    let v3 = std::fs::read_link(c.path("/srv/web/current")).unwrap();
+    assert_ne!(v3, current);
+
+    // `systemctl stop` drains: the unit stops cleanly, well within TimeoutStopSec.
+    let started = Instant::now();
+    c.systemctl(&["stop", UNIT]).unwrap();
+    let took = started.elapsed();
+    assert_eq!(c.property(UNIT, "ActiveState").unwrap(), "inactive");
+    assert_eq!(c.property(UNIT, "Result").unwrap(), "success");
+    assert!(took < Duration::from_secs(12), "stop took {took:?}");
+    let journal = agent.log_text();
+    assert!(journal.contains("drain"), "{journal}");
+}
+
+/// A unit's MainPID inside the container (0 when none).
+fn container_pid(c: &systemd::Container, unit: &str) -> u32 {
+    c.main_pid(unit).unwrap_or(0)
+}
