@@ -79,6 +79,13 @@ pub struct Host {
     pub metrics: Option<String>,
 }
 
+/// Hosts whose jobs run at once in a phase unless `[deploy] concurrency` or
+/// `--concurrency` says otherwise: enough for `--strategy all` across 100 hosts in a
+/// few rounds, few enough for one controller's connections and the agents' CPU.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// The most a rollout runs at once (each job holds a connection and a stream).
+pub const MAX_CONCURRENCY: usize = 1024;
+
 /// `[deploy]`: rollout defaults; every key is also a flag of `hoist deploy`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -97,6 +104,9 @@ pub struct DeployDefaults {
     /// Fleet-wide failure budget; one more failure stops the deploy and rolls back.
     pub max_unhealthy: Amount,
     pub migrate_on: MigrateOn,
+    /// Hosts whose jobs run at once within a phase (and when rolling back).
+    #[serde(deserialize_with = "values::de_concurrency")]
+    pub concurrency: usize,
 }
 
 impl Default for DeployDefaults {
@@ -108,6 +118,7 @@ impl Default for DeployDefaults {
             bake: Duration::ZERO,
             max_unhealthy: Amount::Count(0),
             migrate_on: MigrateOn::First,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -368,6 +379,7 @@ impl Fleet {
 }
 
 mod values;
+pub use values::parse_concurrency;
 mod window;
 
 pub use window::weekday_name;

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::{
     agents::ids,
     commands::{Ctx, Failure, Global, JOB_CONNECT_TIMEOUT, finish, parse_duration, usage},
-    fleet::{Amount, DeployDefaults, MigrateOn, Strategy, ValueError},
+    fleet::{Amount, DeployDefaults, MigrateOn, Strategy, ValueError, parse_concurrency},
     rollout::{
         self, Rollout, RolloutError,
         operation::{DeployOptions, Operation, RestartOptions, RollbackOptions},
@@ -106,6 +106,10 @@ pub struct RolloutFlags {
     /// back what it switched.
     #[arg(long, value_name = "N|N%", value_parser = parse_amount)]
     pub max_unhealthy: Option<Amount>,
+    /// Hosts whose jobs run at once within a phase and when rolling back (1 to 1024).
+    /// Default: `concurrency` in [deploy] (64).
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    pub concurrency: Option<usize>,
     /// Wait up to this long for locks held by someone else (default: fail at once).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub lock_wait: Option<Duration>,
@@ -146,6 +150,7 @@ impl RolloutFlags {
             bake: bake.unwrap_or(defaults.bake),
             max_unhealthy: self.max_unhealthy.unwrap_or(defaults.max_unhealthy),
             migrate_on,
+            concurrency: self.concurrency.unwrap_or(defaults.concurrency),
         }
     }
 }

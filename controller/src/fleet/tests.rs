@@ -81,6 +81,7 @@ webhooks = [\"https://hooks.slack.com/services/T000/B000/XXXX\"]
             bake: Duration::from_secs(300),
             max_unhealthy: Amount::Count(0),
             migrate_on: MigrateOn::First,
+            concurrency: crate::fleet::DEFAULT_CONCURRENCY,
         }
     );
     assert_eq!(fleet.gates[0].max, 0.01);
@@ -306,4 +307,22 @@ fn io_error() {
         "cannot read the fleet file /nonexistent/fleet.toml (pass --fleet PATH or set HOIST_FLEET)"
     );
     assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn deploy_concurrency_has_a_default_and_a_range() {
+    assert_eq!(parse_ok(&hosts()).deploy.concurrency, DEFAULT_CONCURRENCY);
+    let fleet = parse_ok(&format!("{}\n[deploy]\nconcurrency = 200\n", hosts()));
+    assert_eq!(fleet.deploy.concurrency, 200);
+    for bad in ["0", "5000"] {
+        let err = parse(
+            &format!("{}\n[deploy]\nconcurrency = {bad}\n", hosts()),
+            Path::new("/home/ops/fleet.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("out of range") && err.contains("1 to 1024"), "{err}");
+    }
+    assert_eq!(parse_concurrency("32"), Ok(32));
+    assert!(parse_concurrency("0").is_err() && parse_concurrency("x").is_err());
 }

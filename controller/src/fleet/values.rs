@@ -101,6 +101,29 @@ pub(super) fn de_positive_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Amou
     }
 }
 
+pub(super) fn de_concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if (1..=super::MAX_CONCURRENCY).contains(&n) {
+        Ok(n)
+    } else {
+        Err(D::Error::custom(hinted(
+            format!("concurrency {n} is out of range"),
+            format!("use 1 to {} hosts at once", super::MAX_CONCURRENCY),
+        )))
+    }
+}
+
+/// `--concurrency N`: 1 to [`super::MAX_CONCURRENCY`].
+pub fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=super::MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of hosts from 1 to {}",
+            super::MAX_CONCURRENCY
+        )),
+    }
+}
+
 // === impl Strategy, MigrateOn ===
 
 impl Strategy {

@@ -13,7 +13,7 @@
 //!    counts against the budget.
 //! 4. **Phases**: with `migrate_on = "first"` the first host deploys alone with
 //!    migrations before any other host starts; if it fails, no other host starts.
-//!    Then each phase's hosts deploy at once (at most [`CONCURRENCY`] at a time), and
+//!    Then each phase's hosts deploy at once (at most the shape's `concurrency` at a time), and
 //!    a bake follows each phase: the switched hosts' checks must stay green
 //!    (WatchStatus) and every gate must stay at or under its max.
 //! 5. **Failure budget** (`--max-unhealthy`, fleet-wide, never per batch): a host counts
@@ -94,8 +94,6 @@ pub enum RolloutError {
     Failed(String),
 }
 
-/// Hosts whose jobs run at once, in a phase and when rolling back.
-pub const CONCURRENCY: usize = 16;
 /// Gates are evaluated at the start and end of a bake and this often in between.
 pub const GATE_EVERY: Duration = Duration::from_secs(5);
 /// Status snapshots asked of each baking host at most this often.

@@ -390,6 +390,7 @@ mod tests {
             bake: std::time::Duration::ZERO,
             max_unhealthy: Amount::Count(0),
             migrate_on,
+            concurrency: 16,
         }
     }
 

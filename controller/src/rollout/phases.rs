@@ -17,7 +17,7 @@ use crate::{
     },
     fleet::MigrateOn,
     rollout::{
-        CONCURRENCY, bake, join_or_none,
+        bake, join_or_none,
         state::{Setup, State, Stop},
     },
 };
@@ -78,7 +78,7 @@ pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
     }
 }
 
-/// Runs `jobs` at once (at most [`CONCURRENCY`] at a time) and follows them to their
+/// Runs `jobs` at once (at most the shape's `concurrency` at a time) and follows them to their
 /// ends. Forward jobs stop starting when the rollout stops; `undo` jobs (rollbacks of
 /// switched hosts) always start.
 pub(crate) async fn run_jobs(
@@ -92,7 +92,8 @@ pub(crate) async fn run_jobs(
     let mut running = FuturesUnordered::new();
     let mut in_flight = BTreeSet::new();
     loop {
-        while running.len() < CONCURRENCY && (undo || state.stop.is_none()) {
+        while running.len() < setup.plan.shape.concurrency.max(1) && (undo || state.stop.is_none())
+        {
             let Some((i, request)) = queue.pop_front() else {
                 break;
             };

@@ -26,6 +26,8 @@ pub struct Shape {
     pub max_unhealthy: Amount,
     /// Deploys only; rollbacks never migrate forwards.
     pub migrate_on: MigrateOn,
+    /// Hosts whose jobs run at once within a phase and when rolling back.
+    pub concurrency: usize,
 }
 
 /// A step of the rollout: hosts that go together, then a bake.
@@ -177,6 +179,7 @@ impl<'h> Plan<'h> {
             "bake_ms": millis(self.shape.bake),
             "max_unhealthy": self.shape.max_unhealthy.to_string(),
             "budget": self.budget,
+            "concurrency": self.shape.concurrency,
             "migrate_on": if migrates { self.shape.migrate_on.as_str() } else { "none" },
             "migrates": if migrates {
                 match self.shape.migrate_on {
@@ -230,6 +233,7 @@ mod tests {
             bake: Duration::from_secs(2),
             max_unhealthy: max.parse().unwrap(),
             migrate_on: MigrateOn::First,
+            concurrency: 16,
         }
     }
 
