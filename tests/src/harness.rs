@@ -119,6 +119,22 @@ impl Pki {
         self.dir.path().join("ca")
     }
 
+    /// Issues `NAME.pem`/`NAME.key`, an agent certificate for `sans`, in [`Pki::ca_dir`].
+    pub fn issue_agent(&self, name: &str, sans: &[&str]) {
+        let ca = self.ca_dir();
+        let mut args = vec![
+            "ca",
+            "issue",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--agent",
+            name,
+            "--san",
+        ];
+        args.extend(sans);
+        hoist_ok(&args);
+    }
+
     /// (cert, key) paths for `who`, or None for an anonymous caller.
     pub fn identity(&self, who: Who) -> Option<(PathBuf, PathBuf)> {
         let (dir, name) = match who {

@@ -17,7 +17,7 @@ use hoist_tests::{
     e2e,
     harness::{Pki, Who, connect},
     jobs::{collect, output, result},
-    services::systemd::{self, ContainerAgent, RootFile, Setup, agent_config},
+    services::systemd::{self, ContainerAgent, Netns, RootFile, Setup, agent_config},
 };
 
 use tonic::transport::Channel;
@@ -167,6 +167,7 @@ async fn systemd_restart_reload_status_and_failure_in_a_container() {
         ],
         enable: vec![format!("{DEMO}.service")],
         bind_ro: Vec::new(),
+        netns: None,
     };
     let agent = ContainerAgent::start(&pki, APPS, setup).expect("hoistd in a systemd container");
     let container = &agent.container;
@@ -311,6 +312,7 @@ async fn shipped_unit_reloads_synchronously_restarts_a_stuck_agent_and_stops_on_
         ],
         enable: Vec::new(),
         bind_ro: Vec::new(),
+        netns: None,
     };
     let agent = ContainerAgent::start(&pki, ONE_APP, setup).expect("hoistd under the shipped unit");
     let c = &agent.container;
@@ -554,6 +556,7 @@ async fn installed_agent_deploys_survives_sigkill_and_drains_on_stop() {
         ],
         enable: vec![format!("{DEMO}.service")],
         bind_ro: vec![(repo.url().into(), "/repo/app.git".into())],
+        netns: None,
     };
     let agent = ContainerAgent::start(&pki, WEB_APP, setup).expect("the installed hoistd");
     let c = &agent.container;
@@ -670,4 +673,116 @@ async fn installed_agent_deploys_survives_sigkill_and_drains_on_stop() {
 /// A unit's MainPID inside the container (0 when none).
 fn container_pid(c: &systemd::Container, unit: &str) -> u32 {
     c.main_pid(unit).unwrap_or(0)
+}
+
+/// Hosts of the fleet test, each a container in its own network namespace.
+const FLEET_HOSTS: u8 = 3;
+
+#[tokio::test]
+async fn rolling_deploy_across_installed_agents_in_their_own_network_namespaces() {
+    let test = "rolling_deploy_across_installed_agents_in_their_own_network_namespaces";
+    if systemd::require(test).is_none() || e2e::require("ip", "iproute2", test).is_none() {
+        return;
+    }
+    let pki = Pki::new();
+    let repo = hoist_tests::services::git::AppRepo::new_static(&[("index.html", "v\n")]);
+    repo.commit_version("1", &[]);
+    // Addresses the test chose, inside namespaces it made: 10.213.N.2 per host.
+    let nets: Vec<Netns> = (1..=FLEET_HOSTS)
+        .map(|i| Netns::create(i).expect("a network namespace"))
+        .collect();
+    for (i, net) in nets.iter().enumerate() {
+        pki.issue_agent(&format!("box-{}", i + 1), &[&net.addr()]);
+    }
+    let agents: Vec<ContainerAgent> = std::thread::scope(|scope| {
+        let booting: Vec<_> = nets
+            .iter()
+            .enumerate()
+            .map(|(i, net)| {
+                let (pki, repo) = (&pki, &repo);
+                scope.spawn(move || {
+                    let setup = Setup {
+                        files: vec![
+                            RootFile::executable("/usr/local/bin/hoist-demo", DEMO_SCRIPT),
+                            RootFile::new(
+                                &format!("/etc/systemd/system/{DEMO}.service"),
+                                DEMO_UNIT,
+                            ),
+                            RootFile::new("/srv/web/.keep", ""),
+                        ],
+                        enable: vec![format!("{DEMO}.service")],
+                        bind_ro: vec![(repo.url().into(), "/repo/app.git".into())],
+                        netns: Some(net.path()),
+                    };
+                    let listen = format!("{}:7443", net.addr());
+                    ContainerAgent::start_as(
+                        pki,
+                        &format!("box-{}", i + 1),
+                        &listen,
+                        WEB_APP,
+                        setup,
+                    )
+                    .expect("an installed agent in its namespace")
+                })
+            })
+            .collect();
+        booting.into_iter().map(|b| b.join().unwrap()).collect()
+    });
+    let root = tempfile::tempdir().unwrap();
+    let fleet = root.path().join("fleet.toml");
+    let mut text = pki.fleet_tls(Who::Deployer);
+    for (i, agent) in agents.iter().enumerate() {
+        assert!(agent.grpc.starts_with("10.213."), "{}", agent.grpc);
+        text.push_str(&format!(
+            "\n[[host]]\nname = \"box-{}\"\naddress = \"{}\"\n",
+            i + 1,
+            agent.grpc
+        ));
+    }
+    std::fs::write(&fleet, text).unwrap();
+    let fl = fleet.to_str().unwrap();
+    let limit = Duration::from_secs(120);
+
+    let (code, out) = hoist_cli(&["status", "--fleet", fl], limit);
+    assert_eq!(code, Some(0), "{out}");
+    let before: Vec<u32> = agents
+        .iter()
+        .map(|a| container_pid(&a.container, DEMO))
+        .collect();
+    let (code, out) = hoist_cli(
+        &[
+            "deploy",
+            "web",
+            "--ref",
+            "main",
+            "--strategy",
+            "rolling",
+            "--batch",
+            "1",
+            "--fleet",
+            fl,
+        ],
+        limit,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    for (i, agent) in agents.iter().enumerate() {
+        let c = &agent.container;
+        let current = std::fs::read_link(c.path("/srv/web/current"))
+            .unwrap_or_else(|e| panic!("box-{}: no current: {e}\n{out}", i + 1));
+        assert!(c.path("/srv/web").join(current).join("VERSION").is_file());
+        assert_ne!(
+            container_pid(c, DEMO),
+            before[i],
+            "box-{}: {DEMO} not restarted",
+            i + 1
+        );
+        assert_eq!(c.property(UNIT, "ActiveState").unwrap(), "active");
+    }
+    let (code, out) = hoist_cli(&["releases", "web", "--fleet", fl], limit);
+    assert_eq!(code, Some(0), "{out}");
+    for i in 1..=FLEET_HOSTS {
+        assert!(out.contains(&format!("box-{i}")), "{out}");
+    }
+    drop(agents);
+    drop(nets);
 }

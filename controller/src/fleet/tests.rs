@@ -321,7 +321,10 @@ fn deploy_concurrency_has_a_default_and_a_range() {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("out of range") && err.contains("1 to 1024"), "{err}");
+        assert!(
+            err.contains("out of range") && err.contains("1 to 1024"),
+            "{err}"
+        );
     }
     assert_eq!(parse_concurrency("32"), Ok(32));
     assert!(parse_concurrency("0").is_err() && parse_concurrency("x").is_err());

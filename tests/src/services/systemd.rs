@@ -73,6 +73,82 @@ pub struct Setup {
     pub enable: Vec<String>,
     /// Read-only binds, `(host path, path inside)`.
     pub bind_ro: Vec<(PathBuf, String)>,
+    /// A network namespace to boot in (default: the host's network, loopback shared).
+    pub netns: Option<PathBuf>,
+}
+
+/// A network namespace of the test's own with a veth pair to the host: the host side
+/// is `10.213.N.1/30`, the namespace side `10.213.N.2/30`, so a container booted in it
+/// is a separate host reachable at [`Netns::addr`]. Removed on drop.
+pub struct Netns {
+    name: String,
+    host_if: String,
+    index: u8,
+}
+
+impl Netns {
+    pub fn create(index: u8) -> anyhow::Result<Netns> {
+        let pid = std::process::id();
+        let netns = Netns {
+            name: format!("hoist-t{pid}-{index}"),
+            host_if: format!("vh{}x{index}", pid % 100_000),
+            index,
+        };
+        let peer = format!("vc{}x{index}", pid % 100_000);
+        let host_ip = format!("10.213.{index}.1/30");
+        let ns_ip = format!("10.213.{index}.2/30");
+        let name = netns.name.as_str();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", name],
+            vec![
+                "link",
+                "add",
+                &netns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            vec!["link", "set", &peer, "netns", name],
+            vec!["addr", "add", &host_ip, "dev", &netns.host_if],
+            vec!["link", "set", &netns.host_if, "up"],
+            vec!["-n", name, "addr", "add", &ns_ip, "dev", &peer],
+            vec!["-n", name, "link", "set", &peer, "up"],
+            vec!["-n", name, "link", "set", "lo", "up"],
+        ];
+        for args in steps {
+            let out = e2e::run_with_timeout(Command::new("ip").args(&args), None, COMMAND_TIMEOUT)?;
+            ensure!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(netns)
+    }
+
+    /// The namespace's address, as the host reaches it.
+    pub fn addr(&self) -> String {
+        format!("10.213.{}.2", self.index)
+    }
+
+    /// `/run/netns/NAME`, for `systemd-nspawn --network-namespace-path`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
 }
 
 /// The tools a systemd test needs: `Some` when present; otherwise `None` after
@@ -207,7 +283,12 @@ impl Container {
                 .with_context(|| format!("enable {unit}"))?;
         }
 
-        let machine = format!("hoist-test-{}", std::process::id());
+        static BOOTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let machine = format!(
+            "hoist-test-{}-{}",
+            std::process::id(),
+            BOOTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let log = fs::File::create(dir.path().join("nspawn.log"))?;
         let mut cmd = Command::new(e2e::find_tool("systemd-nspawn").context("no nspawn")?);
         cmd.args([
@@ -218,6 +299,9 @@ impl Container {
         ])
         .arg(format!("--directory={}", root.display()))
         .arg(format!("--machine={machine}"));
+        if let Some(netns) = &setup.netns {
+            cmd.arg(format!("--network-namespace-path={}", netns.display()));
+        }
         for (host, path) in &setup.bind_ro {
             cmd.arg(format!("--bind-ro={}:{path}", host.display()));
         }
@@ -398,17 +482,33 @@ impl ContainerAgent {
     /// Boots a container with `setup` plus hoistd (bind-mounted from the workspace's
     /// build), its config (`apps` appended to it) and certificates, starts
     /// `hoistd.service` and waits for its `listen` file.
-    pub fn start(pki: &Pki, apps: &str, mut setup: Setup) -> anyhow::Result<ContainerAgent> {
+    pub fn start(pki: &Pki, apps: &str, setup: Setup) -> anyhow::Result<ContainerAgent> {
+        Self::start_as(pki, "agent", "127.0.0.1:0", apps, setup)
+    }
+
+    /// [`ContainerAgent::start`] with the agent certificate `NAME.pem` of `pki`'s CA
+    /// (see [`Pki::issue_agent`]) and `listen` as the gRPC address.
+    pub fn start_as(
+        pki: &Pki,
+        name: &str,
+        listen: &str,
+        apps: &str,
+        mut setup: Setup,
+    ) -> anyhow::Result<ContainerAgent> {
         let ca = pki.ca_dir();
-        for name in ["ca.pem", "agent.pem", "agent.key"] {
-            let contents = fs::read(ca.join(name)).with_context(|| format!("read {name}"))?;
+        for (from, to) in [
+            ("ca.pem".to_string(), "ca.pem"),
+            (format!("{name}.pem"), "agent.pem"),
+            (format!("{name}.key"), "agent.key"),
+        ] {
+            let contents = fs::read(ca.join(&from)).with_context(|| format!("read {from}"))?;
             setup
                 .files
-                .push(RootFile::new(&format!("/etc/hoist/{name}"), contents));
+                .push(RootFile::new(&format!("/etc/hoist/{to}"), contents));
         }
         setup
             .files
-            .push(RootFile::new(AGENT_CONFIG, agent_config(apps)));
+            .push(RootFile::new(AGENT_CONFIG, agent_config_on(listen, apps)));
         let deb = agent_deb()?;
         setup.files.push(RootFile::new(
             AGENT_DEB,
@@ -530,8 +630,13 @@ fn build_agent_deb() -> anyhow::Result<PathBuf> {
 /// The agent config the container runs with: loopback on port 0, the fleet
 /// certificates under `/etc/hoist`, and `apps`.
 pub fn agent_config(apps: &str) -> String {
+    agent_config_on("127.0.0.1:0", apps)
+}
+
+/// [`agent_config`] listening on `listen`.
+pub fn agent_config_on(listen: &str, apps: &str) -> String {
     format!(
-        "[agent]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{AGENT_STATE}\"\nhealth_interval = \"1s\"\n\n[tls]\nca = \"/etc/hoist/ca.pem\"\ncert = \"/etc/hoist/agent.pem\"\nkey = \"/etc/hoist/agent.key\"\n\n{apps}\n"
+        "[agent]\nlisten = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{AGENT_STATE}\"\nhealth_interval = \"1s\"\n\n[tls]\nca = \"/etc/hoist/ca.pem\"\ncert = \"/etc/hoist/agent.pem\"\nkey = \"/etc/hoist/agent.key\"\n\n{apps}\n"
     )
 }
 
