@@ -610,7 +610,8 @@ async fn the_budget_is_fleet_wide_and_unreachable_hosts_count() {
     );
     f.sick("web-1", false);
     assert!(
-        err.contains("web-1 ran the migrations and did not succeed, so no other host started"),
+        err.contains("web-1 ran the migrations, then failed at step `")
+            && err.contains("so no other host started"),
         "{err}"
     );
     assert!(!out.contains("==> web-2"), "{out}");
@@ -618,6 +619,27 @@ async fn the_budget_is_fleet_wide_and_unreachable_hosts_count() {
         f.currents().iter().all(|c| c.as_deref() == Some(&v1)),
         "{out}"
     );
+
+    // A migrating host that fails before migrating (here: a ref that does not exist)
+    // is named for what happened, not blamed on migrations.
+    let (out, err) = hoist_expect(
+        1,
+        &[
+            "deploy",
+            "web",
+            "--ref",
+            "no-such-ref",
+            "--fleet",
+            &fl,
+            "--hosts",
+            six,
+        ],
+    );
+    assert!(
+        err.contains("web-1, which migrates first, failed at step `fetch` before migrating"),
+        "{err}\n{out}"
+    );
+    assert!(!err.contains("ran the migrations"), "{err}");
 
     // An unreachable host counts: within a budget of 1 the others deploy (exit 0)...
     let (out, _) = hoist_expect(

@@ -56,6 +56,10 @@ pub(crate) struct Record {
     pub(crate) counted: bool,
     pub(crate) undo_id: Option<String>,
     pub(crate) undo: Option<JobOutcome>,
+    /// The forward job's steps as they started, in order (`fetch`, `shared`, `migrate`…),
+    /// and the first that failed: how a failure is named.
+    pub(crate) steps: Vec<String>,
+    pub(crate) failed_step: Option<String>,
 }
 
 impl Record {
@@ -153,11 +157,16 @@ impl State<'_, '_, '_> {
     }
 
     pub(crate) fn on_update(&mut self, i: usize, update: Update, undo: bool) {
-        if !undo
-            && let Update::Event(event) = &update
-            && let Some(Kind::Finished(_)) = &event.kind
-        {
-            self.records[i].finished_at = event.at;
+        if !undo && let Update::Event(event) = &update {
+            match &event.kind {
+                Some(Kind::Finished(_)) => self.records[i].finished_at = event.at,
+                Some(Kind::StepStarted(step)) => self.records[i].steps.push(step.step.clone()),
+                Some(Kind::StepFinished(step)) if !step.ok => {
+                    let record = &mut self.records[i];
+                    record.failed_step.get_or_insert_with(|| step.step.clone());
+                }
+                _ => {}
+            }
         }
         let job_id = self.job_id(i, undo);
         self.view.update(i, &job_id, &update);

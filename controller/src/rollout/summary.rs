@@ -140,8 +140,8 @@ pub(crate) fn summary(
             failures.join("; ")
         )),
         Some(Stop::MigrationFailed(host)) => Some(format!(
-            "{title} stopped: {host} ran the migrations and did not succeed, so no other host \
-             started ({})",
+            "{title} stopped: {}, so no other host started ({})",
+            migrator_failure(state, host),
             failures.join("; ")
         )),
         Some(Stop::Interrupted) => Some(format!("{title} interrupted")),
@@ -213,6 +213,31 @@ pub(crate) fn summary(
         "error": failure,
     });
     (text, json, failure)
+}
+
+/// What the host that goes first (because it migrates) did: failed at a step before
+/// the migrations, in them, or after them; or never ran a step.
+fn migrator_failure(state: &State<'_, '_, '_>, host: &str) -> String {
+    let Some(record) = state.records.iter().find(|r| r.host == host) else {
+        return format!("{host}, which migrates first, did not succeed");
+    };
+    let migrated = |before: &str| {
+        record
+            .steps
+            .iter()
+            .take_while(|s| *s != before)
+            .any(|s| s == "migrate")
+    };
+    match record.failed_step.as_deref() {
+        Some("migrate") => format!("{host} failed running the migrations"),
+        Some(step) if migrated(step) => {
+            format!("{host} ran the migrations, then failed at step `{step}`")
+        }
+        Some(step) => {
+            format!("{host}, which migrates first, failed at step `{step}` before migrating")
+        }
+        None => format!("{host}, which migrates first, did not succeed"),
+    }
 }
 
 #[cfg(test)]
