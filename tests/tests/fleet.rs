@@ -337,11 +337,64 @@ async fn canary_promotion_dry_run_webhooks_and_fleet_rollback() {
         out.contains("nothing was changed and no lock was taken"),
         "{out}"
     );
+    // It asked every host: each says what it serves now.
+    let serving = std::fs::read_link(f.deploy_tos[0].join("current")).unwrap();
+    let serving = serving.file_name().unwrap().to_string_lossy();
+    assert!(
+        out.contains(&format!("  web-1: ok, serving {serving}")),
+        "{out}"
+    );
     assert!(f.currents().iter().all(|c| c.as_deref() == Some(&v1)));
     assert_eq!(journal(&fl, "web-1").len(), 1, "dry run left no job");
     let (out, _) = hoist_expect(0, &["status", "web", "--json", "--fleet", &fl]);
     assert!(!out.contains("\"holder\""), "dry run left a lock: {out}");
     assert_eq!(hooks.events().len(), 2, "dry run notifies nobody");
+
+    // A dry run tells the truth about what the real deploy would meet: an unknown app
+    // on every host, or a lock someone holds, is a refusal (exit 1), with the reason.
+    let (out, err) = hoist_expect(
+        1,
+        &[
+            "deploy",
+            "nosuchapp",
+            "--ref",
+            "main",
+            "--fleet",
+            &fl,
+            "--dry-run",
+        ],
+    );
+    assert!(
+        out.contains("web-1: would not deploy: app nosuchapp is not configured here"),
+        "{out}"
+    );
+    assert!(
+        err.contains("would be refused") && err.contains("would fail"),
+        "{err}"
+    );
+    hoist_expect(
+        0,
+        &["lock", "web", "--reason", "db maintenance", "--fleet", &fl],
+    );
+    let (out, err) = hoist_expect(
+        1,
+        &[
+            "deploy",
+            "web",
+            "--ref",
+            "main",
+            "--fleet",
+            &fl,
+            "--dry-run",
+        ],
+    );
+    hoist_expect(0, &["unlock", "web", "--fleet", &fl]);
+    assert!(
+        out.contains("would not deploy: locked by dana: db maintenance"),
+        "{out}"
+    );
+    assert!(err.contains("--lock-wait"), "{err}");
+    assert_eq!(journal(&fl, "web-1").len(), 1, "dry runs left no job");
 
     // The canary deploy: canary, bake, batches, each with a bake; web-1 migrates alone.
     let (out, _) = hoist_expect(

@@ -35,6 +35,7 @@
 //! nothing to undo.
 
 mod bake;
+mod dry_run;
 pub mod gates;
 pub mod httpc;
 pub mod lease;
@@ -194,8 +195,21 @@ pub async fn run(
     let heading = format!("{title} {to} {count} {hosts_word}");
     view.say(&plan.text(&heading, op.migrates(), &extra), Some(plan_json));
     if rollout.dry_run {
+        let window_refusal = verdict
+            .as_ref()
+            .filter(|v| !v.open && forced.is_none())
+            .map(|v| {
+                format!(
+                    "outside the deploy window ({}); --force --reason overrides",
+                    v.describe()
+                )
+            });
+        let checked =
+            dry_run::check(&rollout, op.app(), plan.budget, window_refusal, &mut view).await;
         view.say("dry run: nothing was changed and no lock was taken", None);
-        return Ok(());
+        return checked.map_err(|why| {
+            RolloutError::Failed(format!("dry run: {title} would be refused: {why}"))
+        });
     }
 
     let notifier = Notifier::new(&rollout.fleet.notify);
