@@ -38,6 +38,7 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    hoist_agent::memory::configure();
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { path }) = &cli.command {
         let path = path.as_ref().unwrap_or(&cli.config);
