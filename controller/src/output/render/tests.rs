@@ -31,6 +31,7 @@ pub(crate) fn failed_deploy() -> Vec<JobEvent> {
                 step: if seq < 5 { "build" } else { "migrate" }.into(),
                 stream: stream as i32,
                 line: line.into(),
+                continued: false,
             }),
         )
     };
