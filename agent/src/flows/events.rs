@@ -43,9 +43,9 @@ pub fn validate_id(id: &str) -> Result<(), InvalidJobId> {
     }
 }
 
-/// Bytes of output a job's stored log keeps from its start ([`LogLimits::head`]).
+/// Bytes a job's stored log keeps from its start ([`LogLimits::head`]).
 pub const LOG_HEAD: u64 = 8 << 20;
-/// Bytes of output a job's stored log keeps from its end ([`LogLimits::tail`]).
+/// Bytes a job's stored log keeps from its end, at least ([`LogLimits::tail`]).
 pub const LOG_TAIL: u64 = 8 << 20;
 /// The most bytes of events in one page of a job's log (JobLog).
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -54,9 +54,10 @@ const MAX_RECORD: usize = 1 << 20;
 /// Events in flight to one follower: what a slow client can make the agent hold.
 const FOLLOW_BUFFER: usize = 16;
 
-/// How much output a job's stored log keeps: the first `head` bytes of output and,
-/// beyond that, the last `tail`..`2 × tail` bytes, with an [`OutputOmitted`] event
-/// where the rest was. Every other event is kept.
+/// How much of its output a job's stored log keeps: its first `head` bytes and its last
+/// `tail` to `2 × tail` bytes; in between, output events are replaced by one
+/// [`OutputOmitted`] event. Every other event (steps starting and ending, notices) is
+/// kept. So a log never grows much beyond `head + 2 × tail`.
 #[derive(Clone, Copy, Debug)]
 pub struct LogLimits {
     pub head: u64,
@@ -101,9 +102,8 @@ pub struct Job {
 struct Writer {
     file: File,
     limits: LogLimits,
-    /// Bytes of output (lines' text) emitted so far.
-    output_bytes: u64,
-    /// Where the log's head ends (its first `limits.head` bytes of output), once it does.
+    /// Where the log's head ends (the first record boundary past `limits.head`), once
+    /// the log is that long.
     head_end: Option<u64>,
 }
 
@@ -115,6 +115,15 @@ pub struct Page {
     pub next_seq: u64,
     /// More events follow.
     pub more: bool,
+    /// Where the next page starts in the log file: `g<generation>o<offset>`.
+    pub next_token: String,
+}
+
+/// A page token's offset, when it is for this version of the log.
+fn token_offset(token: &str, generation: u64, bytes: u64) -> Option<u64> {
+    let (g, o) = token.strip_prefix('g')?.split_once('o')?;
+    let offset: u64 = o.parse().ok()?;
+    (g.parse::<u64>().ok()? == generation && offset <= bytes).then_some(offset)
 }
 
 /// The seq of the last event `event` stands for: an [`OutputOmitted`] stands for every
@@ -144,14 +153,11 @@ impl Job {
             Kind::Finished(f) => Some(f.result()),
             _ => None,
         };
-        let output = match &kind {
-            Kind::Output(o) => o.line.len() as u64,
-            _ => 0,
-        };
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut progress = *self.progress.borrow();
+        // Stored without its job id (the file's name): readers put it back.
         let event = JobEvent {
-            job_id: self.id.clone(),
+            job_id: String::new(),
             seq: progress.next_seq,
             at: Some(SystemTime::now().into()),
             kind: Some(kind),
@@ -173,14 +179,13 @@ impl Job {
                     let _ = w.file.set_len(progress.bytes);
                 }
             }
-            w.output_bytes += output;
-            if w.head_end.is_none() && w.output_bytes >= w.limits.head {
+            if w.head_end.is_none() && progress.bytes >= w.limits.head {
                 w.head_end = Some(progress.bytes);
             }
             if let Some(head_end) = w.head_end
                 && progress.bytes - head_end > 2 * w.limits.tail
             {
-                match compact(&self.path, &self.id, head_end, progress.bytes, w.limits.tail) {
+                match compact(&self.path, head_end, progress.bytes, w.limits.tail) {
                     Ok((file, len)) => {
                         w.file = file;
                         progress.bytes = len;
@@ -205,28 +210,42 @@ impl Job {
         self.progress.borrow().done
     }
 
-    /// The job's final result, once finished.
+    /// The job's final result, once finished (read from the log of a job read back).
     pub fn result(&self) -> Option<JobResult> {
-        *self.result.lock().unwrap_or_else(|e| e.into_inner())
+        let known = *self.result.lock().unwrap_or_else(|e| e.into_inner());
+        known.or_else(|| {
+            let unwritten = self.writer.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+            unwritten.then(|| scan(&self.path).ok()?.result).flatten()
+        })
     }
 
     /// The events from seq `from_seq` on, at most `max_bytes` of them (encoded; at least
-    /// one event), read from the log file.
-    pub fn page(&self, from_seq: u64, max_bytes: usize) -> io::Result<Page> {
+    /// one event), read from the log file: from where `token` (a previous page's
+    /// `next_token`) says, or else from the start.
+    pub fn page(&self, from_seq: u64, token: &str, max_bytes: usize) -> io::Result<Page> {
         let progress = *self.progress.borrow();
         let mut reader = LogReader::open(&self.path)?;
+        if let Some(offset) = token_offset(token, progress.generation, progress.bytes) {
+            reader.seek(offset)?;
+        }
         let mut page = Page {
             next_seq: from_seq,
             ..Page::default()
         };
         let mut size = 0usize;
-        while let Some(event) = reader.next(progress.bytes) {
+        loop {
+            let at = reader.offset;
+            let Some(event) = reader.next(progress.bytes) else {
+                page.next_token = format!("g{}o{}", progress.generation, reader.offset);
+                break;
+            };
             if event.seq < from_seq {
                 continue;
             }
             let len = event.encoded_len();
             if !page.events.is_empty() && size + len > max_bytes {
                 page.more = true;
+                page.next_token = format!("g{}o{at}", progress.generation);
                 break;
             }
             size += len;
@@ -287,7 +306,7 @@ impl Job {
 /// [`OutputOmitted`] event for the output events from there to the last `tail` bytes,
 /// the other events of that stretch, and the last `tail` bytes. Returns the new file,
 /// open for appending, and its length.
-fn compact(path: &Path, id: &str, head_end: u64, len: u64, tail: u64) -> io::Result<(File, u64)> {
+fn compact(path: &Path, head_end: u64, len: u64, tail: u64) -> io::Result<(File, u64)> {
     let tmp = compact_path(path);
     let _ = std::fs::remove_file(&tmp);
     let out = OpenOptions::new().append(true).create_new(true).open(&tmp)?;
@@ -328,7 +347,7 @@ fn compact(path: &Path, id: &str, head_end: u64, len: u64, tail: u64) -> io::Res
         }
         if let Some((seq, m)) = omitted {
             let marker = JobEvent {
-                job_id: id.to_string(),
+                job_id: String::new(),
                 seq,
                 at: Some(SystemTime::now().into()),
                 kind: Some(Kind::Omitted(m)),
@@ -395,14 +414,26 @@ fn read_record(src: &mut impl BufRead) -> io::Result<Option<(Vec<u8>, JobEvent)>
 struct LogReader {
     src: BufReader<File>,
     offset: u64,
+    /// The job's id, from the log's name (`ID.events`): records are stored without it.
+    job_id: String,
 }
 
 impl LogReader {
     fn open(path: &Path) -> io::Result<LogReader> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         Ok(LogReader {
             src: BufReader::new(File::open(path)?),
             offset: 0,
+            job_id: name.strip_suffix(".events").unwrap_or(&name).to_string(),
         })
+    }
+
+    /// Goes on from byte `offset` (a record boundary this reader handed out before).
+    fn seek(&mut self, offset: u64) -> io::Result<()> {
+        use std::io::Seek as _;
+        self.src.seek(io::SeekFrom::Start(offset))?;
+        self.offset = offset;
+        Ok(())
     }
 
     /// The next event that ends within the first `limit` bytes of the log.
@@ -410,8 +441,11 @@ impl LogReader {
         if self.offset >= limit {
             return None;
         }
-        let (raw, event) = read_record(&mut self.src).ok()??;
+        let (raw, mut event) = read_record(&mut self.src).ok()??;
         self.offset += raw.len() as u64;
+        if event.job_id.is_empty() {
+            event.job_id.clone_from(&self.job_id);
+        }
         Some(event)
     }
 }
@@ -488,8 +522,8 @@ impl Registry {
             .find(|p| p.is_file())
     }
 
-    /// A job by id: the running one, or a finished one found on disk (read through
-    /// once for its app and result; its events stay on disk).
+    /// A job by id: the running one, or a finished one found on disk (its first event
+    /// read for its app; its events stay on disk).
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
         if let Some(job) = self
             .running
@@ -500,15 +534,20 @@ impl Registry {
             return Some(job.clone());
         }
         let path = self.find_log(id)?;
-        let scan = scan(&path).ok()?;
-        let job = Job::new(id.to_string(), scan.app, path, None);
-        *job.result.lock().unwrap_or_else(|e| e.into_inner()) = scan.result;
-        // A log without an end belongs to a job that died with a previous agent: done.
+        let app = match LogReader::open(&path).ok()?.next(u64::MAX) {
+            Some(JobEvent {
+                kind: Some(Kind::Started(s)),
+                ..
+            }) => s.app,
+            _ => String::new(),
+        };
+        let job = Job::new(id.to_string(), app, path, None);
+        // No writer: the log is read to its last whole record. A log without an end
+        // belongs to a job that died with a previous agent: done all the same.
         job.progress.send_replace(Progress {
-            next_seq: scan.next_seq,
-            bytes: scan.bytes,
-            generation: 0,
+            bytes: u64::MAX,
             done: true,
+            ..Progress::default()
         });
         Some(job)
     }
@@ -531,7 +570,6 @@ impl Registry {
         let writer = Writer {
             file,
             limits: self.limits,
-            output_bytes: 0,
             head_end: None,
         };
         let job = Job::new(id.to_string(), app.to_string(), path, Some(writer));
@@ -595,7 +633,6 @@ pub fn mark_interrupted(registry: &Registry, app: &str, id: &str, error: &str) {
     let writer = Writer {
         file,
         limits: registry.limits,
-        output_bytes: 0,
         head_end: None,
     };
     let job = Job::new(id.to_string(), scan.app, path, Some(writer));
@@ -667,6 +704,144 @@ mod tests {
         assert!(
             matches!(&events[1].kind, Some(Kind::Finished(f)) if f.result() == JobResult::Interrupted)
         );
+    }
+
+    fn output(line: &str) -> Kind {
+        Kind::Output(hoist_proto::v1::StepOutput {
+            step: "build".into(),
+            line: line.into(),
+            ..Default::default()
+        })
+    }
+
+    fn finish(job: &Job) {
+        job.emit(Kind::Finished(JobFinished {
+            result: JobResult::Succeeded.into(),
+            ..Default::default()
+        }));
+    }
+
+    /// A job that printed 2,000 lines of 100 bytes around a step's start and end,
+    /// in a registry keeping 20 KB of head and 20-40 KB of tail.
+    fn capped() -> (tempfile::TempDir, Registry, Arc<Job>) {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits {
+            head: 20_000,
+            tail: 20_000,
+        };
+        let registry = Registry::with_limits(dir.path(), limits).unwrap();
+        let job = registry.create("d-cap", "web").unwrap();
+        job.emit(notice("start"));
+        for i in 0..2000 {
+            if i == 1000 {
+                job.emit(notice("half way"));
+            }
+            job.emit(output(&format!("{i:>5} {}", "x".repeat(94))));
+        }
+        finish(&job);
+        (dir, registry, job)
+    }
+
+    #[test]
+    fn logs_keep_their_head_and_tail_and_every_other_event() {
+        let (_dir, registry, _job) = capped();
+        let path = registry.log_path("web", "d-cap");
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len < 20_000 + 2 * 20_000 + 1_000, "{len} bytes");
+        let events = read_log(&path).unwrap();
+        let lines: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(Kind::Output(o)) => Some(o.line.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(lines[0].starts_with("    0 "), "the head is kept");
+        assert!(lines.last().unwrap().starts_with(" 1999 "), "the tail is kept");
+        let notices: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(Kind::Notice(n)) => Some(n.message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notices, ["start", "half way"], "other events are all kept");
+        let omitted: Vec<&OutputOmitted> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(Kind::Omitted(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(omitted.len(), 1, "one marker, however often the log was cut");
+        let m = omitted[0];
+        assert_eq!(m.events as usize + lines.len(), 2000, "every line is kept or counted");
+        assert_eq!(m.bytes, m.events * 100);
+        assert!(m.first_seq < m.last_seq);
+        // In seq order, every event once, the job id put back.
+        assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert!(events.iter().all(|e| e.job_id == "d-cap"));
+        assert!(matches!(events.last().unwrap().kind, Some(Kind::Finished(_))));
+    }
+
+    #[test]
+    fn pages_cover_the_log_once_in_order() {
+        let (_dir, registry, job) = capped();
+        let whole = read_log(&registry.log_path("web", "d-cap")).unwrap();
+        registry.retire("d-cap");
+        for job in [job, registry.get("d-cap").unwrap()] {
+            let (mut from, mut token, mut seen, mut pages) = (0, String::new(), Vec::new(), 0);
+            loop {
+                let page = job.page(from, &token, 4096).unwrap();
+                assert!(!page.events.is_empty());
+                let size: usize = page.events.iter().map(|e| e.encoded_len()).sum();
+                assert!(size <= 4096 || page.events.len() == 1);
+                seen.extend(page.events);
+                pages += 1;
+                if !page.more {
+                    break;
+                }
+                (from, token) = (page.next_seq, page.next_token);
+            }
+            assert!(pages > 10);
+            assert_eq!(seen, whole);
+            // Without a token (or with a stale one) the page still starts at from_seq.
+            let page = job.page(whole[5].seq, "g9o1", 1).unwrap();
+            assert_eq!(page.events, whole[5..6]);
+        }
+        assert_eq!(registry.get("d-cap").unwrap().result(), Some(JobResult::Succeeded));
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_lags_behind_a_cut_gets_the_marker_and_every_kept_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits {
+            head: 5_000,
+            tail: 5_000,
+        };
+        let registry = Registry::with_limits(dir.path(), limits).unwrap();
+        let job = registry.create("d-lag", "web").unwrap();
+        let mut follower = job.follow();
+        // The follower takes its first events, then the job runs on without it.
+        job.emit(notice("start"));
+        let first = follower.next().await.unwrap();
+        assert_eq!(first.seq, 0);
+        for i in 0..1000 {
+            if i == 500 {
+                job.emit(notice("half way"));
+            }
+            job.emit(output(&format!("{i:>5} {}", "x".repeat(94))));
+        }
+        finish(&job);
+        let mut seen = vec![first];
+        while let Some(e) = follower.next().await {
+            seen.push(e);
+        }
+        assert!(seen.iter().any(|e| matches!(e.kind, Some(Kind::Omitted(_)))));
+        assert!(seen.iter().any(|e| matches!(&e.kind, Some(Kind::Notice(n)) if n.message == "half way")));
+        assert!(matches!(seen.last().unwrap().kind, Some(Kind::Finished(_))));
+        let outputs = seen.iter().filter(|e| matches!(e.kind, Some(Kind::Output(_)))).count();
+        assert!(outputs < 1000, "what was cut is not sent: {outputs}");
     }
 
     #[test]

@@ -338,16 +338,24 @@ async fn execute<F: std::future::Future<Output = ()>>(
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;
-    // After the exit: how long the pipes may stay open.
+    // After the exit: how long the pipes may stay open without output, and how long
+    // output still coming is taken.
     let mut grace = deadline;
+    let mut drain_until = deadline;
     loop {
         tokio::select! {
             piece = next_piece(stdout.as_mut(), &mut out_buf), if stdout.is_some() => match piece {
-                Some((text, continued)) => sink(Piece { stream: Stream::Stdout, text, continued }).await,
+                Some((text, continued)) => {
+                    sink(Piece { stream: Stream::Stdout, text, continued }).await;
+                    grace = drained(status.is_some(), grace, drain_until);
+                }
                 None => stdout = None,
             },
             piece = next_piece(stderr.as_mut(), &mut err_buf), if stderr.is_some() => match piece {
-                Some((text, continued)) => sink(Piece { stream: Stream::Stderr, text, continued }).await,
+                Some((text, continued)) => {
+                    sink(Piece { stream: Stream::Stderr, text, continued }).await;
+                    grace = drained(status.is_some(), grace, drain_until);
+                }
                 None => stderr = None,
             },
             exit = proc.wait(), if status.is_none() => {
@@ -360,12 +368,14 @@ async fn execute<F: std::future::Future<Output = ()>>(
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
                 grace = Instant::now() + PIPE_GRACE;
+                drain_until = deadline.max(grace);
             },
             () = tokio::time::sleep_until(grace), if status.is_some() => break,
             () = tokio::time::sleep_until(deadline), if status.is_none() => {
                 timed_out = true;
                 status = Some(stop(&mut proc, pgid).await);
                 grace = Instant::now() + PIPE_GRACE;
+                drain_until = grace;
             },
         }
         if stdout.is_none() && stderr.is_none() && status.is_some() {
@@ -379,6 +389,18 @@ async fn execute<F: std::future::Future<Output = ()>>(
         timed_out,
         duration: started.elapsed(),
     })
+}
+
+/// After the child exited, output still coming counts as the child's (it was written
+/// before the exit and is being drained at the pace it is stored): the grace starts
+/// again with each piece, but not past `until` (the deadline, or the grace after a
+/// timeout).
+fn drained(exited: bool, grace: Instant, until: Instant) -> Instant {
+    if exited {
+        (Instant::now() + PIPE_GRACE).min(until).max(grace)
+    } else {
+        grace
+    }
 }
 
 /// Ends a child past its deadline: SIGTERM to its group, SIGKILL after [`KILL_GRACE`].
@@ -595,6 +617,46 @@ mod tests {
             .collect();
         assert!(stray.is_empty(), "{stray:?}");
         assert!(names.iter().any(|k| k == "PATH"));
+    }
+
+    #[tokio::test]
+    async fn long_lines_come_in_bounded_pieces_and_nothing_is_lost() {
+        // One line of 200,000 'é' (400,000 bytes, cut only between characters), then
+        // 20,000 short lines, printed faster than a slow reader takes them.
+        let shell = "head -c 200000 /dev/zero | tr '\\000' x | sed 's/x/é/g'; echo; seq 1 20000";
+        let (tx, mut rx) = mpsc::channel::<Piece>(2);
+        let spec = spec(shell, Duration::from_secs(30));
+        let run = run(&spec, tx);
+        let collect = async {
+            let mut pieces = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                if pieces.len() % 1000 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                pieces.push(piece);
+            }
+            pieces
+        };
+        let (exit, pieces) = tokio::join!(run, collect);
+        assert!(exit.unwrap().success());
+        assert!(pieces.iter().all(|p| p.text.len() <= MAX_PIECE));
+        let long: Vec<&Piece> = pieces.iter().take_while(|p| p.continued).collect();
+        assert!(long.len() >= 6, "{} pieces", long.len());
+        let mut line: String = long.iter().map(|p| p.text.as_str()).collect();
+        line.push_str(&pieces[long.len()].text);
+        assert_eq!(line.chars().count(), 200_000);
+        assert!(line.chars().all(|c| c == 'é'), "no character cut in two");
+        let short: Vec<&str> = pieces[long.len() + 1..].iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(short.len(), 20_000, "every line after the exit is drained");
+        assert_eq!(short.last(), Some(&"20000"));
+    }
+
+    #[test]
+    fn pieces_end_before_a_cut_character() {
+        assert_eq!(char_boundary_before_end("abé".as_bytes()), 4);
+        assert_eq!(char_boundary_before_end(&"abé".as_bytes()[..3]), 2);
+        assert_eq!(char_boundary_before_end(&"a€".as_bytes()[..3]), 1);
+        assert_eq!(char_boundary_before_end(b"abc"), 3);
     }
 
     #[test]

@@ -321,7 +321,7 @@ impl Agent for AgentService {
             0 => events::MAX_PAGE_BYTES,
             n => n.min(events::MAX_PAGE_BYTES),
         };
-        let page = job.page(req.from_seq, max_bytes).map_err(|err| {
+        let page = job.page(req.from_seq, &req.page_token, max_bytes).map_err(|err| {
             Status::internal(format!("cannot read the log of job {}: {err}", req.job_id))
         })?;
         Ok(Response::new(pb::JobLogResponse {
@@ -329,6 +329,7 @@ impl Agent for AgentService {
             events: page.events,
             next_seq: page.next_seq,
             more: page.more,
+            next_page_token: page.next_token,
         }))
     }
 

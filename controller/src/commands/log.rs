@@ -41,7 +41,7 @@ pub struct LogArgs {
     /// How many recent jobs per host.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub limit: u32,
-    /// Per-host limit for connecting and answering.
+    /// Per-host limit for connecting and answering (with --job: for each page).
     #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -247,7 +247,7 @@ pub async fn job(
         limit: JOURNAL_SEARCH,
         ..Default::default()
     };
-    let answers = fanout::ask_all(hosts, creds, timeout, |mut client| {
+    let answers = fanout::ask_all_paged(hosts, creds, timeout, |mut client| {
         let (mut request, journal) = (request.clone(), journal.clone());
         async move {
             let mut events = Vec::new();
@@ -259,6 +259,7 @@ pub async fn job(
                     break;
                 }
                 request.from_seq = page.next_seq;
+                request.page_token = page.next_page_token;
             }
             if events.is_empty() {
                 return Ok((events, None));
