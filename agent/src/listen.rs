@@ -20,7 +20,11 @@ impl Backoff {
     /// An accept succeeded: the next failure starts a new streak.
     pub fn succeeded(&mut self, what: &str) {
         if self.failures > 0 {
-            tracing::info!(listener = what, failures = self.failures, "accepting connections again");
+            tracing::info!(
+                listener = what,
+                failures = self.failures,
+                "accepting connections again"
+            );
         }
         self.failures = 0;
     }

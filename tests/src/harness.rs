@@ -94,7 +94,10 @@ pub fn hoist_within(deadline: Duration, args: &[&str]) -> Option<(ExitStatus, St
             }
         }
     };
-    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
     status.map(|status| (status, out, err))
 }
 

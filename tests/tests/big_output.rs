@@ -87,7 +87,11 @@ async fn output_of_any_size_streams_in_bounded_memory() {
     let fleet = root.path().join("fleet.toml");
     std::fs::write(
         &fleet,
-        format!("{}{}", pki.fleet_tls(Who::Deployer), agent.fleet_entry("web-1")),
+        format!(
+            "{}{}",
+            pki.fleet_tls(Who::Deployer),
+            agent.fleet_entry("web-1")
+        ),
     )
     .unwrap();
     let fleet = fleet.display().to_string();
@@ -112,7 +116,11 @@ async fn output_of_any_size_streams_in_bounded_memory() {
             "{app}: live output lacks {first:?} or {last:?}: {}",
             hoist_tests::harness::shorten(&out)
         );
-        assert!(out.contains("succeeded"), "{app}: {}", hoist_tests::harness::shorten(&out));
+        assert!(
+            out.contains("succeeded"),
+            "{app}: {}",
+            hoist_tests::harness::shorten(&out)
+        );
         let took_deploy = started.elapsed();
         let job = last_job(&fleet, app);
 
@@ -154,7 +162,9 @@ async fn output_of_any_size_streams_in_bounded_memory() {
                 "{app}: output in pieces of at most 64 KiB"
             );
             assert!(
-                events.iter().any(|e| e["kind"] == "output" && e["continued"] == true),
+                events
+                    .iter()
+                    .any(|e| e["kind"] == "output" && e["continued"] == true),
                 "{app}: pieces marked continued"
             );
         }
@@ -175,7 +185,68 @@ async fn output_of_any_size_streams_in_bounded_memory() {
         let dir = agent.dir.path().join("state/jobs").join(app);
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let len = entry.metadata().unwrap().len();
-            assert!(len < 26 << 20, "{}: {len} bytes on disk", entry.path().display());
+            assert!(
+                len < 26 << 20,
+                "{}: {len} bytes on disk",
+                entry.path().display()
+            );
         }
     }
+}
+
+/// 36 rounds of 1,000 Status calls in flight (100 on each of 10 connections): the
+/// agent's memory after them is within 4 MiB of what it was before.
+#[tokio::test]
+async fn status_calls_by_the_thousand_leave_no_memory_behind() {
+    const ROUNDS: usize = 36;
+    const CONNECTIONS: usize = 10;
+    const IN_FLIGHT: usize = 100;
+    let pki = Pki::new();
+    let repo = AppRepo::new_static(&[("index.html", "v\n")]);
+    let root = tempfile::tempdir().unwrap();
+    let agent = AgentBuilder::new(&pki)
+        .apps(&apps(&repo, root.path()))
+        .start()
+        .await;
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(agent.connect(&pki, Who::Viewer).await.unwrap());
+    }
+    let round =
+        |clients: &[hoist_proto::v1::agent_client::AgentClient<tonic::transport::Channel>]| {
+            let calls = clients.iter().flat_map(|client| {
+                (0..IN_FLIGHT).map(move |_| {
+                    let mut client = client.clone();
+                    async move {
+                        client
+                            .status(hoist_proto::v1::StatusRequest::default())
+                            .await
+                            .map(|r| r.into_inner().apps.len())
+                    }
+                })
+            });
+            futures_util::future::join_all(calls)
+        };
+    let (start, _) = agent.memory_kib();
+    for answer in round(&clients).await {
+        assert_eq!(answer.expect("status"), 3);
+    }
+    let (first, _) = settled(&agent).await;
+    let began = std::time::Instant::now();
+    for _ in 1..ROUNDS {
+        for answer in round(&clients).await {
+            assert_eq!(answer.expect("status"), 3);
+        }
+    }
+    let took = began.elapsed();
+    drop(clients);
+    let (after, peak) = settled(&agent).await;
+    eprintln!(
+        "status: {} calls in {took:?}; agent RSS at start {start} KiB, after the first round {first} KiB, peak {peak} KiB, after {after} KiB",
+        ROUNDS * CONNECTIONS * IN_FLIGHT
+    );
+    assert!(
+        after <= start + MAX_GROWTH_KIB,
+        "agent RSS grew from {start} KiB to {after} KiB over {ROUNDS} rounds (peak {peak} KiB)"
+    );
 }

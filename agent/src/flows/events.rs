@@ -214,7 +214,11 @@ impl Job {
     pub fn result(&self) -> Option<JobResult> {
         let known = *self.result.lock().unwrap_or_else(|e| e.into_inner());
         known.or_else(|| {
-            let unwritten = self.writer.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+            let unwritten = self
+                .writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none();
             unwritten.then(|| scan(&self.path).ok()?.result).flatten()
         })
     }
@@ -309,7 +313,10 @@ impl Job {
 fn compact(path: &Path, head_end: u64, len: u64, tail: u64) -> io::Result<(File, u64)> {
     let tmp = compact_path(path);
     let _ = std::fs::remove_file(&tmp);
-    let out = OpenOptions::new().append(true).create_new(true).open(&tmp)?;
+    let out = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&tmp)?;
     let result = (|| {
         let mut src = BufReader::new(File::open(path)?);
         let mut dst = BufWriter::new(out);
@@ -757,7 +764,10 @@ mod tests {
             })
             .collect();
         assert!(lines[0].starts_with("    0 "), "the head is kept");
-        assert!(lines.last().unwrap().starts_with(" 1999 "), "the tail is kept");
+        assert!(
+            lines.last().unwrap().starts_with(" 1999 "),
+            "the tail is kept"
+        );
         let notices: Vec<&str> = events
             .iter()
             .filter_map(|e| match &e.kind {
@@ -773,15 +783,26 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(omitted.len(), 1, "one marker, however often the log was cut");
+        assert_eq!(
+            omitted.len(),
+            1,
+            "one marker, however often the log was cut"
+        );
         let m = omitted[0];
-        assert_eq!(m.events as usize + lines.len(), 2000, "every line is kept or counted");
+        assert_eq!(
+            m.events as usize + lines.len(),
+            2000,
+            "every line is kept or counted"
+        );
         assert_eq!(m.bytes, m.events * 100);
         assert!(m.first_seq < m.last_seq);
         // In seq order, every event once, the job id put back.
         assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
         assert!(events.iter().all(|e| e.job_id == "d-cap"));
-        assert!(matches!(events.last().unwrap().kind, Some(Kind::Finished(_))));
+        assert!(matches!(
+            events.last().unwrap().kind,
+            Some(Kind::Finished(_))
+        ));
     }
 
     #[test]
@@ -809,7 +830,10 @@ mod tests {
             let page = job.page(whole[5].seq, "g9o1", 1).unwrap();
             assert_eq!(page.events, whole[5..6]);
         }
-        assert_eq!(registry.get("d-cap").unwrap().result(), Some(JobResult::Succeeded));
+        assert_eq!(
+            registry.get("d-cap").unwrap().result(),
+            Some(JobResult::Succeeded)
+        );
     }
 
     #[tokio::test]
@@ -837,10 +861,19 @@ mod tests {
         while let Some(e) = follower.next().await {
             seen.push(e);
         }
-        assert!(seen.iter().any(|e| matches!(e.kind, Some(Kind::Omitted(_)))));
-        assert!(seen.iter().any(|e| matches!(&e.kind, Some(Kind::Notice(n)) if n.message == "half way")));
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e.kind, Some(Kind::Omitted(_))))
+        );
+        assert!(
+            seen.iter()
+                .any(|e| matches!(&e.kind, Some(Kind::Notice(n)) if n.message == "half way"))
+        );
         assert!(matches!(seen.last().unwrap().kind, Some(Kind::Finished(_))));
-        let outputs = seen.iter().filter(|e| matches!(e.kind, Some(Kind::Output(_)))).count();
+        let outputs = seen
+            .iter()
+            .filter(|e| matches!(e.kind, Some(Kind::Output(_))))
+            .count();
         assert!(outputs < 1000, "what was cut is not sent: {outputs}");
     }
 

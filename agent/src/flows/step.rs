@@ -152,7 +152,10 @@ impl Ctx {
         Fut: std::future::Future<Output = T>,
     {
         let (tx, mut rx) = mpsc::channel::<Piece>(process::PIECES_IN_FLIGHT);
-        let hold = self.secrets.first().map_or(0, |s| s.len().saturating_sub(1));
+        let hold = self
+            .secrets
+            .first()
+            .map_or(0, |s| s.len().saturating_sub(1));
         let forward = async {
             // Per stream: the masked end of the last continued piece, not sent yet.
             let (mut out_carry, mut err_carry) = (String::new(), String::new());
@@ -321,7 +324,12 @@ impl Ctx {
                     }
                     joined = piece.continued;
                 } else {
-                    self.emit_output(step, Stream::Stderr, self.redact(&piece.text), piece.continued);
+                    self.emit_output(
+                        step,
+                        Stream::Stderr,
+                        self.redact(&piece.text),
+                        piece.continued,
+                    );
                     if tail.len() == 3 {
                         tail.remove(0);
                     }

@@ -646,7 +646,10 @@ mod tests {
         line.push_str(&pieces[long.len()].text);
         assert_eq!(line.chars().count(), 200_000);
         assert!(line.chars().all(|c| c == 'é'), "no character cut in two");
-        let short: Vec<&str> = pieces[long.len() + 1..].iter().map(|p| p.text.as_str()).collect();
+        let short: Vec<&str> = pieces[long.len() + 1..]
+            .iter()
+            .map(|p| p.text.as_str())
+            .collect();
         assert_eq!(short.len(), 20_000, "every line after the exit is drained");
         assert_eq!(short.last(), Some(&"20000"));
     }

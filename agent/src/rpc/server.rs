@@ -321,9 +321,11 @@ impl Agent for AgentService {
             0 => events::MAX_PAGE_BYTES,
             n => n.min(events::MAX_PAGE_BYTES),
         };
-        let page = job.page(req.from_seq, &req.page_token, max_bytes).map_err(|err| {
-            Status::internal(format!("cannot read the log of job {}: {err}", req.job_id))
-        })?;
+        let page = job
+            .page(req.from_seq, &req.page_token, max_bytes)
+            .map_err(|err| {
+                Status::internal(format!("cannot read the log of job {}: {err}", req.job_id))
+            })?;
         Ok(Response::new(pb::JobLogResponse {
             jobs: Vec::new(),
             events: page.events,

@@ -297,10 +297,7 @@ pub async fn job(
             // Say what failed: a host that could not answer may well have the job.
             let mut why = format!("cannot read job {job_id} of {app}: {}", problems.join("; "));
             if !missing.is_empty() {
-                why.push_str(&format!(
-                    "; not on {}",
-                    missing.join(", ")
-                ));
+                why.push_str(&format!("; not on {}", missing.join(", ")));
             }
             why
         };

@@ -18,8 +18,8 @@
 use std::io::Write;
 
 use hoist_proto::v1::{
-    JobEvent, JobFinished, JobKind, JobResult, JobStarted, OutputOmitted, StepFinished,
-    StepOutput, Stream as OutputStream, job_event::Kind,
+    JobEvent, JobFinished, JobKind, JobResult, JobStarted, OutputOmitted, StepFinished, StepOutput,
+    Stream as OutputStream, job_event::Kind,
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -198,7 +198,10 @@ pub fn output_text(output: &StepOutput, colour: bool) -> String {
     // A piece of a longer line, shown on its own: `…` says the line goes on.
     let more = if output.continued { "…" } else { "" };
     if output.stream == OutputStream::Stderr as i32 {
-        format!("    {}{more}\n", paint(&format!("! {line}"), Tone::Dim, colour))
+        format!(
+            "    {}{more}\n",
+            paint(&format!("! {line}"), Tone::Dim, colour)
+        )
     } else {
         format!("    {} {line}{more}\n", paint("│", Tone::Dim, colour))
     }
@@ -236,7 +239,10 @@ impl LineJoiner {
                     text.push('\n');
                 }
                 if stderr {
-                    text.push_str(&format!("    {}", paint(&format!("! {line}"), Tone::Dim, colour)));
+                    text.push_str(&format!(
+                        "    {}",
+                        paint(&format!("! {line}"), Tone::Dim, colour)
+                    ));
                 } else {
                     text.push_str(&format!("    {} {line}", paint("│", Tone::Dim, colour)));
                 }
