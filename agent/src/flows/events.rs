@@ -338,7 +338,7 @@ fn compact(path: &Path, head_end: u64, len: u64, tail: u64) -> io::Result<(File,
                     first_seq: event.seq,
                     last_seq: event.seq,
                 }),
-                Some(Kind::Omitted(m)) => Some(m.clone()),
+                Some(Kind::Omitted(m)) => Some(*m),
                 _ => None,
             };
             match (merge, omitted.as_mut()) {
