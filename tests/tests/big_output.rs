@@ -250,3 +250,65 @@ async fn status_calls_by_the_thousand_leave_no_memory_behind() {
         "agent RSS grew from {start} KiB to {after} KiB over {ROUNDS} rounds (peak {peak} KiB)"
     );
 }
+
+/// A secret from `shared/.env` that a 64 KiB piece boundary cuts in two is still masked
+/// in the live output and in the stored log.
+#[tokio::test]
+async fn a_secret_cut_by_a_piece_boundary_is_still_masked() {
+    const SECRET: &str = "hunter2-correct-horse";
+    let pki = Pki::new();
+    let repo = AppRepo::new_static(&[("index.html", "v\n")]);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let deploy_to = root.path().join("secret");
+    std::fs::create_dir_all(deploy_to.join("shared")).unwrap();
+    std::fs::write(
+        deploy_to.join("shared/.env"),
+        format!("API_TOKEN={SECRET}\n"),
+    )
+    .unwrap();
+    // The secret starts 5 bytes before the first piece's end (and again further on).
+    // (Read from the release's .env: the command itself is shown as the step's
+    // description, and it is config, not output.)
+    let build = r#"S=$(cut -d= -f2 .env); head -c 65531 /dev/zero | tr "\000" x; printf %s "$S"; head -c 70000 /dev/zero | tr "\000" y; printf %s "$S"; echo"#;
+    let agent = AgentBuilder::new(&pki)
+        .apps(&format!(
+            "[[app]]\nname = \"secret\"\nrepo = \"{}\"\ndeploy_to = \"{}\"\nshared_files = [\".env\"]\n\n[app.steps]\nbuild = '{build}'\n",
+            repo.url(),
+            deploy_to.display()
+        ))
+        .start()
+        .await;
+    let fleet = root.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "{}{}",
+            pki.fleet_tls(Who::Deployer),
+            agent.fleet_entry("web-1")
+        ),
+    )
+    .unwrap();
+    let fleet = fleet.display().to_string();
+    let (out, _) = run(&["deploy", "secret", "--ref", "main", "--fleet", &fleet]);
+    let job = last_job(&fleet, "secret");
+    let (log, _) = run(&["log", "secret", "--job", &job, "--json", "--fleet", &fleet]);
+    for (what, text) in [("live output", &out), ("stored log", &log)] {
+        let joined: String = text.lines().collect();
+        assert!(
+            !joined.contains(&SECRET[..8]),
+            "{what} shows the secret: {}",
+            hoist_tests::harness::shorten(text)
+        );
+        // Both occurrences, the one cut by the first piece's end too.
+        assert!(text.matches("••••").count() >= 2, "{what}: both are masked");
+    }
+    let logs: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let pieces = logs[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "output" && e["step"] == "build")
+        .count();
+    assert!(pieces >= 3, "the line came in pieces: {pieces}");
+}
