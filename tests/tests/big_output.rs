@@ -311,4 +311,13 @@ async fn a_secret_cut_by_a_piece_boundary_is_still_masked() {
         .filter(|e| e["kind"] == "output" && e["step"] == "build")
         .count();
     assert!(pieces >= 3, "the line came in pieces: {pieces}");
+    assert!(
+        logs[0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "output")
+            .all(|e| e["line"].as_str().unwrap().len() <= 64 * 1024),
+        "masked pieces are still at most 64 KiB"
+    );
 }

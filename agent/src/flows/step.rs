@@ -187,7 +187,23 @@ impl Ctx {
         result
     }
 
-    fn emit_output(&self, step: &str, stream: Stream, line: String, continued: bool) {
+    /// Emits `line` as output of `step`: in pieces of at most [`process::MAX_PIECE`]
+    /// bytes (masking can make a piece longer than it was read), each but the last
+    /// continued, the last `continued` as given.
+    fn emit_output(&self, step: &str, stream: Stream, mut line: String, continued: bool) {
+        while line.len() > process::MAX_PIECE {
+            let mut cut = process::MAX_PIECE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let rest = line.split_off(cut);
+            self.emit_piece(step, stream, line, true);
+            line = rest;
+        }
+        self.emit_piece(step, stream, line, continued);
+    }
+
+    fn emit_piece(&self, step: &str, stream: Stream, line: String, continued: bool) {
         self.job.emit(Kind::Output(StepOutput {
             step: step.into(),
             stream: match stream {
