@@ -29,6 +29,9 @@ use tokio::{
 
 /// The most bytes of output in one piece: a longer line is split into pieces.
 pub const MAX_PIECE: usize = 64 * 1024;
+/// Bytes read from a child's pipe at once (the pipe's own capacity): fewer reads for
+/// output that comes fast, freed when the child ends.
+const READ_BUFFER: usize = 64 * 1024;
 /// Pieces a hook may have in flight to the job's log before its pipe is left unread
 /// (so a hook that prints faster than its output is stored waits, and the agent's
 /// memory stays bounded).
@@ -332,8 +335,14 @@ async fn execute<F: std::future::Future<Output = ()>>(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
-    let mut stdout = proc.stdout.take().map(BufReader::new);
-    let mut stderr = proc.stderr.take().map(BufReader::new);
+    let mut stdout = proc
+        .stdout
+        .take()
+        .map(|p| BufReader::with_capacity(READ_BUFFER, p));
+    let mut stderr = proc
+        .stderr
+        .take()
+        .map(|p| BufReader::with_capacity(READ_BUFFER, p));
     // Each holds at most one piece ([`MAX_PIECE`]) between reads.
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let mut status: Option<ExitStatus> = None;
