@@ -2,9 +2,10 @@
 //! the controller and an append-only event log under `state_dir/jobs/APP/ID.events`
 //! (length-delimited protobuf). Any number of clients can follow a job: Attach replays
 //! from the first event and then follows live, reading the log file at its own pace,
-//! so the agent holds a few events per follower, never a job's output. A log keeps the
-//! first [`LOG_HEAD`] and the last [`LOG_TAIL`] bytes of output (with an
-//! [`OutputOmitted`] event where the rest was), so a runaway hook cannot fill the disk.
+//! so the agent holds a few events per follower, never a job's output. A log keeps its
+//! first [`LOG_HEAD`] bytes and (at least) its last [`LOG_TAIL`] bytes, with an
+//! [`OutputOmitted`] event in place of the output between, so a runaway hook cannot
+//! fill the disk.
 
 use std::{
     collections::HashMap,
@@ -366,6 +367,8 @@ fn compact(path: &Path, head_end: u64, len: u64, tail: u64) -> io::Result<(File,
         }
         io::copy(&mut src.take(len - offset), &mut dst)?;
         let file = dst.into_inner().map_err(io::IntoInnerError::into_error)?;
+        // Whole on disk before it replaces the log (a crash leaves one or the other).
+        file.sync_data()?;
         let new_len = file.metadata()?.len();
         std::fs::rename(&tmp, path)?;
         Ok((file, new_len))
