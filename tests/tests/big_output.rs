@@ -194,11 +194,16 @@ async fn output_of_any_size_streams_in_bounded_memory() {
     }
 }
 
-/// 36 rounds of 1,000 Status calls in flight (100 on each of 10 connections): the
-/// agent's memory after them is within 4 MiB of what it was before.
+/// Rounds of 1,000 Status calls in flight (100 on each of 10 connections; 12 rounds,
+/// or `HOIST_STATUS_ROUNDS`, 36 for the figures in docs/RELIABILITY.md): the agent's
+/// memory after them is within 4 MiB of what it was before.
 #[tokio::test]
 async fn status_calls_by_the_thousand_leave_no_memory_behind() {
-    const ROUNDS: usize = 36;
+    let rounds: usize = std::env::var("HOIST_STATUS_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12)
+        .max(2);
     const CONNECTIONS: usize = 10;
     const IN_FLIGHT: usize = 100;
     let pki = Pki::new();
@@ -233,7 +238,7 @@ async fn status_calls_by_the_thousand_leave_no_memory_behind() {
     }
     let (first, _) = settled(&agent).await;
     let began = std::time::Instant::now();
-    for _ in 1..ROUNDS {
+    for _ in 1..rounds {
         for answer in round(&clients).await {
             assert_eq!(answer.expect("status"), 3);
         }
@@ -243,11 +248,11 @@ async fn status_calls_by_the_thousand_leave_no_memory_behind() {
     let (after, peak) = settled(&agent).await;
     eprintln!(
         "status: {} calls in {took:?}; agent RSS at start {start} KiB, after the first round {first} KiB, peak {peak} KiB, after {after} KiB",
-        ROUNDS * CONNECTIONS * IN_FLIGHT
+        rounds * CONNECTIONS * IN_FLIGHT
     );
     assert!(
         after <= start + MAX_GROWTH_KIB,
-        "agent RSS grew from {start} KiB to {after} KiB over {ROUNDS} rounds (peak {peak} KiB)"
+        "agent RSS grew from {start} KiB to {after} KiB over {rounds} rounds (peak {peak} KiB)"
     );
 }
 
