@@ -373,6 +373,8 @@ impl Owner {
                         let _ = self.lock.release(&self.app, &job.id, false, now);
                     }
                     self.registry.retire(&job.id);
+                    // The job's output has come and gone: give its memory back.
+                    crate::memory::trim();
                     self.recheck.notify_one();
                     // Event logs of jobs the journal no longer lists go too.
                     let journal = self.journal.get();

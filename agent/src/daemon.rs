@@ -23,6 +23,9 @@ use crate::{
 
 /// How often `STATUS=` is refreshed for `systemctl status`.
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an idle gRPC connection is pinged, and how long the peer has to answer.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -125,6 +128,10 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     let incoming = tls::incoming(listener, tls_rx);
     let agent = AgentService::new(config_rx.clone(), snap_rx, apps, stop_tx.subscribe());
     let server = Server::builder()
+        // A peer that vanished (no FIN: a dead controller, a cut network) is found by a
+        // ping it does not answer, and its connection (tens of KiB) freed.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(AuthzLayer)
         .add_service(health_service)
         .add_service(reflection)

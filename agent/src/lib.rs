@@ -16,6 +16,8 @@ pub mod config;
 pub mod daemon;
 pub mod flows;
 pub mod host;
+pub mod listen;
+pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod preflight;

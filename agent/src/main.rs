@@ -22,6 +22,7 @@ use hoist_agent::{
 const EX_CONFIG: u8 = 64;
 const EX_USAGE: u8 = 2;
 fn main() -> ExitCode {
+    hoist_agent::memory::configure();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::CheckConfig { path }) => {

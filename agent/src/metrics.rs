@@ -222,9 +222,17 @@ pub async fn serve(
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 ) {
+    let mut backoff = crate::listen::Backoff::default();
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => {
+                backoff.succeeded("metrics");
+                tcp
+            }
+            Err(err) => {
+                backoff.failed("metrics", &err).await;
+                continue;
+            }
         };
         let (config, snapshot) = (config.clone(), snapshot.clone());
         tokio::spawn(async move {

@@ -107,6 +107,9 @@ pub async fn run(
             resources,
             apps,
         }));
+        // What bursts of calls since the last round (a thousand Status calls at once)
+        // allocated and freed goes back to the host, not kept in malloc's free lists.
+        crate::memory::trim();
         // Sleep until the next round, or until a job asks for fresh results (a finished
         // deploy should not leave the previous release's check results on show).
         tokio::select! {

@@ -63,6 +63,8 @@ pub(crate) struct Fake {
     pub(crate) deploy: Script,
     /// Attach answers with these events; NotFound when empty.
     pub(crate) attach: Vec<JobEvent>,
+    /// Deploy's stream ends with this error after its events.
+    pub(crate) deploy_error: Option<(Code, &'static str)>,
     pub(crate) calls: Arc<Mutex<Vec<String>>>,
 }
 
@@ -193,7 +195,16 @@ impl Agent for Fake {
                         })
                         .collect()
                 };
-                Ok(Response::new(stream_of(fix(first), gate, fix(rest))))
+                let events = stream_of(fix(first), gate, fix(rest));
+                match self.deploy_error {
+                    None => Ok(Response::new(events)),
+                    Some((code, message)) => {
+                        let error = tokio_stream::once(Err(Status::new(code, message)));
+                        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+                            events, error,
+                        ))))
+                    }
+                }
             }
         }
     }
@@ -304,6 +315,7 @@ pub(crate) fn fake(name: &str, deploy: Script, calls: &Arc<Mutex<Vec<String>>>) 
         name: name.into(),
         deploy,
         attach: vec![],
+        deploy_error: None,
         calls: calls.clone(),
     }
 }

@@ -60,6 +60,58 @@ pub fn hoist(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs the real `hoist` CLI like [`hoist`], but kills it when it has not ended
+/// within `deadline` (so a hang fails the test instead of hanging CI); `None` then.
+/// Its output is read as it comes, so a lot of it does not block the CLI.
+pub fn hoist_within(deadline: Duration, args: &[&str]) -> Option<(ExitStatus, String, String)> {
+    use std::io::Read as _;
+    let mut child = Command::new(bin("hoist"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hoist");
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = read(Box::new(child.stdout.take().expect("stdout")));
+    let err = read(Box::new(child.stderr.take().expect("stderr")));
+    let end = Instant::now() + deadline;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    status.map(|status| (status, out, err))
+}
+
+/// `text` cut to its first and last 2,000 characters (for messages about big output).
+pub fn shorten(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 4000 {
+        return text.to_string();
+    }
+    let head: String = chars[..2000].iter().collect();
+    let tail: String = chars[chars.len() - 2000..].iter().collect();
+    format!("{head}\n[… {} characters …]\n{tail}", chars.len() - 4000)
+}
+
 fn hoist_ok(args: &[&str]) {
     let (status, out, err) = hoist(args);
     assert!(status.success(), "hoist {args:?} failed: {out}{err}");
@@ -348,6 +400,22 @@ impl Agent {
 
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// The agent's resident memory now and its peak so far, in KiB (VmRSS and VmHWM
+    /// from /proc/PID/status).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     pub fn signal(&self, signal: Signal) {

@@ -58,6 +58,52 @@ async fn bad_config_exits_64_with_line_and_column() {
     );
 }
 
+/// The example config the package ships, given real certificates (and its paths moved
+/// under a temp dir), passes `check-config`; a missing certificate is named, exit 64.
+#[test]
+fn shipped_example_config_passes_with_its_certificates() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/agent.toml"
+    ))
+    .unwrap();
+    let ca = pki.ca_dir();
+    let text = example
+        .replace("/etc/hoist/ca.pem", ca.join("ca.pem").to_str().unwrap())
+        .replace(
+            "/etc/hoist/agent.pem",
+            ca.join("agent.pem").to_str().unwrap(),
+        )
+        .replace(
+            "/etc/hoist/agent.key",
+            ca.join("agent.key").to_str().unwrap(),
+        )
+        .replace("/var/lib/hoist", dir.path().join("state").to_str().unwrap());
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(bin("hoistd"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    std::fs::write(&path, text.replace("agent.pem", "missing.pem")).unwrap();
+    let out = Command::new(bin("hoistd"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.pem"), "{err}");
+}
+
 #[tokio::test]
 async fn sighup_reloads_good_config_and_keeps_old_on_error() {
     let pki = Pki::new();

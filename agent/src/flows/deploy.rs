@@ -70,6 +70,7 @@ pub(super) async fn fetch(ctx: &Ctx, r#ref: &str) -> StepResult<String> {
             step: step.into(),
             stream: WireStream::Stdout.into(),
             line: format!("{} → {commit}", r#ref),
+            continued: false,
         }));
     }
     ctx.finish(step, started, result)
@@ -106,7 +107,7 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
         let index = releases.join(format!(".{id}.index"));
         let mut env = BTreeMap::new();
         env.insert("GIT_INDEX_FILE".to_string(), index.display().to_string());
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(process::PIECES_IN_FLIGHT);
         let argv = [
             "git".to_string(),
             "--git-dir".into(),
@@ -120,12 +121,20 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
             ".".into(),
         ];
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let outcome = process::run_argv(&argv, &releases, &env, ctx.app.step_timeout, tx).await;
+        let run = process::run_argv(&argv, &releases, &env, ctx.app.step_timeout, tx);
+        // The last few lines (git names the file it could not write) are the error.
+        let collect = async {
+            let mut output: Vec<String> = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                if output.len() == 3 {
+                    output.remove(0);
+                }
+                output.push(process::tail(&piece.text, 300).to_string());
+            }
+            output
+        };
+        let (outcome, output) = tokio::join!(run, collect);
         let _ = std::fs::remove_file(&index);
-        let mut output = Vec::new();
-        while let Ok((_, line)) = rx.try_recv() {
-            output.push(line);
-        }
         match outcome {
             Ok(o) if o.success() => {}
             Ok(o) => return ctx.fail(step, format!("git checkout exited {:?}: {}", o.code, output.join(" / "))),
@@ -168,6 +177,7 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
                 step: step.into(),
                 stream: WireStream::Stdout.into(),
                 line: l,
+                continued: false,
             }));
         }
         let example = dir.join(".env.example");

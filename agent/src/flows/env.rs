@@ -27,6 +27,7 @@ pub(super) async fn env_change(
                 step: step.into(),
                 stream: WireStream::Stdout.into(),
                 line: line.clone(),
+                continued: false,
             }));
         }
     }

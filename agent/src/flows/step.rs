@@ -20,11 +20,14 @@ use crate::{
     flows::events::Job,
     host::{
         checks,
-        process::{self, RunAs, Stream},
+        process::{self, Piece, RunAs, Stream},
         services,
     },
     state::{envfile::EnvFile, journal::Change, release::Layout},
 };
+
+/// The most stdout of one of the agent's own tools (git) that it keeps to parse.
+const MAX_TOOL_STDOUT: usize = 1 << 20;
 
 /// Shortest secret that is masked in step output (shorter values would mask noise).
 const MIN_SECRET_LEN: usize = 6;
@@ -139,7 +142,82 @@ impl Ctx {
         line
     }
 
-    /// Runs `f` while forwarding output lines into the job's events under `step`.
+    /// Runs `f` while forwarding output pieces into the job's events under `step`,
+    /// secrets masked. The channel is bounded: a process printing faster than its
+    /// output is stored waits on its pipe. A secret cut in two by a piece boundary is
+    /// still masked: the end of a continued piece is held back and masked with the next.
+    pub(super) async fn with_pieces<F, Fut, T>(&self, step: &str, f: F) -> T
+    where
+        F: FnOnce(process::Pieces) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let (tx, mut rx) = mpsc::channel::<Piece>(process::PIECES_IN_FLIGHT);
+        let hold = self
+            .secrets
+            .first()
+            .map_or(0, |s| s.len().saturating_sub(1));
+        let forward = async {
+            // Per stream: the masked end of the last continued piece, not sent yet.
+            let (mut out_carry, mut err_carry) = (String::new(), String::new());
+            while let Some(piece) = rx.recv().await {
+                let carry = match piece.stream {
+                    Stream::Stdout => &mut out_carry,
+                    Stream::Stderr => &mut err_carry,
+                };
+                carry.push_str(&piece.text);
+                let mut text = self.redact(carry);
+                carry.clear();
+                if piece.continued && hold > 0 {
+                    let mut cut = text.len().saturating_sub(hold);
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    carry.push_str(&text[cut..]);
+                    text.truncate(cut);
+                }
+                self.emit_output(step, piece.stream, text, piece.continued);
+            }
+            for (stream, carry) in [(Stream::Stdout, out_carry), (Stream::Stderr, err_carry)] {
+                if !carry.is_empty() {
+                    self.emit_output(step, stream, carry, false);
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(f(tx), forward);
+        result
+    }
+
+    /// Emits `line` as output of `step`: in pieces of at most [`process::MAX_PIECE`]
+    /// bytes (masking can make a piece longer than it was read), each but the last
+    /// continued, the last `continued` as given.
+    fn emit_output(&self, step: &str, stream: Stream, mut line: String, continued: bool) {
+        while line.len() > process::MAX_PIECE {
+            let mut cut = process::MAX_PIECE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let rest = line.split_off(cut);
+            self.emit_piece(step, stream, line, true);
+            line = rest;
+        }
+        self.emit_piece(step, stream, line, continued);
+    }
+
+    fn emit_piece(&self, step: &str, stream: Stream, line: String, continued: bool) {
+        self.job.emit(Kind::Output(StepOutput {
+            step: step.into(),
+            stream: match stream {
+                Stream::Stdout => WireStream::Stdout,
+                Stream::Stderr => WireStream::Stderr,
+            }
+            .into(),
+            line,
+            continued,
+        }));
+    }
+
+    /// Runs `f` while forwarding the lines of the host's service tools into the job's
+    /// events under `step`.
     pub(super) async fn with_output<F, Fut, T>(&self, step: &str, f: F) -> T
     where
         F: FnOnce(mpsc::UnboundedSender<(Stream, String)>) -> Fut,
@@ -156,6 +234,7 @@ impl Ctx {
                     }
                     .into(),
                     line: self.redact(&line),
+                    continued: false,
                 }));
             }
         };
@@ -191,7 +270,7 @@ impl Ctx {
                 timeout: self.app.step_timeout,
             };
             let outcome = self
-                .with_output(step, |tx| async move { process::run(&spec, tx).await })
+                .with_pieces(step, |tx| async move { process::run(&spec, tx).await })
                 .await;
             match outcome {
                 Err(err) => return self.finish(step, started, self.fail(step, err.to_string())),
@@ -242,22 +321,35 @@ impl Ctx {
         if let Some(home) = std::env::var_os("HOME") {
             env.insert("HOME".into(), home.to_string_lossy().into_owned());
         }
-        let mut stdout = Vec::new();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut stdout: Vec<String> = Vec::new();
+        let (tx, mut rx) = mpsc::channel(process::PIECES_IN_FLIGHT);
         let timeout = self.app.step_timeout;
         let run = async move { process::run_argv(argv, cwd, &env, timeout, tx).await };
         let collect = async {
-            let mut tail = Vec::new();
-            while let Some((stream, line)) = rx.recv().await {
-                if stream == Stream::Stdout {
-                    stdout.push(line);
+            let mut tail: Vec<String> = Vec::new();
+            let (mut stdout_bytes, mut joined) = (0usize, false);
+            while let Some(piece) = rx.recv().await {
+                if piece.stream == Stream::Stdout {
+                    // What the agent parses (ids, refs) is short; a flood is cut off.
+                    stdout_bytes += piece.text.len();
+                    if stdout_bytes <= MAX_TOOL_STDOUT {
+                        match stdout.last_mut() {
+                            Some(last) if joined => last.push_str(&piece.text),
+                            _ => stdout.push(piece.text),
+                        }
+                    }
+                    joined = piece.continued;
                 } else {
-                    self.job.emit(Kind::Output(StepOutput {
-                        step: step.into(),
-                        stream: WireStream::Stderr.into(),
-                        line: self.redact(&line),
-                    }));
-                    tail.push(line);
+                    self.emit_output(
+                        step,
+                        Stream::Stderr,
+                        self.redact(&piece.text),
+                        piece.continued,
+                    );
+                    if tail.len() == 3 {
+                        tail.remove(0);
+                    }
+                    tail.push(process::tail(&piece.text, 200).to_string());
                 }
             }
             tail
@@ -276,13 +368,7 @@ impl Ctx {
                     } else {
                         format!("exit {}", o.code.unwrap_or(-1))
                     },
-                    tail.iter()
-                        .rev()
-                        .take(3)
-                        .rev()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" / ")
+                    tail.join(" / ")
                 ),
             ),
         }
@@ -312,6 +398,7 @@ impl Ctx {
                         step: step.clone(),
                         stream: WireStream::Stdout.into(),
                         line: summary,
+                        continued: false,
                     }));
                     Ok(())
                 }
@@ -347,6 +434,7 @@ impl Ctx {
                         status.duration_ms,
                         status.output.trim()
                     )),
+                    continued: false,
                 }));
                 if status.ok {
                     passed = true;

@@ -2,7 +2,10 @@
 //! the agent's own tools (git, by argv) and the host's service tools (systemctl,
 //! supervisorctl, docker, by argv). Every child gets a clean, declared environment, its
 //! own process group, a deadline after which the whole group is killed, and its output
-//! streamed line by line. `clippy.toml` forbids `Command::new` everywhere else.
+//! streamed line by line, in pieces of at most [`MAX_PIECE`] bytes (a longer line comes
+//! as several pieces, each but the last marked `continued`), read through a bounded
+//! buffer: no line, however long, is ever held whole. `clippy.toml` forbids
+//! `Command::new` everywhere else.
 
 use std::{
     collections::BTreeMap,
@@ -23,6 +26,16 @@ use tokio::{
     sync::mpsc,
     time::Instant,
 };
+
+/// The most bytes of output in one piece: a longer line is split into pieces.
+pub const MAX_PIECE: usize = 64 * 1024;
+/// Bytes read from a child's pipe at once (the pipe's own capacity): fewer reads for
+/// output that comes fast, freed when the child ends.
+const READ_BUFFER: usize = 64 * 1024;
+/// Pieces a hook may have in flight to the job's log before its pipe is left unread
+/// (so a hook that prints faster than its output is stored waits, and the agent's
+/// memory stays bounded).
+pub const PIECES_IN_FLIGHT: usize = 16;
 
 /// Grace between SIGTERM and SIGKILL for a timed-out process group.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -134,6 +147,20 @@ pub enum Stream {
     Stderr,
 }
 
+/// A line of output, or a piece of a line longer than [`MAX_PIECE`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub stream: Stream,
+    /// Lossy UTF-8, without the line ending.
+    pub text: String,
+    /// The line goes on in the next piece of the same stream.
+    pub continued: bool,
+}
+
+/// Where a child's output pieces go: a bounded channel, so a child that prints faster
+/// than the pieces are taken waits on its pipe.
+pub type Pieces = mpsc::Sender<Piece>;
+
 /// How a child process ended.
 #[derive(Clone, Debug)]
 pub struct Exit {
@@ -160,11 +187,9 @@ impl Exit {
     }
 }
 
-/// Runs `spec`, sending every output line to `lines` as it arrives.
-pub async fn run(
-    spec: &Spec,
-    lines: mpsc::UnboundedSender<(Stream, String)>,
-) -> Result<Exit, ProcessError> {
+/// Runs `spec`, sending every output piece to `pieces` as it arrives (waiting while the
+/// channel is full).
+pub async fn run(spec: &Spec, pieces: Pieces) -> Result<Exit, ProcessError> {
     let mut env = spec.env.clone();
     if let Some(run_as) = &spec.run_as {
         let home = User::from_uid(run_as.uid)
@@ -183,7 +208,7 @@ pub async fn run(
         env: &env,
         run_as: spec.run_as.as_ref(),
     };
-    execute(child, Instant::now() + spec.timeout, to_channel(lines)).await
+    execute(child, Instant::now() + spec.timeout, to_channel(pieces)).await
 }
 
 /// Runs a program with arguments (never through a shell: arguments may come from a
@@ -194,7 +219,7 @@ pub async fn run_argv(
     cwd: &Path,
     env: &BTreeMap<String, String>,
     timeout: Duration,
-    lines: mpsc::UnboundedSender<(Stream, String)>,
+    pieces: Pieces,
 ) -> Result<Exit, ProcessError> {
     let label = argv.join(" ");
     let child = Spawn {
@@ -204,17 +229,18 @@ pub async fn run_argv(
         env,
         run_as: None,
     };
-    execute(child, Instant::now() + timeout, to_channel(lines)).await
+    execute(child, Instant::now() + timeout, to_channel(pieces)).await
 }
 
 /// Runs one of the host's service tools (systemctl, supervisorctl, docker) by argv, as
-/// the agent, until `deadline`, feeding its output lines to `sink`. Its environment is
-/// clean but for [`TOOL_ENV`]; without `cwd` it runs in the agent's own directory.
+/// the agent, until `deadline`, feeding its output lines to `sink` (a line longer than
+/// [`MAX_PIECE`] as several). Its environment is clean but for [`TOOL_ENV`]; without
+/// `cwd` it runs in the agent's own directory.
 pub async fn run_tool(
     argv: &[&str],
     cwd: Option<&Path>,
     deadline: Instant,
-    sink: impl FnMut(Stream, String),
+    mut sink: impl FnMut(Stream, String),
 ) -> Result<Exit, ProcessError> {
     let label = argv.join(" ");
     let env = tool_env();
@@ -224,6 +250,10 @@ pub async fn run_tool(
         cwd,
         env: &env,
         run_as: None,
+    };
+    let sink = move |piece: Piece| {
+        sink(piece.stream, piece.text);
+        std::future::ready(())
     };
     execute(child, deadline, sink).await
 }
@@ -236,11 +266,17 @@ fn tool_env() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn to_channel(lines: mpsc::UnboundedSender<(Stream, String)>) -> impl FnMut(Stream, String) {
-    move |stream, line| {
-        let _ = lines.send((stream, line));
+fn to_channel(pieces: Pieces) -> impl FnMut(Piece) -> BoxedSend {
+    move |piece| {
+        let pieces = pieces.clone();
+        Box::pin(async move {
+            // A receiver that went away takes no more output; the child runs on.
+            let _ = pieces.send(piece).await;
+        })
     }
 }
+
+type BoxedSend = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One child to start.
 struct Spawn<'a> {
@@ -254,13 +290,14 @@ struct Spawn<'a> {
 }
 
 /// Starts `child` in its own process group with a clean environment and feeds its
-/// stdout and stderr lines to `sink` as they come. At `deadline` the group gets SIGTERM,
+/// stdout and stderr pieces to `sink` as they come (not reading on while `sink`'s
+/// future is pending). At `deadline` the group gets SIGTERM,
 /// then SIGKILL after [`KILL_GRACE`]. When the child has exited, whatever is left in its
 /// group is killed, and output still open [`PIPE_GRACE`] later is abandoned.
-async fn execute(
+async fn execute<F: std::future::Future<Output = ()>>(
     child: Spawn<'_>,
     deadline: Instant,
-    mut sink: impl FnMut(Stream, String),
+    mut sink: impl FnMut(Piece) -> F,
 ) -> Result<Exit, ProcessError> {
     let started = Instant::now();
     let (program, args) = child
@@ -298,21 +335,36 @@ async fn execute(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
-    let mut stdout = proc.stdout.take().map(BufReader::new);
-    let mut stderr = proc.stderr.take().map(BufReader::new);
+    let mut stdout = proc
+        .stdout
+        .take()
+        .map(|p| BufReader::with_capacity(READ_BUFFER, p));
+    let mut stderr = proc
+        .stderr
+        .take()
+        .map(|p| BufReader::with_capacity(READ_BUFFER, p));
+    // Each holds at most one piece ([`MAX_PIECE`]) between reads.
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;
-    // After the exit: how long the pipes may stay open.
+    // After the exit: how long the pipes may stay open without output, and how long
+    // output still coming is taken.
     let mut grace = deadline;
+    let mut drain_until = deadline;
     loop {
         tokio::select! {
-            line = next_line(stdout.as_mut(), &mut out_buf), if stdout.is_some() => match line {
-                Some(line) => sink(Stream::Stdout, line),
+            piece = next_piece(stdout.as_mut(), &mut out_buf), if stdout.is_some() => match piece {
+                Some((text, continued)) => {
+                    sink(Piece { stream: Stream::Stdout, text, continued }).await;
+                    grace = drained(status.is_some(), grace, drain_until);
+                }
                 None => stdout = None,
             },
-            line = next_line(stderr.as_mut(), &mut err_buf), if stderr.is_some() => match line {
-                Some(line) => sink(Stream::Stderr, line),
+            piece = next_piece(stderr.as_mut(), &mut err_buf), if stderr.is_some() => match piece {
+                Some((text, continued)) => {
+                    sink(Piece { stream: Stream::Stderr, text, continued }).await;
+                    grace = drained(status.is_some(), grace, drain_until);
+                }
                 None => stderr = None,
             },
             exit = proc.wait(), if status.is_none() => {
@@ -325,12 +377,14 @@ async fn execute(
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
                 grace = Instant::now() + PIPE_GRACE;
+                drain_until = deadline.max(grace);
             },
             () = tokio::time::sleep_until(grace), if status.is_some() => break,
             () = tokio::time::sleep_until(deadline), if status.is_none() => {
                 timed_out = true;
                 status = Some(stop(&mut proc, pgid).await);
                 grace = Instant::now() + PIPE_GRACE;
+                drain_until = grace;
             },
         }
         if stdout.is_none() && stderr.is_none() && status.is_some() {
@@ -344,6 +398,18 @@ async fn execute(
         timed_out,
         duration: started.elapsed(),
     })
+}
+
+/// After the child exited, output still coming counts as the child's (it was written
+/// before the exit and is being drained at the pace it is stored): the grace starts
+/// again with each piece, but not past `until` (the deadline, or the grace after a
+/// timeout).
+fn drained(exited: bool, grace: Instant, until: Instant) -> Instant {
+    if exited {
+        (Instant::now() + PIPE_GRACE).min(until).max(grace)
+    } else {
+        grace
+    }
 }
 
 /// Ends a child past its deadline: SIGTERM to its group, SIGKILL after [`KILL_GRACE`].
@@ -363,39 +429,101 @@ async fn stop(proc: &mut Child, pgid: Option<Pid>) -> ExitStatus {
     status.unwrap_or_else(|_| ExitStatus::from_raw(Signal::SIGKILL as i32))
 }
 
-/// The next line from `reader` (lossy UTF-8, without its line ending), or `None` at the
-/// end. Partial lines survive cancellation in `buf`, so this may be used in `select!`.
-async fn next_line<R: AsyncBufRead + Unpin>(
+/// The next piece of output from `reader`: a whole line (lossy UTF-8, without its line
+/// ending) and `false`, or, for a line longer than [`MAX_PIECE`], its next
+/// [`MAX_PIECE`] bytes (cut at a character boundary) and `true`; `None` at the end.
+/// Reads through the reader's own buffer, so `buf` never holds more than one piece;
+/// a partial piece survives cancellation in `buf`, so this may be used in `select!`.
+async fn next_piece<R: AsyncBufRead + Unpin>(
     reader: Option<&mut R>,
     buf: &mut Vec<u8>,
-) -> Option<String> {
-    // A read error ends the stream like the end of file does.
-    let _ = reader?.read_until(b'\n', buf).await;
-    if buf.is_empty() {
-        return None;
+) -> Option<(String, bool)> {
+    let reader = reader?;
+    loop {
+        // A read error ends the stream like the end of file does.
+        let available = reader.fill_buf().await.unwrap_or_default();
+        if available.is_empty() {
+            if buf.is_empty() {
+                return None;
+            }
+            return Some((take_line(buf), false));
+        }
+        let room = MAX_PIECE.saturating_sub(buf.len());
+        let window = &available[..available.len().min(room)];
+        if let Some(end) = window.iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&window[..end]);
+            reader.consume(end + 1);
+            return Some((take_line(buf), false));
+        }
+        let taken = window.len();
+        buf.extend_from_slice(window);
+        reader.consume(taken);
+        if buf.len() >= MAX_PIECE {
+            return Some((take_piece(buf), true));
+        }
     }
-    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+}
+
+/// The whole of `buf` as a line, without a trailing carriage return.
+fn take_line(buf: &mut Vec<u8>) -> String {
+    while buf.last().is_some_and(|b| *b == b'\r') {
         buf.pop();
     }
     let line = String::from_utf8_lossy(buf).into_owned();
     buf.clear();
-    Some(line)
+    line
+}
+
+/// A full piece from `buf`, leaving in it the start of a character cut in two.
+fn take_piece(buf: &mut Vec<u8>) -> String {
+    let cut = char_boundary_before_end(buf);
+    let rest = buf.split_off(cut);
+    let piece = String::from_utf8_lossy(buf).into_owned();
+    *buf = rest;
+    piece
+}
+
+/// Where the last (possibly incomplete) UTF-8 character of `bytes` starts, when it is
+/// incomplete; otherwise the end.
+fn char_boundary_before_end(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    // The lead byte of the last character is at most 3 bytes back.
+    for back in 1..=len.min(4) {
+        let b = bytes[len - back];
+        if b & 0b1100_0000 == 0b1000_0000 {
+            continue; // a continuation byte
+        }
+        let need = match b {
+            0x00..=0x7f => 1,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => return len, // not UTF-8 anyway
+        };
+        return if need > back { len - back } else { len };
+    }
+    len
 }
 
 /// Runs `spec` and collects its output (both streams, interleaved), keeping the last
 /// `keep` bytes.
 pub async fn run_captured(spec: &Spec, keep: usize) -> Result<(Exit, String), ProcessError> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let outcome = run(spec, tx).await?;
-    let mut text = String::new();
-    while let Ok((_, line)) = rx.try_recv() {
-        text.push_str(&line);
-        text.push('\n');
-        if text.len() > keep * 2 {
-            text = tail(&text, keep).to_string();
+    let (tx, mut rx) = mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
+    let collect = async {
+        let mut text = String::new();
+        while let Some(piece) = rx.recv().await {
+            text.push_str(&piece.text);
+            if !piece.continued {
+                text.push('\n');
+            }
+            if text.len() > keep * 2 {
+                text = tail(&text, keep).to_string();
+            }
         }
-    }
-    Ok((outcome, tail(&text, keep).to_string()))
+        text
+    };
+    let (outcome, text) = tokio::join!(run(spec, tx), collect);
+    Ok((outcome?, tail(&text, keep).to_string()))
 }
 
 /// The last `max` bytes of `s`, cut at a character boundary.
@@ -498,6 +626,49 @@ mod tests {
             .collect();
         assert!(stray.is_empty(), "{stray:?}");
         assert!(names.iter().any(|k| k == "PATH"));
+    }
+
+    #[tokio::test]
+    async fn long_lines_come_in_bounded_pieces_and_nothing_is_lost() {
+        // One line of 200,000 'é' (400,000 bytes, cut only between characters), then
+        // 20,000 short lines, printed faster than a slow reader takes them.
+        let shell = "head -c 200000 /dev/zero | tr '\\000' x | sed 's/x/é/g'; echo; seq 1 20000";
+        let (tx, mut rx) = mpsc::channel::<Piece>(2);
+        let spec = spec(shell, Duration::from_secs(30));
+        let run = run(&spec, tx);
+        let collect = async {
+            let mut pieces = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                if pieces.len() % 1000 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                pieces.push(piece);
+            }
+            pieces
+        };
+        let (exit, pieces) = tokio::join!(run, collect);
+        assert!(exit.unwrap().success());
+        assert!(pieces.iter().all(|p| p.text.len() <= MAX_PIECE));
+        let long: Vec<&Piece> = pieces.iter().take_while(|p| p.continued).collect();
+        assert!(long.len() >= 6, "{} pieces", long.len());
+        let mut line: String = long.iter().map(|p| p.text.as_str()).collect();
+        line.push_str(&pieces[long.len()].text);
+        assert_eq!(line.chars().count(), 200_000);
+        assert!(line.chars().all(|c| c == 'é'), "no character cut in two");
+        let short: Vec<&str> = pieces[long.len() + 1..]
+            .iter()
+            .map(|p| p.text.as_str())
+            .collect();
+        assert_eq!(short.len(), 20_000, "every line after the exit is drained");
+        assert_eq!(short.last(), Some(&"20000"));
+    }
+
+    #[test]
+    fn pieces_end_before_a_cut_character() {
+        assert_eq!(char_boundary_before_end("abé".as_bytes()), 4);
+        assert_eq!(char_boundary_before_end(&"abé".as_bytes()[..3]), 2);
+        assert_eq!(char_boundary_before_end(&"a€".as_bytes()[..3]), 1);
+        assert_eq!(char_boundary_before_end(b"abc"), 3);
     }
 
     #[test]

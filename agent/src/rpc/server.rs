@@ -305,7 +305,7 @@ impl Agent for AgentService {
             };
             return Ok(Response::new(pb::JobLogResponse {
                 jobs: journal.summaries(&req.app, limit),
-                events: Vec::new(),
+                ..Default::default()
             }));
         }
         events::validate_id(&req.job_id)?;
@@ -317,9 +317,21 @@ impl Agent for AgentService {
             .ok_or_else(|| {
                 Status::not_found(format!("app {} has no job {}", req.app, req.job_id))
             })?;
+        let max_bytes = match req.max_bytes as usize {
+            0 => events::MAX_PAGE_BYTES,
+            n => n.min(events::MAX_PAGE_BYTES),
+        };
+        let page = job
+            .page(req.from_seq, &req.page_token, max_bytes)
+            .map_err(|err| {
+                Status::internal(format!("cannot read the log of job {}: {err}", req.job_id))
+            })?;
         Ok(Response::new(pb::JobLogResponse {
             jobs: Vec::new(),
-            events: job.events(),
+            events: page.events,
+            next_seq: page.next_seq,
+            more: page.more,
+            next_page_token: page.next_token,
         }))
     }
 

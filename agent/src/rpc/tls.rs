@@ -218,12 +218,15 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let mut backoff = crate::listen::Backoff::default();
         loop {
             let (tcp, addr) = match listener.accept().await {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff.succeeded("grpc");
+                    pair
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff.failed("grpc", &err).await;
                     continue;
                 }
             };

@@ -91,18 +91,37 @@ where
     F: FnOnce(AgentClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let ask = async {
-        let client = client::connect(&host.address, creds, timeout)
-            .await
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        call(client).await.map_err(CallError::Status)
-    };
-    match tokio::time::timeout(timeout, ask).await {
+    match tokio::time::timeout(timeout, ask_each(host, creds, timeout, call)).await {
         Ok(result) => result,
         Err(_) => Err(CallError::Unreachable(format!(
             "no answer within {timeout:?}"
         ))),
     }
+}
+
+/// Calls `call` on `host`, bounded by `timeout` for connecting and for each request
+/// `call` makes (not for all of them together: a call that pages through a long
+/// answer takes as many requests as it needs).
+pub async fn ask_each<T, F, Fut>(
+    host: &Host,
+    creds: &Credentials,
+    timeout: Duration,
+    call: F,
+) -> Result<T, CallError>
+where
+    F: FnOnce(AgentClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let client = client::connect(&host.address, creds, timeout)
+        .await
+        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+    call(client).await.map_err(|status| {
+        if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
+            CallError::Unreachable(format!("no answer within {timeout:?}"))
+        } else {
+            CallError::Status(status)
+        }
+    })
 }
 
 /// Calls `call` on every host in `hosts` (at most [`CONCURRENCY`] at a time), each
@@ -133,11 +152,45 @@ where
     F: Fn(AgentClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
+    ask_all_with(hosts, creds, timeout, concurrency, true, call).await
+}
+
+/// [`ask_all`], with `timeout` bounding each request rather than each host's whole
+/// answer ([`ask_each`]): for answers that come in pages.
+pub async fn ask_all_paged<T, F, Fut>(
+    hosts: &[&Host],
+    creds: &Credentials,
+    timeout: Duration,
+    call: F,
+) -> Vec<Answer<T>>
+where
+    F: Fn(AgentClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    ask_all_with(hosts, creds, timeout, CONCURRENCY, false, call).await
+}
+
+async fn ask_all_with<T, F, Fut>(
+    hosts: &[&Host],
+    creds: &Credentials,
+    timeout: Duration,
+    concurrency: usize,
+    whole: bool,
+    call: F,
+) -> Vec<Answer<T>>
+where
+    F: Fn(AgentClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
     let call = &call;
     let mut answers: Vec<(usize, Answer<T>)> = stream::iter(hosts.iter().enumerate())
         .map(|(i, host)| async move {
             let started = Instant::now();
-            let result = ask_one(host, creds, timeout, call).await;
+            let result = if whole {
+                ask_one(host, creds, timeout, call).await
+            } else {
+                ask_each(host, creds, timeout, call).await
+            };
             let answer = Answer {
                 host: host.name.clone(),
                 address: host.address.clone(),

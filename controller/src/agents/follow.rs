@@ -1,9 +1,11 @@
 //! One job on one agent: the request that starts it, connecting, starting, and
 //! following its events to the end.
 //!
-//! Following a job survives a dropped connection: the controller re-attaches
-//! ([`REATTACH_ATTEMPTS`] times, backing off) and skips the events it already showed,
-//! because the agent keeps running the job whatever happens to the controller.
+//! Following a job survives a dropped connection: the controller re-attaches (at most
+//! [`REATTACH_ATTEMPTS`] times in a row without a new event, backing off) and skips the
+//! events it already showed, because the agent keeps running the job whatever happens
+//! to the controller. An error that another try cannot fix (OutOfRange, InvalidArgument,
+//! PermissionDenied, ...) is not retried at all.
 
 use std::time::Duration;
 
@@ -133,6 +135,30 @@ fn is_transport(status: &Status) -> bool {
     )
 }
 
+/// Errors that the same request would get again: never retried.
+pub fn is_permanent(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::OutOfRange
+            | Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::DataLoss
+    )
+}
+
+/// The seq of the last event `event` stands for: an `OutputOmitted` event stands for
+/// every output event the agent left out of the job's log.
+pub fn covers_to(event: &JobEvent) -> u64 {
+    match &event.kind {
+        Some(Kind::Omitted(m)) => m.last_seq.max(event.seq),
+        _ => event.seq,
+    }
+}
+
 /// Connects to `host` within `timeout` (the job itself may take longer to answer).
 pub async fn connect(
     host: &Host,
@@ -179,8 +205,9 @@ pub enum Update {
 
 /// Follows a job to its end, sending its events and remarks to `updates`. `first` is
 /// the answer to the call that started (or attached to) the job. A broken stream is
-/// re-attached ([`REATTACH_ATTEMPTS`] times, backing off 1 s, 2 s, 4 s, ...) and events
-/// seen already are skipped. Dropping the future stops following (the job keeps
+/// re-attached (at most [`REATTACH_ATTEMPTS`] times in a row without a new event,
+/// backing off 1 s, 2 s, 4 s) and events seen already are skipped; a permanent error
+/// ([`is_permanent`]) ends following at once. Dropping the future stops following (the job keeps
 /// running on the agent): callers race it against the operator's interrupts.
 pub async fn follow_job(
     host: &Host,
@@ -191,6 +218,7 @@ pub async fn follow_job(
     updates: &(dyn Fn(Update) + Send + Sync),
 ) -> JobOutcome {
     let mut last_seq: Option<u64> = None;
+    // Re-attach attempts since the last new event.
     let mut attempts = 0;
     let (mut stream, mut lost) = match first {
         Ok(stream) => (Some(stream), String::new()),
@@ -203,10 +231,14 @@ pub async fn follow_job(
         if let Some(current) = stream.as_mut() {
             match current.next().await {
                 Some(Ok(event)) => {
-                    if last_seq.is_some_and(|seen| event.seq <= seen) {
+                    if last_seq.is_some_and(|seen| covers_to(&event) <= seen) {
                         continue;
                     }
-                    last_seq = Some(event.seq);
+                    // An omission marker does not move on: events it skipped over that
+                    // the agent kept (a step's end) still follow it.
+                    if !matches!(event.kind, Some(Kind::Omitted(_))) {
+                        last_seq = Some(event.seq);
+                    }
                     attempts = 0;
                     let finished = match &event.kind {
                         Some(Kind::Finished(finished)) => Some(finished.clone()),
@@ -221,15 +253,26 @@ pub async fn follow_job(
                 Some(Err(status)) if last_seq.is_none() && !is_transport(&status) => {
                     return JobOutcome::Refused(client::status_error(&status));
                 }
+                Some(Err(status)) if is_permanent(&status) => {
+                    return JobOutcome::Lost(format!(
+                        "{} (not retried: another try would fail the same way)",
+                        client::status_error(&status)
+                    ));
+                }
                 Some(Err(status)) => lost = client::status_error(&status),
                 None => lost = "the agent closed the stream before the job finished".into(),
             }
             stream = None;
         }
+        if attempts >= REATTACH_ATTEMPTS {
+            return JobOutcome::Lost(format!(
+                "{lost} (gave up after {REATTACH_ATTEMPTS} re-attach attempts)"
+            ));
+        }
         attempts += 1;
         match recover(host, creds, timeout, job_id, &lost, attempts, updates).await {
             Ok(next) => stream = Some(next),
-            Err(JobOutcome::Lost(why)) if attempts < REATTACH_ATTEMPTS => lost = why,
+            Err(JobOutcome::Lost(why)) => lost = why,
             Err(JobOutcome::Refused(why)) if last_seq.is_some() => return JobOutcome::Lost(why),
             Err(outcome) => return outcome,
         }
@@ -264,6 +307,10 @@ async fn recover(
             "{lost}; the agent does not know the job, so it did not start ({})",
             status.message()
         ))),
+        // Attach refused for good (role, bad id): the job cannot be followed from here.
+        Err(status) if is_permanent(&status) => {
+            Err(JobOutcome::Refused(client::status_error(&status)))
+        }
         Err(status) => Err(JobOutcome::Lost(client::status_error(&status))),
     }
 }

@@ -543,13 +543,19 @@ impl Session<'_, '_> {
         let mut found = found.into_iter();
         let Some((name, stream)) = found.next() else {
             let asked: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-            let mut why = format!(
-                "no selected host knows job {job_id} (asked: {})",
-                asked.join(", ")
-            );
-            if !problems.is_empty() {
-                why.push_str(&format!("; no answer from {}", problems.join("; ")));
-            }
+            let why = if problems.is_empty() {
+                format!(
+                    "no selected host knows job {job_id} (asked: {})",
+                    asked.join(", ")
+                )
+            } else {
+                // Say what failed: a host that could not answer may well have the job.
+                format!(
+                    "cannot attach to job {job_id}: {} (asked: {})",
+                    problems.join("; "),
+                    asked.join(", ")
+                )
+            };
             return Err(AttachError(why));
         };
         let others: Vec<String> = found.map(|(name, _)| name).collect();

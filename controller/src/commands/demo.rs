@@ -341,6 +341,7 @@ pub async fn run() -> anyhow::Result<()> {
             app: "shop".into(),
             job_id: String::new(),
             limit: 1,
+            ..Default::default()
         })
         .await
         .map_err(|s| anyhow::anyhow!("web-1: {}", client::status_error(&s)))?

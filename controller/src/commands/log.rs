@@ -41,7 +41,7 @@ pub struct LogArgs {
     /// How many recent jobs per host.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub limit: u32,
-    /// Per-host limit for connecting and answering.
+    /// Per-host limit for connecting and answering (with --job: for each page).
     #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -203,6 +203,7 @@ pub async fn recent(
         app: app.to_string(),
         job_id: String::new(),
         limit,
+        ..Default::default()
     };
     let answers = fanout::ask_all(hosts, creds, timeout, |mut client| {
         let request = request.clone();
@@ -221,7 +222,12 @@ pub async fn recent(
 /// How many journal entries `hoist log --job` searches for the job's summary.
 const JOURNAL_SEARCH: u32 = 500;
 
-/// `hoist log APP --job ID`: the job's log from every selected host that has it.
+/// The most pages of one job's log `hoist log --job` asks for (agents cap a job's log
+/// at about 24 MiB, in pages of up to 1 MiB: this only stops an agent that never ends).
+const MAX_PAGES: usize = 1000;
+
+/// `hoist log APP --job ID`: the job's log from every selected host that has it, page
+/// by page.
 pub async fn job(
     hosts: &[&Host],
     creds: &Credentials,
@@ -233,17 +239,28 @@ pub async fn job(
     let request = JobLogRequest {
         app: app.to_string(),
         job_id: job_id.to_string(),
-        limit: 0,
+        ..Default::default()
     };
     let journal = JobLogRequest {
         app: app.to_string(),
         job_id: String::new(),
         limit: JOURNAL_SEARCH,
+        ..Default::default()
     };
-    let answers = fanout::ask_all(hosts, creds, timeout, |mut client| {
-        let (request, journal) = (request.clone(), journal.clone());
+    let answers = fanout::ask_all_paged(hosts, creds, timeout, |mut client| {
+        let (mut request, journal) = (request.clone(), journal.clone());
         async move {
-            let events = client.job_log(request).await?.into_inner().events;
+            let mut events = Vec::new();
+            for _ in 0..MAX_PAGES {
+                let page = client.job_log(request.clone()).await?.into_inner();
+                events.extend(page.events);
+                // (An agent that does not page answers with everything and no `more`.)
+                if !page.more || page.next_seq <= request.from_seq {
+                    break;
+                }
+                request.from_seq = page.next_seq;
+                request.page_token = page.next_page_token;
+            }
             if events.is_empty() {
                 return Ok((events, None));
             }
@@ -258,25 +275,32 @@ pub async fn job(
     .await;
     let mut found = Vec::new();
     let mut problems = Vec::new();
+    let mut missing = Vec::new();
     for answer in &answers {
         match &answer.result {
             Ok((events, summary)) if !events.is_empty() => {
                 found.push((answer.host.as_str(), events, summary.as_ref()));
             }
-            Ok(_) => {}
-            Err(err) if err.is_not_found() => {}
+            Ok(_) => missing.push(answer.host.as_str()),
+            Err(err) if err.is_not_found() => missing.push(answer.host.as_str()),
             Err(err) => problems.push(format!("{}: {err}", answer.host)),
         }
     }
     if found.is_empty() {
-        let asked: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-        let mut why = format!(
-            "no selected host has job {job_id} of {app} (asked: {}); `hoist log {app}` lists the jobs",
-            asked.join(", ")
-        );
-        if !problems.is_empty() {
-            why.push_str(&format!("; no answer from {}", problems.join("; ")));
-        }
+        let why = if problems.is_empty() {
+            let asked: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            format!(
+                "no selected host has job {job_id} of {app} (asked: {}); `hoist log {app}` lists the jobs",
+                asked.join(", ")
+            )
+        } else {
+            // Say what failed: a host that could not answer may well have the job.
+            let mut why = format!("cannot read job {job_id} of {app}: {}", problems.join("; "));
+            if !missing.is_empty() {
+                why.push_str(&format!("; not on {}", missing.join(", ")));
+            }
+            why
+        };
         return Err(Failure::failed(anyhow::anyhow!(why)));
     }
     if out.json {

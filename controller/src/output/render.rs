@@ -18,7 +18,7 @@
 use std::io::Write;
 
 use hoist_proto::v1::{
-    JobEvent, JobFinished, JobKind, JobResult, JobStarted, StepFinished, StepOutput,
+    JobEvent, JobFinished, JobKind, JobResult, JobStarted, OutputOmitted, StepFinished, StepOutput,
     Stream as OutputStream, job_event::Kind,
 };
 use prost_types::Timestamp;
@@ -195,10 +195,93 @@ pub fn step_finished_text(step: &StepFinished, colour: bool) -> String {
 /// `    │ line` for stdout, `    ! line` for stderr.
 pub fn output_text(output: &StepOutput, colour: bool) -> String {
     let line = output.line.trim_end_matches(['\n', '\r']);
+    // A piece of a longer line, shown on its own: `…` says the line goes on.
+    let more = if output.continued { "…" } else { "" };
     if output.stream == OutputStream::Stderr as i32 {
-        format!("    {}\n", paint(&format!("! {line}"), Tone::Dim, colour))
+        format!(
+            "    {}{more}\n",
+            paint(&format!("! {line}"), Tone::Dim, colour)
+        )
     } else {
-        format!("    {} {line}\n", paint("│", Tone::Dim, colour))
+        format!("    {} {line}{more}\n", paint("│", Tone::Dim, colour))
+    }
+}
+
+/// Joins the pieces of lines longer than the agent's 64 KiB events back into lines: a
+/// piece marked `continued` is printed without a line break, and the next piece of the
+/// same stream goes on from there.
+#[derive(Debug, Default)]
+pub struct LineJoiner {
+    /// The stream of the line left open by a continued piece.
+    open: Option<i32>,
+}
+
+impl LineJoiner {
+    /// The text of one output event.
+    pub fn piece(&mut self, output: &StepOutput, colour: bool) -> String {
+        let line = if output.continued {
+            output.line.as_str()
+        } else {
+            output.line.trim_end_matches(['\n', '\r'])
+        };
+        let stderr = output.stream == OutputStream::Stderr as i32;
+        let mut text = String::new();
+        match self.open {
+            Some(stream) if stream == output.stream => {
+                if stderr {
+                    text.push_str(&paint(line, Tone::Dim, colour));
+                } else {
+                    text.push_str(line);
+                }
+            }
+            open => {
+                if open.is_some() {
+                    text.push('\n');
+                }
+                if stderr {
+                    text.push_str(&format!(
+                        "    {}",
+                        paint(&format!("! {line}"), Tone::Dim, colour)
+                    ));
+                } else {
+                    text.push_str(&format!("    {} {line}", paint("│", Tone::Dim, colour)));
+                }
+            }
+        }
+        if output.continued {
+            self.open = Some(output.stream);
+        } else {
+            text.push('\n');
+            self.open = None;
+        }
+        text
+    }
+
+    /// Ends a line left open (before anything else is printed).
+    pub fn close(&mut self) -> &'static str {
+        if self.open.take().is_some() { "\n" } else { "" }
+    }
+}
+
+/// `  ! 1234 output events (41.2 MiB) left out here …`: where the agent dropped the
+/// middle of a job's output.
+pub fn omitted_text(omitted: &OutputOmitted, colour: bool) -> String {
+    notice_text(
+        &format!(
+            "{} output event(s) ({}) left out here: the agent keeps the first and the last 8 MiB of a job's output",
+            omitted.events,
+            size(omitted.bytes)
+        ),
+        colour,
+    )
+}
+
+/// `512 B`, `64.0 KiB`, `41.2 MiB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
     }
 }
 
@@ -280,6 +363,7 @@ pub fn event_text(host: &str, event: &JobEvent, colour: bool) -> String {
         Some(Kind::Output(o)) => output_text(o, colour),
         Some(Kind::StepFinished(f)) => step_finished_text(f, colour),
         Some(Kind::Notice(n)) => notice_text(&n.message, colour),
+        Some(Kind::Omitted(m)) => omitted_text(m, colour),
         Some(Kind::Finished(f)) => finished_line(host, f, colour),
         None => String::new(),
     }
@@ -317,6 +401,14 @@ pub fn event_to_json(host: &str, event: &JobEvent) -> Value {
             "step": o.step,
             "stream": if o.stream == OutputStream::Stderr as i32 { "stderr" } else { "stdout" },
             "line": o.line,
+            "continued": o.continued,
+        }),
+        Some(Kind::Omitted(m)) => json!({
+            "kind": "omitted",
+            "events": m.events,
+            "bytes": m.bytes,
+            "first_seq": m.first_seq,
+            "last_seq": m.last_seq,
         }),
         Some(Kind::StepFinished(f)) => json!({
             "kind": "step_finished",
@@ -352,6 +444,8 @@ pub struct Output<'a> {
     out: Sink<'a>,
     pub colour: bool,
     pub json: bool,
+    /// Joins the pieces of long lines in the text of [`Output::event`].
+    lines: LineJoiner,
 }
 
 /// Where [`Output`] writes (no drop glue: a borrowed buffer is free again after the
@@ -383,6 +477,7 @@ impl<'a> Output<'a> {
             out: Sink::Borrowed(out),
             colour,
             json,
+            lines: LineJoiner::default(),
         }
     }
 
@@ -392,6 +487,7 @@ impl<'a> Output<'a> {
             out: Sink::Stdout(std::io::stdout()),
             colour,
             json,
+            lines: LineJoiner::default(),
         }
     }
 
@@ -399,6 +495,9 @@ impl<'a> Output<'a> {
     pub fn event(&mut self, host: &str, event: &JobEvent) {
         if self.json {
             self.json_line(&event_to_json(host, event));
+        } else if let Some(Kind::Output(output)) = &event.kind {
+            let text = self.lines.piece(output, self.colour);
+            self.write_text(&text);
         } else {
             let text = event_text(host, event, self.colour);
             self.text(&text);
@@ -418,12 +517,18 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Text output; nothing in JSON mode.
+    /// Text output; nothing in JSON mode. Ends a long line left open first.
     pub fn text(&mut self, text: &str) {
         if !self.json {
-            let _ = self.out.write_all(text.as_bytes());
-            let _ = self.out.flush();
+            let close = self.lines.close();
+            let _ = self.out.write_all(close.as_bytes());
+            self.write_text(text);
         }
+    }
+
+    fn write_text(&mut self, text: &str) {
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
     }
 
     /// One JSON value on one line.

@@ -273,6 +273,68 @@ async fn reattaches_when_the_stream_breaks() {
 }
 
 #[tokio::test]
+async fn reattaching_stops_at_its_limit_and_never_retries_a_permanent_error() {
+    let pki = pki();
+    let whole = job("x", JobResult::Succeeded);
+
+    // Every attach replays the same events and breaks again: three tries, then lost.
+    let calls = Arc::default();
+    let mut looping = fake(
+        "web-1",
+        Script::Events {
+            first: whole[..2].to_vec(),
+            gate: None,
+            rest: vec![],
+        },
+        &calls,
+    );
+    looping.attach = whole[..2].to_vec();
+    let web1 = serve(pki.dir.path(), looping).await;
+    let (report, text) = deploy_to(&pki, &[&web1], &mut Interrupt::manual().1).await;
+    let JobOutcome::Lost(why) = &report.runs[0].outcome else {
+        panic!("{report:?}\n{text}")
+    };
+    assert!(why.contains("gave up after 3 re-attach attempts"), "{why}");
+    let attaches = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.contains(" attach "))
+        .count();
+    assert_eq!(attaches, 3, "{text}");
+    assert!(text.contains("(3/3)") && !text.contains("(4/3)"), "{text}");
+
+    // A message too large (or any error another try would meet again): not retried.
+    let calls = Arc::default();
+    let mut too_big = fake(
+        "web-2",
+        Script::Events {
+            first: whole[..2].to_vec(),
+            gate: None,
+            rest: vec![],
+        },
+        &calls,
+    );
+    too_big.attach = whole.clone();
+    too_big.deploy_error = Some((
+        Code::OutOfRange,
+        "Error, decoded message length too large: found 50000073 bytes",
+    ));
+    let web2 = serve(pki.dir.path(), too_big).await;
+    let (report, text) = deploy_to(&pki, &[&web2], &mut Interrupt::manual().1).await;
+    let JobOutcome::Lost(why) = &report.runs[0].outcome else {
+        panic!("{report:?}\n{text}")
+    };
+    assert!(
+        why.contains("OutOfRange") && why.contains("not retried"),
+        "{why}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert!(!calls.iter().any(|c| c.contains(" attach ")), "{calls:?}");
+    assert!(!text.contains("re-attaching"), "{text}");
+}
+
+#[tokio::test]
 async fn ctrl_c_finishes_the_current_host_then_stops() {
     let pki = pki();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -4,8 +4,8 @@
 use std::{collections::HashMap, fmt::Write as _};
 
 use hoist_proto::v1::{
-    JobEvent, JobFinished, JobKind, JobResult, JobStarted, JobSummary, StepFinished, StepOutput,
-    job_event::Kind,
+    JobEvent, JobFinished, JobKind, JobResult, JobStarted, JobSummary, OutputOmitted, StepFinished,
+    StepOutput, job_event::Kind,
 };
 use prost_types::Timestamp;
 
@@ -37,6 +37,8 @@ struct StepLog<'e> {
 enum Entry<'e> {
     Step(StepLog<'e>),
     Notice(&'e str),
+    /// Output the agent left out of the log: stands between the steps it cut.
+    Omitted(&'e OutputOmitted),
 }
 
 fn is_check(step: &str) -> bool {
@@ -132,6 +134,7 @@ impl<'e> JobLog<'e> {
                     log.finished = Some(f);
                     log.finished_at = at;
                 }
+                Some(Kind::Omitted(m)) => log.section(last).push(Entry::Omitted(m)),
                 None => {}
             }
         }
@@ -220,6 +223,7 @@ fn render_entries(entries: &[Entry], width: usize, colour: bool, text: &mut Stri
     for entry in entries {
         match entry {
             Entry::Notice(message) => text.push_str(&render::notice_text(message, colour)),
+            Entry::Omitted(omitted) => text.push_str(&render::omitted_text(omitted, colour)),
             Entry::Step(step) => {
                 text.push_str(&step_line(step, width, colour));
                 if !step.description.is_empty() {
@@ -229,9 +233,11 @@ fn render_entries(entries: &[Entry], width: usize, colour: bool, text: &mut Stri
                         table::paint(step.description, Tone::Dim, colour)
                     );
                 }
+                let mut lines = render::LineJoiner::default();
                 for output in &step.output {
-                    text.push_str(&render::output_text(output, colour));
+                    text.push_str(&lines.piece(output, colour));
                 }
+                text.push_str(lines.close());
             }
         }
     }
@@ -323,7 +329,7 @@ pub fn render_job(
         .flat_map(|entries| entries.iter())
         .filter_map(|e| match e {
             Entry::Step(s) => Some(s.name.chars().count()),
-            Entry::Notice(_) => None,
+            Entry::Notice(_) | Entry::Omitted(_) => None,
         })
         .max()
         .unwrap_or(0);

@@ -44,6 +44,7 @@ fn step(
                 step: name.into(),
                 stream: OutputStream::Stdout as i32,
                 line: line.to_string(),
+                continued: false,
             }),
         ));
         *seq += 1;
@@ -217,6 +218,7 @@ fn late_output_and_the_journal_entry() {
             step: "build".into(),
             stream: OutputStream::Stdout as i32,
             line: "main → abc1234def5678".into(),
+            continued: false,
         }),
     );
     events.insert(5, late);

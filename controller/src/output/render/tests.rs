@@ -31,6 +31,7 @@ pub(crate) fn failed_deploy() -> Vec<JobEvent> {
                 step: if seq < 5 { "build" } else { "migrate" }.into(),
                 stream: stream as i32,
                 line: line.into(),
+                continued: false,
             }),
         )
     };
@@ -312,4 +313,54 @@ fn durations_and_times() {
     );
     assert_eq!(short_commit("abc1234def"), "abc1234");
     assert_eq!(short_commit("abc"), "abc");
+}
+
+#[test]
+fn pieces_of_a_long_line_are_joined_and_omissions_said() {
+    let piece = |line: &str, stream: OutputStream, continued: bool| StepOutput {
+        step: "build".into(),
+        stream: stream as i32,
+        line: line.into(),
+        continued,
+    };
+    let mut buf = Vec::new();
+    {
+        let mut out = Output::new(&mut buf, false, false);
+        for p in [
+            piece("aaa", OutputStream::Stdout, true),
+            piece("bbb", OutputStream::Stdout, true),
+            piece("ccc", OutputStream::Stdout, false),
+            piece("half", OutputStream::Stderr, true),
+        ] {
+            out.event("w", &event(0, 0, Kind::Output(p)));
+        }
+        let omitted = OutputOmitted {
+            events: 12,
+            bytes: 3 << 20,
+            first_seq: 4,
+            last_seq: 15,
+        };
+        out.event("w", &event(16, 0, Kind::Omitted(omitted)));
+        out.event(
+            "w",
+            &event(
+                17,
+                0,
+                Kind::Output(piece("next", OutputStream::Stdout, false)),
+            ),
+        );
+    }
+    let text = String::from_utf8(buf).unwrap();
+    assert_eq!(
+        text,
+        "    │ aaabbbccc\n    ! half\n  ! 12 output event(s) (3.0 MiB) left out here: the agent keeps the first and the last 8 MiB of a job's output\n    │ next\n"
+    );
+    // Shown on its own (the rollout view), a piece says that its line goes on.
+    let alone = output_text(&piece("aaa", OutputStream::Stdout, true), false);
+    assert_eq!(alone, "    │ aaa…\n");
+    let json = event_to_json(
+        "w",
+        &event(1, 0, Kind::Output(piece("a", OutputStream::Stdout, true))),
+    );
+    assert_eq!(json["continued"], true);
 }
