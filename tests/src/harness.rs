@@ -334,6 +334,18 @@ impl Agent {
         Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
     }
 
+    /// The agent's memory from `/proc/PID/status`: (VmRSS, VmHWM) in KiB.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).expect("signal hoistd");
     }
