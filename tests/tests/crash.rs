@@ -131,7 +131,11 @@ fn fleet_file(dir: &Path, pki: &Pki, agent: &Agent) -> String {
     let path = dir.join("fleet.toml");
     std::fs::write(
         &path,
-        format!("{}{}", pki.fleet_tls(Who::Deployer), agent.fleet_entry("web-1")),
+        format!(
+            "{}{}",
+            pki.fleet_tls(Who::Deployer),
+            agent.fleet_entry("web-1")
+        ),
     )
     .unwrap();
     path.display().to_string()
@@ -260,7 +264,11 @@ fn check_state_files(state: &Path) -> Vec<String> {
             bad.push(format!("{} does not parse: {e}", path.display()));
         }
     }
-    for entry in std::fs::read_dir(state.join("jobs/web")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(state.join("jobs/web"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "events")
             && let Err(e) = check_frames(&std::fs::read(&path).unwrap_or_default())
@@ -430,7 +438,10 @@ async fn deploy_and_kill(
         Ok(s) => Some(s),
         Err(status) => {
             agent.signal(Signal::SIGKILL);
-            return (format!("the deploy was refused ({status}); killed anyway"), false);
+            return (
+                format!("the deploy was refused ({status}); killed anyway"),
+                false,
+            );
         }
     };
     let mut seen: Vec<String> = Vec::new();
@@ -725,13 +736,17 @@ async fn cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked() {
     let fleet = fleet_file(root.path(), &pki, &agent);
     let fl = fleet.as_str();
 
-    let first = cli::hoist_within(&["deploy", "web", "--ref", "main", "--fleet", fl], JOB_LIMIT);
+    let first = cli::hoist_within(
+        &["deploy", "web", "--ref", "main", "--fleet", fl],
+        JOB_LIMIT,
+    );
     assert!(first.ok(), "{}", first.describe());
 
     // v2's fetch hangs; the agent dies while `hoist deploy` follows it.
     repo.commit_version("2", &[]);
     server.hang();
-    let mut inflight = Background::start(&["deploy", "web", "--ref", "main", "--fleet", fl, "--json"]);
+    let mut inflight =
+        Background::start(&["deploy", "web", "--ref", "main", "--fleet", fl, "--json"]);
     let job = e2e::eventually("the fetch hangs", Duration::from_secs(20), || async {
         let text = inflight.stdout();
         let job = text
@@ -763,7 +778,10 @@ async fn cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked() {
         ));
     }
     // The next deploy is not refused by the lease of the dead rollout.
-    let next = cli::hoist_within(&["deploy", "web", "--ref", "main", "--fleet", fl], JOB_LIMIT);
+    let next = cli::hoist_within(
+        &["deploy", "web", "--ref", "main", "--fleet", fl],
+        JOB_LIMIT,
+    );
     if !next.ok() {
         failures.push(format!("the next deploy failed: {}", next.describe()));
     } else if next.elapsed > Duration::from_secs(30) {

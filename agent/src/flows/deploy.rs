@@ -17,7 +17,6 @@ use crate::{
         atomic,
         journal::{self, Change, Journal, ReleaseRecord},
         release,
-        running::Running,
     },
 };
 
@@ -289,7 +288,6 @@ pub(super) async fn deploy(
     r#ref: &str,
     migrate: bool,
     allow_missing_env: bool,
-    started_at_ms: u64,
 ) -> Outcome {
     if let Err(e) = ctx.layout.ensure() {
         return failed(
@@ -310,16 +308,20 @@ pub(super) async fn deploy(
     let id = release::new_id(&commit, &ctx.layout.releases());
     ctx.set_release_vars(&id, &commit, r#ref);
     ctx.notice(format!("release {id} ({}) from {}", &commit[..7], r#ref));
-    let mut running = Running {
+    // Before anything is built: the journal's running record names the release, so a
+    // restart after a kill removes exactly what this job half-built.
+    let progress = Change::Progress {
         job_id: ctx.job.id.clone(),
         release: id.clone(),
-        switched: false,
-        started_at_ms,
-        kind: "deploy".into(),
-        who: ctx.who.clone(),
-        r#ref: r#ref.into(),
+        commit: commit.clone(),
     };
-    running.save(&ctx.state_dir, &ctx.app.name);
+    if let Err(err) = ctx.journal.try_record(progress).await {
+        let f = Failed {
+            step: "prepare".into(),
+            error: format!("cannot record the release in the journal: {err}"),
+        };
+        return failed(f, "", &previous, &commit);
+    }
 
     let dir = ctx.layout.release(&id);
     let mut maintenance = false;
@@ -377,8 +379,6 @@ pub(super) async fn deploy(
         let _ = std::fs::remove_dir_all(&dir);
         return failed(f, &id, &previous, &commit);
     }
-    running.switched = true;
-    running.save(&ctx.state_dir, &ctx.app.name);
     record_release(ctx, &id, &commit, r#ref).await;
 
     let after: StepResult = async {

@@ -177,6 +177,11 @@ impl Registry {
         self.dir.join(app).join(format!("{id}.events"))
     }
 
+    /// Whether job `id` has a log (running, finished or left by a dead agent).
+    pub fn knows(&self, id: &str) -> bool {
+        self.find_log(id).is_some()
+    }
+
     /// The log of job `id`, whichever app it belongs to.
     fn find_log(&self, id: &str) -> Option<PathBuf> {
         std::fs::read_dir(&self.dir)
@@ -240,6 +245,12 @@ impl Registry {
         Ok(job)
     }
 
+    /// Undoes [`Registry::create`] for a job that could not start: forgotten, log gone.
+    pub fn discard(&self, app: &str, id: &str) {
+        self.retire(id);
+        let _ = std::fs::remove_file(self.log_path(app, id));
+    }
+
     /// Forgets a finished job from memory (its log stays on disk).
     pub fn retire(&self, id: &str) {
         self.running
@@ -269,26 +280,48 @@ impl Registry {
     }
 }
 
-/// Appends a final "interrupted" event to the log of a job that died with the agent.
-pub fn mark_interrupted(registry: &Registry, app: &str, id: &str, error: &str) {
+/// Ends the log of a job a dead agent left: appends `finished` unless the log already
+/// has one (creating the log if it is missing). Returns the log's events before, for
+/// the caller to read what the job did (e.g. its last event's time).
+pub fn end_log(registry: &Registry, app: &str, id: &str, finished: JobFinished) -> Vec<JobEvent> {
     let path = registry.log_path(app, id);
     let events = read_log(&path).unwrap_or_default();
     if events
         .iter()
         .any(|e| matches!(e.kind, Some(Kind::Finished(_))))
     {
-        return;
+        return events;
     }
-    let Ok(file) = OpenOptions::new().append(true).open(&path) else {
-        return;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // A torn last record (a kill mid-append) is cut off first, so the end follows
+    // whole records.
+    let whole: usize = events
+        .iter()
+        .map(|e| e.encoded_len())
+        .map(|n| n + prost::length_delimiter_len(n))
+        .sum();
+    let file = OpenOptions::new().create(true).append(true).open(&path);
+    let Ok(file) = file else {
+        tracing::warn!(path = %path.display(), "cannot open the job's event log to end it");
+        return events;
     };
-    let job = Job::new(id.to_string(), String::new(), Some(file));
-    *job.events.lock().unwrap_or_else(|e| e.into_inner()) = events;
-    job.emit(Kind::Finished(JobFinished {
-        result: JobResult::Interrupted.into(),
-        error: error.to_string(),
-        ..Default::default()
-    }));
+    if file.metadata().is_ok_and(|m| m.len() > whole as u64) {
+        let _ = file.set_len(whole as u64);
+    }
+    let job = Job::new(id.to_string(), app.to_string(), Some(file));
+    *job.events.lock().unwrap_or_else(|e| e.into_inner()) = events.clone();
+    job.emit(Kind::Finished(finished));
+    events
+}
+
+/// The first Finished event of `events`.
+pub fn finished_of(events: &[JobEvent]) -> Option<&JobFinished> {
+    events.iter().find_map(|e| match &e.kind {
+        Some(Kind::Finished(f)) => Some(f),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -341,7 +374,16 @@ mod tests {
         job.emit(notice("building"));
         drop(job);
         registry.retire("d-2");
-        mark_interrupted(&registry, "web", "d-2", "hoistd stopped");
+        end_log(
+            &registry,
+            "web",
+            "d-2",
+            JobFinished {
+                result: JobResult::Interrupted.into(),
+                error: "hoistd stopped".into(),
+                ..Default::default()
+            },
+        );
         let events = read_log(&registry.log_path("web", "d-2")).unwrap();
         assert_eq!(events.len(), 2);
         assert!(

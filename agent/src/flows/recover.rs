@@ -1,55 +1,113 @@
 //! Recovery at startup, after hoistd died while a job ran.
 
-use std::path::Path;
-
-use hoist_proto::v1::JobResult;
+use hoist_proto::v1::{JobFinished, JobResult};
 
 use crate::{
     config::App,
     flows::events::{self, Registry},
     state::{
-        journal::{self, JobRecord},
+        journal::{self, JobRecord, Journal},
         release::Layout,
-        running::Running,
     },
 };
 
-/// Called at startup by the app's owner task: a job that was running when the agent
-/// died gets a final `interrupted` event; a release it was building is removed;
-/// `current` is left as it is. Returns the job's journal record, for the owner to write
-/// before it clears the running marker ([`Running::clear`]).
-pub fn recover(state_dir: &Path, app: &App, registry: &Registry) -> Option<JobRecord> {
-    let path = Running::path(state_dir, &app.name);
-    let running: Running = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+/// Ends `running`, a job the journal records as running when the agent starts (so it
+/// died with the previous agent). Called by the app's owner task, which writes the
+/// record returned.
+///
+/// A job whose event log already ends (it finished, and the agent died before the
+/// journal heard of it) keeps its result. Any other is `interrupted`: the release it was
+/// building is removed unless `current` points at it or the journal records it
+/// (switched to before the stop), `current` is left as it is, and its event log gets a
+/// final `interrupted` event, so `hoist log` and `hoist attach` tell the same.
+pub fn recover(
+    app: &App,
+    registry: &Registry,
+    running: &JobRecord,
+    journal: &Journal,
+    now_ms: u64,
+) -> JobRecord {
+    let id = &running.job_id;
+    let log = events::read_log(&registry.log_path(&app.name, id)).unwrap_or_default();
+    if let Some(done) = events::finished_of(&log) {
+        return JobRecord {
+            result: journal::result_name(done.result()).into(),
+            release: done.release.clone(),
+            previous_release: done.previous_release.clone(),
+            duration_ms: done.duration_ms,
+            error: done.error.clone(),
+            ..running.clone()
+        };
+    }
     let layout = Layout::new(&app.deploy_to);
-    let mut note = format!("hoistd stopped during this {} job", running.kind);
-    if !running.switched && !running.release.is_empty() {
-        if layout.current().as_deref() != Some(running.release.as_str()) {
-            let _ = std::fs::remove_dir_all(layout.release(&running.release));
-        }
-        let _ = std::fs::remove_dir_all(layout.releases().join(format!("{}.tmp", running.release)));
+    let current = layout.current();
+    let current_text = current.clone().unwrap_or_else(|| "not set".into());
+    let last_seen_ms = log
+        .last()
+        .and_then(|e| e.at.as_ref())
+        .map(|t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+        .filter(|ms| *ms >= running.started_at_ms)
+        .unwrap_or(running.started_at_ms);
+    let mut note = format!(
+        "hoistd stopped during this {} job (its last event at {})",
+        running.kind,
+        journal::utc_text(last_seen_ms)
+    );
+    let release = running.release.as_str();
+    if release.is_empty() {
+        note.push_str(&format!("; current is {current_text}"));
+    } else if current.as_deref() == Some(release) {
         note.push_str(&format!(
-            "; the half-built release {} was removed; current is {}",
-            running.release,
-            layout.current().unwrap_or_else(|| "not set".into())
+            "; current points at {release} (switched before the stop): check `hoist status {}`",
+            app.name
         ));
-    } else if running.switched {
+    } else if journal.release(release).is_some() {
         note.push_str(&format!(
-            "; current points at {} (switched before the stop): check `hoist status`",
-            running.release
+            "; release {release} stays on disk; current is {current_text}"
+        ));
+    } else {
+        let _ = std::fs::remove_dir_all(layout.release(release));
+        let _ = std::fs::remove_dir_all(layout.releases().join(format!("{release}.tmp")));
+        note.push_str(&format!(
+            "; the half-built release {release} was removed; current is {current_text}"
         ));
     }
-    events::mark_interrupted(registry, &app.name, &running.job_id, &note);
-    tracing::warn!(app = %app.name, job = %running.job_id, "{note}");
-    Some(JobRecord {
-        job_id: running.job_id.clone(),
-        kind: running.kind.clone(),
-        r#ref: running.r#ref.clone(),
-        release: running.release.clone(),
-        who: running.who.clone(),
-        started_at_ms: running.started_at_ms,
+    events::end_log(
+        registry,
+        &app.name,
+        id,
+        JobFinished {
+            result: JobResult::Interrupted.into(),
+            release: running.release.clone(),
+            duration_ms: last_seen_ms - running.started_at_ms,
+            error: note.clone(),
+            ..Default::default()
+        },
+    );
+    tracing::warn!(app = %app.name, job = %id, "job interrupted by an agent restart: {note}");
+    JobRecord {
         result: journal::result_name(JobResult::Interrupted).into(),
+        duration_ms: last_seen_ms - running.started_at_ms,
         error: note,
-        ..Default::default()
-    })
+        interrupted_at_ms: now_ms,
+        ..running.clone()
+    }
+}
+
+/// What the next job of the app tells its client about `job`, interrupted by a
+/// restart: "previous job d-7 (deploy of main, started …) was interrupted by an agent
+/// restart at …: hoistd stopped during …".
+pub fn told(job: &JobRecord) -> String {
+    let what = if job.r#ref.is_empty() {
+        job.kind.clone()
+    } else {
+        format!("{} of {}", job.kind, job.r#ref)
+    };
+    format!(
+        "previous job {} ({what}, started {}) was interrupted by an agent restart at {}: {}",
+        job.job_id,
+        journal::utc_text(job.started_at_ms),
+        journal::utc_text(job.interrupted_at_ms.max(job.started_at_ms)),
+        job.error
+    )
 }
