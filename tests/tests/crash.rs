@@ -545,6 +545,15 @@ async fn inspect(
                             lock.expires_at.as_ref().map(|t| t.seconds)
                         ),
                     ));
+                    // Counted; broken by hand as an operator would, so the later runs
+                    // are measured on their own, not refused by this one's lock.
+                    let unlock = cli::hoist_within(
+                        &["unlock", "web", "--force", "--fleet", fleet],
+                        CLI_LIMIT,
+                    );
+                    if !unlock.ok() {
+                        eprintln!("cannot break the stale lock: {}", unlock.describe());
+                    }
                 }
                 if !app.running_job.is_empty() {
                     problems.push((
@@ -605,7 +614,7 @@ fn result_of(events: &[JobEvent]) -> (Option<JobResult>, String, String) {
 }
 
 #[tokio::test]
-#[ignore = "issue 9: kills during fetch (and between the journal write and the unlock) leave a stale lock, the killed job missing from `hoist log`, .ID.index / .tmp-* leftovers"]
+
 async fn random_kills_never_break_current_leave_locks_or_lose_jobs() {
     let test = "random_kills_never_break_current_leave_locks_or_lose_jobs";
     if e2e::require("git", "git", test).is_none() {
@@ -716,7 +725,7 @@ async fn random_kills_never_break_current_leave_locks_or_lose_jobs() {
 /// following it, and in `hoist log`), and the next `hoist deploy` goes through at once:
 /// the lease the dead job ran under (the controller's, 60 s) does not block it.
 #[tokio::test]
-#[ignore = "issue 9: a kill during fetch leaves the job unreported; the in-flight `hoist deploy` re-attaches past its retry limit and its 60 s lease refuses the next deploy"]
+
 async fn cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked() {
     let test = "cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked";
     if e2e::require("git", "git", test).is_none() {
@@ -782,9 +791,13 @@ async fn cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked() {
         &["deploy", "web", "--ref", "main", "--fleet", fl],
         JOB_LIMIT,
     );
+    eprintln!(
+        "the in-flight `hoist deploy` ended {:?} after the restart; the next deploy took {:.1?}",
+        ended.status, next.elapsed
+    );
     if !next.ok() {
         failures.push(format!("the next deploy failed: {}", next.describe()));
-    } else if next.elapsed > Duration::from_secs(30) {
+    } else if next.elapsed > Duration::from_secs(20) {
         failures.push(format!("the next deploy waited: {}", next.describe()));
     }
     if next.ok() && !format!("{}{}", next.stdout, next.stderr).contains(&job) {
