@@ -109,6 +109,7 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
         let index = releases.join(format!(".{id}.index"));
         let mut env = BTreeMap::new();
         env.insert("GIT_INDEX_FILE".to_string(), index.display().to_string());
+        env.insert(process::JOB_ENV.into(), ctx.job.id.clone());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let argv = [
             "git".to_string(),

@@ -374,6 +374,11 @@ mod tests {
         job.emit(notice("building"));
         drop(job);
         registry.retire("d-2");
+        // A kill mid-append left a torn record: the end follows the whole ones.
+        let path = registry.log_path("web", "d-2");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[0x40, 1, 2]).unwrap();
+        drop(file);
         end_log(
             &registry,
             "web",
@@ -384,8 +389,11 @@ mod tests {
                 ..Default::default()
             },
         );
-        let events = read_log(&registry.log_path("web", "d-2")).unwrap();
+        let events = read_log(&path).unwrap();
         assert_eq!(events.len(), 2);
+        let again = end_log(&registry, "web", "d-2", JobFinished::default());
+        assert_eq!(again.len(), 2, "a log that ends is left as it is");
+        assert_eq!(read_log(&path).unwrap().len(), 2);
         assert!(
             matches!(&events[1].kind, Some(Kind::Finished(f)) if f.result() == JobResult::Interrupted)
         );

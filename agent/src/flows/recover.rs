@@ -5,6 +5,7 @@ use hoist_proto::v1::{JobFinished, JobResult};
 use crate::{
     config::App,
     flows::events::{self, Registry},
+    host::process,
     state::{
         journal::{self, JobRecord, Journal},
         release::Layout,
@@ -38,6 +39,12 @@ pub fn recover(
             error: done.error.clone(),
             ..running.clone()
         };
+    }
+    // Its hooks and git may outlive the agent (outside systemd): stop them before
+    // removing what they write to.
+    let orphans = process::kill_orphans_of(id);
+    if !orphans.is_empty() {
+        tracing::warn!(app = %app.name, job = %id, pids = ?orphans, "killed processes the dead job left running");
     }
     let layout = Layout::new(&app.deploy_to);
     let current = layout.current();

@@ -455,4 +455,56 @@ mod tests {
             .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
         assert!(aside, "the unreadable journal is kept for a human");
     }
+
+    #[test]
+    fn a_running_record_is_replaced_and_counted_once() {
+        let mut journal = Journal::default();
+        let job = |id: &str, result: &str| JobRecord {
+            job_id: id.into(),
+            kind: "deploy".into(),
+            result: result.into(),
+            ..Default::default()
+        };
+        journal.record_job(job("d-1", "running"));
+        assert!(
+            journal.deploys.is_empty(),
+            "a running deploy is not counted"
+        );
+        assert_eq!(journal.running().count(), 1);
+        assert!(journal.last_deploy().is_none(), "nor is it the last deploy");
+        journal.record_job(job("d-1", "succeeded"));
+        journal.record_job(job("d-1", "succeeded"));
+        assert_eq!(journal.deploys.get("succeeded"), Some(&1));
+        assert_eq!(journal.jobs.len(), 1);
+        assert_eq!(journal.running().count(), 0);
+
+        // Interrupted jobs since the last that ran to its end, refusals aside.
+        assert!(journal.untold_interrupted().is_empty());
+        journal.record_job(job("d-2", "interrupted"));
+        journal.record_job(job("d-3", "refused"));
+        journal.record_job(job("d-4", "interrupted"));
+        let told: Vec<&str> = journal
+            .untold_interrupted()
+            .iter()
+            .map(|j| j.job_id.as_str())
+            .collect();
+        assert_eq!(told, ["d-2", "d-4"]);
+        journal.record_job(job("d-5", "running"));
+        assert!(journal.untold_interrupted().is_empty(), "told once");
+        assert_eq!(journal.deploys.get("interrupted"), Some(&2));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_journal_as_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = JournalFile::open(dir.path(), "web");
+        std::fs::create_dir_all(Journal::path(dir.path(), "web")).unwrap();
+        let record = JobRecord {
+            job_id: "d-1".into(),
+            result: "running".into(),
+            ..Default::default()
+        };
+        assert!(j.apply_or_undo(Change::Job(record)).is_err());
+        assert!(j.get().jobs.is_empty());
+    }
 }
