@@ -2,8 +2,10 @@
 //! random point of each of N deploys, restarted on the same state, and after every kill
 //! `current` must name a complete release, every state file must parse, the killed job
 //! must be in `hoist log` with a final result (`interrupted` unless it had finished),
-//! no lock may be left, the next deploy must succeed (and tell of the interrupted job),
-//! and no temp file of the dead agent may be left behind.
+//! no lock may be left, no process of the killed job may still run, the next deploy
+//! must succeed (and tell of the interrupted job), and no temp file of the dead agent
+//! may be left behind. docs/RELIABILITY.md records how a run of 100 is made and its
+//! figures.
 //!
 //! The deploys fetch over a slow git HTTP server (each request answered after a random
 //! delay) and build with a hook that sleeps, so kills land in every step. Each kill is
@@ -201,6 +203,7 @@ enum Problem {
     FailedNextDeploy,
     NotToldByNextDeploy,
     Leftover,
+    OrphanProcess,
 }
 
 impl fmt::Display for Problem {
@@ -213,6 +216,7 @@ impl fmt::Display for Problem {
             Problem::FailedNextDeploy => "failed next deploy",
             Problem::NotToldByNextDeploy => "interrupted job not told by the next deploy",
             Problem::Leftover => "leftover temp files",
+            Problem::OrphanProcess => "the killed job's processes still running",
         })
     }
 }
@@ -348,6 +352,33 @@ fn leftovers(state: &Path, deploy_to: &Path) -> Vec<String> {
     found
 }
 
+/// Processes still running with the killed job's id in their environment (its hooks
+/// and git carry `HOIST_DEPLOY_ID`): the restarted agent must have stopped them.
+fn orphans_of(job: &str) -> Vec<String> {
+    let wanted = format!("HOIST_DEPLOY_ID={job}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map_or("?", |(_, rest)| &rest[..1]);
+        if state != "Z" && state != "X" {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            found.push(format!(
+                "pid {} ({})",
+                entry.file_name().to_string_lossy(),
+                cmd.trim()
+            ));
+        }
+    }
+    found
+}
+
 /// `hoist log web --json`: (result, error) of each listed job, by id.
 fn logged_jobs(fleet: &str) -> Result<BTreeMap<String, (String, String)>, String> {
     let ran = cli::hoist_within(
@@ -425,14 +456,14 @@ struct Plan {
     fetch_delay: Duration,
 }
 
-/// Deploys `job`, kills hoistd at `plan.kill`; returns where the kill landed and
-/// whether the job had finished by then.
+/// Deploys `job`, kills hoistd at `plan.kill`; returns where the kill landed, in
+/// words and as a [`phase`].
 async fn deploy_and_kill(
     agent: &Agent,
     client: &mut AgentClient<Channel>,
     job: &str,
     plan: &Plan,
-) -> (String, bool) {
+) -> (String, String) {
     let started = Instant::now();
     let mut stream = match deploy_stream(client, job).await {
         Ok(s) => Some(s),
@@ -440,12 +471,11 @@ async fn deploy_and_kill(
             agent.signal(Signal::SIGKILL);
             return (
                 format!("the deploy was refused ({status}); killed anyway"),
-                false,
+                "refused".into(),
             );
         }
     };
     let mut seen: Vec<String> = Vec::new();
-    let mut finished = false;
     let deadline = match plan.kill {
         KillAt::Event(_) => started + JOB_LIMIT,
         KillAt::Delay(d) => started + d,
@@ -461,10 +491,7 @@ async fn deploy_and_kill(
             break;
         }
         match tokio::time::timeout(deadline - now, current.message()).await {
-            Ok(Ok(Some(event))) => {
-                finished |= matches!(event.kind, Some(Kind::Finished(_)));
-                seen.push(describe_event(&event));
-            }
+            Ok(Ok(Some(event))) => seen.push(describe_event(&event)),
             Ok(_) => stream = None, // the job's stream ended (finished) or broke
             Err(_) => break,        // the delay is up
         }
@@ -477,7 +504,27 @@ async fn deploy_and_kill(
         seen.len(),
         seen.last().map_or("none", String::as_str)
     );
-    (landed, finished)
+    (landed, phase(seen.last().map(String::as_str)))
+}
+
+/// Where in the job a kill landed, from the last event the client saw: "in STEP",
+/// "after STEP", "after the end", "between steps" or "before any event".
+fn phase(last: Option<&str>) -> String {
+    let Some(last) = last else {
+        return "before any event".into();
+    };
+    if let Some(step) = last
+        .strip_prefix("step_started ")
+        .or_else(|| last.strip_prefix("output of "))
+    {
+        format!("in {step}")
+    } else if let Some(step) = last.strip_prefix("step_finished ") {
+        format!("after {step}")
+    } else if last.starts_with("finished") {
+        "after the end".into()
+    } else {
+        "between steps".into()
+    }
 }
 
 /// Everything wrong after the restart that followed killing `job`.
@@ -491,6 +538,10 @@ async fn inspect(
     let (state, deploy_to) = dirs;
     let mut problems = Vec::new();
     let mut outcome = String::from("?");
+    let orphans = orphans_of(job);
+    if !orphans.is_empty() {
+        problems.push((Problem::OrphanProcess, orphans.join(", ")));
+    }
     if let Err(e) = check_current(deploy_to) {
         problems.push((Problem::BrokenCurrent, e));
     }
@@ -655,6 +706,7 @@ async fn random_kills_never_break_current_leave_locks_or_lose_jobs() {
     let suite = Instant::now();
     let mut problems: BTreeMap<Problem, Vec<String>> = BTreeMap::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut phases: BTreeMap<String, usize> = BTreeMap::new();
     let mut done = 0;
     for run in 0..runs {
         if suite.elapsed() > budget {
@@ -673,7 +725,8 @@ async fn random_kills_never_break_current_leave_locks_or_lose_jobs() {
         server.set_delay(plan.fetch_delay);
         repo.commit_version(&format!("{}", run + 2), &[]);
         let job = format!("crash-{run}");
-        let (landed, _finished) = deploy_and_kill(&agent, &mut client, &job, &plan).await;
+        let (landed, phase) = deploy_and_kill(&agent, &mut client, &job, &plan).await;
+        *phases.entry(phase).or_default() += 1;
         agent = agent.restart().await;
         client = agent.connect(&pki, Who::Deployer).await.unwrap();
         let (found, outcome) = inspect(
@@ -715,9 +768,13 @@ async fn random_kills_never_break_current_leave_locks_or_lose_jobs() {
     assert!(
         report.is_empty(),
         "crash suite, seed {seed} (replay: HOIST_CRASH_SEED={seed} HOIST_CRASH_RUNS={runs}); \
-         killed jobs ended {outcomes:?}\n{report}"
+         killed jobs ended {outcomes:?}, kills landed {phases:?}\n{report}"
     );
-    eprintln!("crash suite: {done} kills, killed jobs ended {outcomes:?}, 0 problems");
+    eprintln!(
+        "crash suite: {done} kills in {:.0?}, killed jobs ended {outcomes:?}, kills landed \
+         {phases:?}, 0 problems",
+        suite.elapsed()
+    );
 }
 
 /// Via the CLI: `hoist deploy` is following a job whose fetch hangs when hoistd is
