@@ -396,26 +396,30 @@ impl Owner {
         }
     }
 
-    /// At start-up, before any job of this agent runs: sweeps what the dead agent left
-    /// half-written, ends the jobs the journal records as running (`interrupted`, their
-    /// half-built releases removed), makes the last job's event log end like its
-    /// journal record, and releases the lease of any job (none runs now). Returns the
-    /// interrupted jobs' ids.
+    /// At start-up, before any job of this agent runs: kills what the dead jobs left
+    /// running, sweeps what the dead agent left half-written, ends the jobs the journal
+    /// records as running (`interrupted`, their half-built releases removed), makes the
+    /// last job's event log end like its journal record, and releases the lease of any
+    /// job (none runs now). Returns the interrupted jobs' ids.
     fn recover(&mut self, now: u64) -> Vec<String> {
         let config = self.config.borrow().clone();
         let Ok(app) = config.app(&self.app) else {
             return Vec::new();
         };
-        for path in sweep::app(&self.state_dir, &self.app, &app.deploy_to) {
-            tracing::warn!(app = %self.app, path = %path.display(), "removed a leftover of a previous agent");
-        }
         if let Some(legacy) = running::take_legacy(&self.state_dir, &self.app)
             && self.journal.get().job(&legacy.job_id).is_none()
         {
             self.write(Change::Job(legacy), "the running job of an older agent");
         }
-        let mut interrupted = Vec::new();
         let running: Vec<JobRecord> = self.journal.get().running().cloned().collect();
+        // First what the dead jobs left running, so nothing rewrites what is swept.
+        for job in &running {
+            flows::stop_orphans(&self.app, &job.job_id);
+        }
+        for path in sweep::app(&self.state_dir, &self.app, &app.deploy_to) {
+            tracing::warn!(app = %self.app, path = %path.display(), "removed a leftover of a previous agent");
+        }
+        let mut interrupted = Vec::new();
         for job in running {
             let record = flows::recover(app, &self.registry, &job, self.journal.get(), now);
             if record.result == journal::result_name(JobResult::Interrupted) {

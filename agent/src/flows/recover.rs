@@ -12,6 +12,16 @@ use crate::{
     },
 };
 
+/// Kills the processes job `id` of `app` left when its agent died (its hooks and git
+/// outlive the agent outside systemd). Called first, before what they write to is
+/// swept or removed.
+pub fn stop_orphans(app: &str, id: &str) {
+    let orphans = process::kill_orphans_of(id);
+    if !orphans.is_empty() {
+        tracing::warn!(app = %app, job = %id, pids = ?orphans, "killed processes the dead job left running");
+    }
+}
+
 /// Ends `running`, a job the journal records as running when the agent starts (so it
 /// died with the previous agent). Called by the app's owner task, which writes the
 /// record returned.
@@ -39,12 +49,6 @@ pub fn recover(
             error: done.error.clone(),
             ..running.clone()
         };
-    }
-    // Its hooks and git may outlive the agent (outside systemd): stop them before
-    // removing what they write to.
-    let orphans = process::kill_orphans_of(id);
-    if !orphans.is_empty() {
-        tracing::warn!(app = %app.name, job = %id, pids = ?orphans, "killed processes the dead job left running");
     }
     let layout = Layout::new(&app.deploy_to);
     let current = layout.current();

@@ -202,9 +202,13 @@ impl Journal {
         }
         self.jobs.retain(|j| j.job_id != record.job_id);
         self.jobs.push(record);
-        if self.jobs.len() > KEEP_JOBS {
-            let excess = self.jobs.len() - KEEP_JOBS;
-            self.jobs.drain(..excess);
+        // The oldest go first, never a running job's record: it is what a restart
+        // recovers from, however many refusals came in meanwhile.
+        while self.jobs.len() > KEEP_JOBS {
+            match self.jobs.iter().position(|j| !j.running()) {
+                Some(oldest) => self.jobs.remove(oldest),
+                None => break,
+            };
         }
     }
 
@@ -491,6 +495,14 @@ mod tests {
         assert_eq!(told, ["d-2", "d-4"]);
         journal.record_job(job("d-5", "running"));
         assert!(journal.untold_interrupted().is_empty(), "told once");
+        for i in 0..KEEP_JOBS {
+            journal.record_job(job(&format!("r-{i}"), "refused"));
+        }
+        assert_eq!(journal.jobs.len(), KEEP_JOBS);
+        assert!(
+            journal.job("d-5").is_some(),
+            "a running record is never pruned"
+        );
         assert_eq!(journal.deploys.get("interrupted"), Some(&2));
     }
 
