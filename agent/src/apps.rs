@@ -686,6 +686,15 @@ mod tests {
                 releases.join("20261122T101600Z-def5678.tmp/index.html"),
                 b"",
             );
+            let backups = dir.path().join("web/backups");
+            write(
+                backups.join("initial.before-20261122T101500Z-abc1234.backup"),
+                b"part",
+            );
+            write(
+                backups.join("initial.before-20261121T101500Z-0000000.backup"),
+                b"old",
+            );
 
             let finished = JobRecord {
                 job_id: "d-done".into(),
@@ -751,6 +760,17 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert!(releases.is_empty(), "{releases:?}");
+        let backups = dir.path().join("web/backups");
+        assert!(
+            !backups
+                .join("initial.before-20261122T101500Z-abc1234.backup")
+                .exists()
+        );
+        assert!(
+            backups
+                .join("initial.before-20261121T101500Z-0000000.backup")
+                .exists()
+        );
         assert!(!state.join("apps/web/.journal.json.tmp-7-3").exists());
         assert!(!state.join(".listen.tmp-7-1").exists());
 

@@ -41,7 +41,10 @@ pub fn recover(
     let id = &running.job_id;
     let log = events::read_log(&registry.log_path(&app.name, id)).unwrap_or_default();
     if let Some(done) = events::finished_of(&log) {
+        let interrupted = done.result() == JobResult::Interrupted;
         return JobRecord {
+            // (Interrupted: a recovery that was itself cut short after ending the log.)
+            interrupted_at_ms: if interrupted { now_ms } else { 0 },
             result: journal::result_name(done.result()).into(),
             release: done.release.clone(),
             previous_release: done.previous_release.clone(),
@@ -82,6 +85,29 @@ pub fn recover(
         note.push_str(&format!(
             "; the half-built release {release} was removed; current is {current_text}"
         ));
+        // A backup its migration step was taking (none recorded: it never completed).
+        let partial = format!(".before-{release}.backup");
+        let recorded = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            journal
+                .releases
+                .iter()
+                .any(|r| r.backup_file.as_deref() == Some(path.as_str()))
+        };
+        for entry in std::fs::read_dir(layout.backups())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().ends_with(&partial)
+                && entry.file_type().is_ok_and(|t| t.is_file())
+                && !recorded(&path)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                note.push_str(&format!(" (and its unfinished backup {})", path.display()));
+            }
+        }
     }
     events::end_log(
         registry,
