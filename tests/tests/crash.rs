@@ -865,7 +865,12 @@ async fn cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked() {
     }
     match logged_jobs(fl) {
         Ok(jobs) => match jobs.get(&job) {
-            Some((res, _)) if res == "interrupted" => {}
+            Some((res, _)) if res == "interrupted" => match logged_end(fl, &job) {
+                Ok(end) if end == "interrupted" => {}
+                other => failures.push(format!(
+                    "`hoist log web --job {job}` does not end interrupted: {other:?}"
+                )),
+            },
             other => failures.push(format!(
                 "`hoist log web` shows {job} as {other:?}, not interrupted (it lists {:?})",
                 jobs.keys().collect::<Vec<_>>()
