@@ -93,7 +93,8 @@ enum Command {
     Journal {
         reply: oneshot::Sender<Journal>,
     },
-    /// Startup: finish what a previous agent left running.
+    /// The first command of an app's first owner: finish what a previous agent left
+    /// running ([`Owner::recover`]).
     Recover {
         reply: oneshot::Sender<Vec<String>>,
     },
@@ -142,10 +143,7 @@ impl Apps {
         let mut interrupted = Vec::new();
         for app in &config.apps {
             let (reply, rx) = oneshot::channel();
-            let Ok(owner) = self.owner(&app.name) else {
-                continue;
-            };
-            if owner.send(Command::Recover { reply }).await.is_ok()
+            if self.owner_recovering(&app.name, Some(reply)).is_ok()
                 && let Ok(ids) = rx.await
             {
                 interrupted.extend(ids);
@@ -155,13 +153,33 @@ impl Apps {
     }
 
     fn owner(&self, app: &str) -> Result<mpsc::Sender<Command>, AppsError> {
+        self.owner_recovering(app, None)
+    }
+
+    /// The app's owner, started if need be. The first owner of an app in this process
+    /// recovers first (its first command, before any job can start): at start-up for
+    /// the configured apps, later for an app a reload added. `reply` hears what that
+    /// recovery interrupted (nothing, if the owner existed).
+    fn owner_recovering(
+        &self,
+        app: &str,
+        reply: Option<oneshot::Sender<Vec<String>>>,
+    ) -> Result<mpsc::Sender<Command>, AppsError> {
         let config = self.config.borrow().clone();
         config.app(app)?;
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = owners.get(app).filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
+        // (An owner that stopped is replaced without a recovery: its jobs may still
+        // run in their own tasks.)
+        let first = !owners.contains_key(app);
         let (tx, rx) = mpsc::channel(32);
+        if first {
+            let reply = reply.unwrap_or_else(|| oneshot::channel().0);
+            // A fresh channel has room: this is the owner's first command.
+            let _ = tx.try_send(Command::Recover { reply });
+        }
         let (journal_tx, journal_rx) = mpsc::channel(32);
         // The one place an app's lock and journal are opened (clippy.toml forbids it
         // elsewhere): the owner task holds them from here on.
@@ -609,6 +627,12 @@ mod tests {
     }
 
     fn agent(dir: &Path, apps: &[&str]) -> Apps {
+        let (apps, config_tx) = agent_reloadable(dir, apps);
+        std::mem::forget(config_tx);
+        apps
+    }
+
+    fn config_of(dir: &Path, apps: &[&str]) -> Config {
         let state = dir.join("state");
         let mut text = format!(
             "[agent]\nstate_dir = {state:?}\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
@@ -619,11 +643,14 @@ mod tests {
                 dir.join(app)
             ));
         }
-        let config = crate::config::parse(&text, Path::new("/etc/hoist/agent.toml")).unwrap();
-        let registry = Arc::new(Registry::new(&state).unwrap());
-        let (config_tx, config_rx) = watch::channel(Arc::new(config));
-        std::mem::forget(config_tx);
-        Apps::new(config_rx, registry, Arc::new(tokio::sync::Notify::new()))
+        crate::config::parse(&text, Path::new("/etc/hoist/agent.toml")).unwrap()
+    }
+
+    fn agent_reloadable(dir: &Path, apps: &[&str]) -> (Apps, watch::Sender<Arc<Config>>) {
+        let registry = Arc::new(Registry::new(&dir.join("state")).unwrap());
+        let (config_tx, config_rx) = watch::channel(Arc::new(config_of(dir, apps)));
+        let apps = Apps::new(config_rx, registry, Arc::new(tokio::sync::Notify::new()));
+        (apps, config_tx)
     }
 
     fn lease(deploy_id: &str, expires_ms: Option<u64>) -> Vec<u8> {
@@ -722,6 +749,10 @@ mod tests {
 
         let apps = agent(dir.path(), &["web", "api", "db"]);
         assert_eq!(apps.recover().await, ["d-dead"]);
+        assert!(
+            apps.recover().await.is_empty(),
+            "recovered once per process"
+        );
 
         let web = apps.journal("web").await.unwrap();
         let dead = web.job("d-dead").unwrap();
@@ -838,5 +869,34 @@ mod tests {
         assert_eq!(apps.state("web").await, (None, None));
         assert!(apps.journal("web").await.unwrap().jobs.is_empty());
         assert!(!apps.registry().knows("env-1"));
+    }
+
+    /// An app a reload adds is recovered before its first job too.
+    #[tokio::test]
+    async fn an_app_added_by_a_reload_is_recovered_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let dead = Journal {
+            jobs: vec![JobRecord {
+                job_id: "d-old".into(),
+                kind: "deploy".into(),
+                result: "running".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        std::fs::create_dir_all(state.join("apps/api")).unwrap();
+        std::fs::write(
+            Journal::path(&state, "api"),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(state.join("apps/api/lock.json"), lease("d-old", None)).unwrap();
+        let (apps, config_tx) = agent_reloadable(dir.path(), &["web"]);
+        assert!(apps.recover().await.is_empty());
+        config_tx.send_replace(Arc::new(config_of(dir.path(), &["web", "api"])));
+        let journal = apps.journal("api").await.unwrap();
+        assert_eq!(journal.job("d-old").unwrap().result, "interrupted");
+        assert_eq!(apps.state("api").await, (None, None));
     }
 }
