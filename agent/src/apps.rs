@@ -465,7 +465,17 @@ impl Owner {
                     },
                 );
             }
-            if record.is_some() || self.registry.knows(&lease.deploy_id) {
+            let logged = record.is_none() && self.registry.knows(&lease.deploy_id);
+            if logged
+                && let Some(job) =
+                    flows::recover_unrecorded(app, &self.registry, &lease.deploy_id, now)
+            {
+                // A job with a log and a lease but no journal record (a journal that was
+                // unreadable and moved aside): interrupted too, so `hoist log` lists it.
+                interrupted.push(job.job_id.clone());
+                self.write(Change::Job(job), "the interrupted job");
+            }
+            if record.is_some() || logged {
                 let _ = self.lock.release(&self.app, &lease.deploy_id, true, now);
                 tracing::warn!(app = %self.app, job = %lease.deploy_id, holder = %lease.holder,
                     "released the lock of a job that no longer runs");
@@ -745,10 +755,22 @@ mod tests {
                 &lease("lock-20261122-ab", None),
             );
             write(state.join(".listen.tmp-7-1"), b"grpc=");
+
+            // A journal lost (moved aside as unreadable): the job is known by its log.
+            write(state.join("apps/ops/lock.json"), &lease("d-lost", hour));
+            let lost = registry.create("d-lost", "ops").unwrap();
+            lost.emit(hoist_proto::v1::job_event::Kind::Started(
+                hoist_proto::v1::JobStarted {
+                    kind: hoist_proto::v1::JobKind::Rollback.into(),
+                    app: "ops".into(),
+                    who: "vera".into(),
+                    ..Default::default()
+                },
+            ));
         }
 
-        let apps = agent(dir.path(), &["web", "api", "db"]);
-        assert_eq!(apps.recover().await, ["d-dead"]);
+        let apps = agent(dir.path(), &["web", "api", "db", "ops"]);
+        assert_eq!(apps.recover().await, ["d-dead", "d-lost"]);
         assert!(
             apps.recover().await.is_empty(),
             "recovered once per process"
@@ -779,6 +801,15 @@ mod tests {
             );
             assert!(!state.join(format!("apps/{app}/lock.json")).exists());
         }
+        let ops = apps.journal("ops").await.unwrap();
+        let lost = ops.job("d-lost").unwrap();
+        assert_eq!(
+            (lost.kind.as_str(), lost.result.as_str(), lost.who.as_str()),
+            ("rollback", "interrupted", "vera")
+        );
+        let lost_log = apps.registry().get("d-lost").unwrap();
+        assert_eq!(lost_log.result(), Some(JobResult::Interrupted));
+        assert_eq!(apps.state("ops").await, (None, None));
         let (manual, _) = apps.state("db").await;
         assert_eq!(
             manual.unwrap().deploy_id,

@@ -23,7 +23,7 @@ use crate::{
     state::journal::{self, Change, JobRecord, Journal, JournalError},
 };
 
-pub use recover::{recover, stop_orphans, told};
+pub use recover::{recover, recover_unrecorded, stop_orphans, told};
 pub use step::Ctx;
 use step::{Failed, StepResult};
 

@@ -1,6 +1,6 @@
 //! Recovery at startup, after hoistd died while a job ran.
 
-use hoist_proto::v1::{JobFinished, JobResult};
+use hoist_proto::v1::{JobFinished, JobResult, job_event::Kind};
 
 use crate::{
     config::App,
@@ -129,6 +129,44 @@ pub fn recover(
         interrupted_at_ms: now_ms,
         ..running.clone()
     }
+}
+
+/// Ends job `id` of `app`, known by its event log only (its journal record is lost):
+/// its log's `started` event gives what the record needs, and [`recover`] does the
+/// rest. `None` if the log has no `started` event.
+pub fn recover_unrecorded(
+    app: &App,
+    registry: &Registry,
+    id: &str,
+    now_ms: u64,
+) -> Option<JobRecord> {
+    stop_orphans(&app.name, id);
+    let log = events::read_log(&registry.log_path(&app.name, id)).ok()?;
+    let first = log.first()?;
+    let Some(Kind::Started(started)) = &first.kind else {
+        return None;
+    };
+    let at = first.at.as_ref();
+    let running = JobRecord {
+        job_id: id.into(),
+        kind: journal::kind_name(started.kind()).into(),
+        r#ref: started.r#ref.clone(),
+        who: started.who.clone(),
+        started_at_ms: at.map_or(now_ms, |t| {
+            (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000
+        }),
+        result: journal::result_name(JobResult::Running).into(),
+        forced: started.forced,
+        reason: started.reason.clone(),
+        ..Default::default()
+    };
+    Some(recover(
+        app,
+        registry,
+        &running,
+        &Journal::default(),
+        now_ms,
+    ))
 }
 
 /// What the next job of the app tells its client about `job`, interrupted by a
