@@ -13,7 +13,6 @@ use crate::{
         atomic,
         journal::{self, Change, Journal, ReleaseRecord},
         release,
-        running::Running,
     },
 };
 
@@ -107,6 +106,7 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
         let index = releases.join(format!(".{id}.index"));
         let mut env = BTreeMap::new();
         env.insert("GIT_INDEX_FILE".to_string(), index.display().to_string());
+        env.insert(process::JOB_ENV.into(), ctx.job.id.clone());
         let (tx, mut rx) = mpsc::channel(process::PIECES_IN_FLIGHT);
         let argv = [
             "git".to_string(),
@@ -295,7 +295,6 @@ pub(super) async fn deploy(
     r#ref: &str,
     migrate: bool,
     allow_missing_env: bool,
-    started_at_ms: u64,
 ) -> Outcome {
     if let Err(e) = ctx.layout.ensure() {
         return failed(
@@ -316,16 +315,20 @@ pub(super) async fn deploy(
     let id = release::new_id(&commit, &ctx.layout.releases());
     ctx.set_release_vars(&id, &commit, r#ref);
     ctx.notice(format!("release {id} ({}) from {}", &commit[..7], r#ref));
-    let mut running = Running {
+    // Before anything is built: the journal's running record names the release, so a
+    // restart after a kill removes exactly what this job half-built.
+    let progress = Change::Progress {
         job_id: ctx.job.id.clone(),
         release: id.clone(),
-        switched: false,
-        started_at_ms,
-        kind: "deploy".into(),
-        who: ctx.who.clone(),
-        r#ref: r#ref.into(),
+        commit: commit.clone(),
     };
-    running.save(&ctx.state_dir, &ctx.app.name);
+    if let Err(err) = ctx.journal.try_record(progress).await {
+        let f = Failed {
+            step: "prepare".into(),
+            error: format!("cannot record the release in the journal: {err}"),
+        };
+        return failed(f, "", &previous, &commit);
+    }
 
     let dir = ctx.layout.release(&id);
     let mut maintenance = false;
@@ -383,8 +386,6 @@ pub(super) async fn deploy(
         let _ = std::fs::remove_dir_all(&dir);
         return failed(f, &id, &previous, &commit);
     }
-    running.switched = true;
-    running.save(&ctx.state_dir, &ctx.app.name);
     record_release(ctx, &id, &commit, r#ref).await;
 
     let after: StepResult = async {

@@ -523,6 +523,11 @@ impl Registry {
         self.dir.join(app).join(format!("{id}.events"))
     }
 
+    /// Whether job `id` has a log (running, finished or left by a dead agent).
+    pub fn knows(&self, id: &str) -> bool {
+        self.find_log(id).is_some()
+    }
+
     /// The log of job `id`, whichever app it belongs to.
     fn find_log(&self, id: &str) -> Option<PathBuf> {
         std::fs::read_dir(&self.dir)
@@ -590,6 +595,12 @@ impl Registry {
         Ok(job)
     }
 
+    /// Undoes [`Registry::create`] for a job that could not start: forgotten, log gone.
+    pub fn discard(&self, app: &str, id: &str) {
+        self.retire(id);
+        let _ = std::fs::remove_file(self.log_path(app, id));
+    }
+
     /// Forgets a finished job from memory (its log stays on disk).
     pub fn retire(&self, id: &str) {
         self.running
@@ -626,18 +637,25 @@ impl Registry {
     }
 }
 
-/// Appends a final "interrupted" event to the log of a job that died with the agent
-/// (after its last whole record: a torn one is cut off).
-pub fn mark_interrupted(registry: &Registry, app: &str, id: &str, error: &str) {
+/// Ends the log of a job a dead agent left: appends `finished` unless the log already
+/// has one (creating the log if it is missing), after its last whole record (a torn one,
+/// from a kill mid-append, is cut off). Returns the log's events before, for the caller
+/// to read what the job did (e.g. its last event's time); the log is capped on disk, so
+/// this is bounded.
+pub fn end_log(registry: &Registry, app: &str, id: &str, finished: JobFinished) -> Vec<JobEvent> {
     let path = registry.log_path(app, id);
-    let Ok(scan) = scan(&path) else {
-        return;
-    };
-    if scan.result.is_some() {
-        return;
+    let events = read_log(&path).unwrap_or_default();
+    if finished_of(&events).is_some() {
+        return events;
     }
-    let Ok(file) = OpenOptions::new().append(true).open(&path) else {
-        return;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let scan = scan(&path).unwrap_or_default();
+    let file = OpenOptions::new().create(true).append(true).open(&path);
+    let Ok(file) = file else {
+        tracing::warn!(path = %path.display(), "cannot open the job's event log to end it");
+        return events;
     };
     let _ = file.set_len(scan.bytes);
     let writer = Writer {
@@ -645,17 +663,27 @@ pub fn mark_interrupted(registry: &Registry, app: &str, id: &str, error: &str) {
         limits: registry.limits,
         head_end: None,
     };
-    let job = Job::new(id.to_string(), scan.app, path, Some(writer));
+    let owner = if scan.app.is_empty() {
+        app.to_string()
+    } else {
+        scan.app
+    };
+    let job = Job::new(id.to_string(), owner, path, Some(writer));
     job.progress.send_replace(Progress {
         next_seq: scan.next_seq,
         bytes: scan.bytes,
         ..Progress::default()
     });
-    job.emit(Kind::Finished(JobFinished {
-        result: JobResult::Interrupted.into(),
-        error: error.to_string(),
-        ..Default::default()
-    }));
+    job.emit(Kind::Finished(finished));
+    events
+}
+
+/// The first Finished event of `events`.
+pub fn finished_of(events: &[JobEvent]) -> Option<&JobFinished> {
+    events.iter().find_map(|e| match &e.kind {
+        Some(Kind::Finished(f)) => Some(f),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -708,9 +736,26 @@ mod tests {
         job.emit(notice("building"));
         drop(job);
         registry.retire("d-2");
-        mark_interrupted(&registry, "web", "d-2", "hoistd stopped");
-        let events = read_log(&registry.log_path("web", "d-2")).unwrap();
+        // A kill mid-append left a torn record: the end follows the whole ones.
+        let path = registry.log_path("web", "d-2");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[0x40, 1, 2]).unwrap();
+        drop(file);
+        end_log(
+            &registry,
+            "web",
+            "d-2",
+            JobFinished {
+                result: JobResult::Interrupted.into(),
+                error: "hoistd stopped".into(),
+                ..Default::default()
+            },
+        );
+        let events = read_log(&path).unwrap();
         assert_eq!(events.len(), 2);
+        let again = end_log(&registry, "web", "d-2", JobFinished::default());
+        assert_eq!(again.len(), 2, "a log that ends is left as it is");
+        assert_eq!(read_log(&path).unwrap().len(), 2);
         assert!(
             matches!(&events[1].kind, Some(Kind::Finished(f)) if f.result() == JobResult::Interrupted)
         );

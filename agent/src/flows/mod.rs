@@ -20,13 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     host::process::RunAs,
-    state::{
-        journal::{self, Change, JobRecord, Journal, JournalError},
-        running::Running,
-    },
+    state::journal::{self, Change, JobRecord, Journal, JournalError},
 };
 
-pub use recover::recover;
+pub use recover::{recover, recover_unrecorded, stop_orphans, told};
 pub use step::Ctx;
 use step::{Failed, StepResult};
 
@@ -54,22 +51,25 @@ impl JournalHandle {
     /// Records `change` and waits until it is written; a failure is logged (the job goes
     /// on: the release on disk is the truth, the journal its history).
     pub(crate) async fn record(&self, change: Change, what: &str) {
+        if let Err(err) = self.try_record(change).await {
+            tracing::error!("cannot record {what}: {err}");
+        }
+    }
+
+    /// Records `change` and waits until it is written, or says why it was not.
+    pub(crate) async fn try_record(&self, change: Change) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
-        let written = match self
-            .0
-            .send(JournalRequest::Apply {
-                change: Box::new(change),
-                reply,
-            })
-            .await
-        {
-            Ok(()) => rx.await.ok(),
-            Err(_) => None,
-        };
-        match written {
-            Some(Ok(())) => {}
-            Some(Err(err)) => tracing::error!(error = %err, "cannot record {what}"),
-            None => tracing::error!("cannot record {what}: the app's owner task stopped"),
+        let sent = self.0.send(JournalRequest::Apply {
+            change: Box::new(change),
+            reply,
+        });
+        match sent.await {
+            Ok(()) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("the app's owner task stopped".into()),
+            },
+            Err(_) => Err("the app's owner task stopped".into()),
         }
     }
 
@@ -135,26 +135,48 @@ pub struct Outcome {
     pub error: String,
 }
 
-/// Runs one job to its end and records it. Never panics on a failed step: every way out
-/// ends with a `JobFinished` event and a journal record.
-pub async fn run(mut ctx: Ctx, request: Request) -> Outcome {
-    let started_at_ms = journal::now_ms();
-    let clock = Instant::now();
-    if let Some(user) = &ctx.app.user {
-        match RunAs::resolve(user, ctx.app.group.as_deref()) {
-            Ok(r) => ctx.run_as = Some(r),
-            Err(err) => {
-                let outcome = Outcome {
-                    result: JobResult::Failed,
-                    release: String::new(),
-                    previous: String::new(),
-                    commit: String::new(),
-                    error: err.to_string(),
-                };
-                return finish(&ctx, &request, outcome, started_at_ms, clock).await;
-            }
-        }
+/// The journal record of a job that starts now: result `running`, written by the app's
+/// owner before the job does any work (see [`crate::state::journal`]).
+pub fn start_record(request: &Request, job_id: &str, who: &str, started_at_ms: u64) -> JobRecord {
+    let (r#ref, forced, reason) = recorded(request);
+    JobRecord {
+        job_id: job_id.into(),
+        kind: journal::kind_name(request.kind()).into(),
+        r#ref,
+        who: who.into(),
+        started_at_ms,
+        result: journal::result_name(JobResult::Running).into(),
+        forced,
+        reason,
+        ..Default::default()
     }
+}
+
+/// What the journal keeps of a request: ref, forced, reason (or what an env job did).
+fn recorded(request: &Request) -> (String, bool, String) {
+    match request {
+        Request::Deploy {
+            r#ref,
+            forced,
+            reason,
+            ..
+        } => (r#ref.clone(), *forced, reason.clone()),
+        Request::Rollback { reason, .. } => (String::new(), false, reason.clone()),
+        Request::Restart { service } => (String::new(), false, service.clone()),
+        Request::Env { set, unset, .. } => (String::new(), false, env::env_summary(set, unset)),
+    }
+}
+
+/// Runs one job to its end and records it. Never panics on a failed step: every way out
+/// ends with a `JobFinished` event and a journal record. `started_at_ms` is its start
+/// as its `running` record has it; `told` are notices for its client right after
+/// `started` (jobs an agent restart interrupted before it).
+pub async fn run(mut ctx: Ctx, request: Request, started_at_ms: u64, told: Vec<String>) -> Outcome {
+    let clock = Instant::now();
+    let run_as = match &ctx.app.user {
+        Some(user) => Some(RunAs::resolve(user, ctx.app.group.as_deref())),
+        None => None,
+    };
     let (r#ref, migrate, forced, reason) = match &request {
         Request::Deploy {
             r#ref,
@@ -179,6 +201,23 @@ pub async fn run(mut ctx: Ctx, request: Request) -> Outcome {
         forced,
         reason,
     }));
+    for text in told {
+        ctx.notice(text);
+    }
+    match run_as {
+        Some(Ok(r)) => ctx.run_as = Some(r),
+        Some(Err(err)) => {
+            let outcome = Outcome {
+                result: JobResult::Failed,
+                release: String::new(),
+                previous: String::new(),
+                commit: String::new(),
+                error: err.to_string(),
+            };
+            return finish(&ctx, &request, outcome, started_at_ms, clock).await;
+        }
+        None => {}
+    }
     if forced {
         ctx.notice("deploy window overridden with --force");
     }
@@ -188,7 +227,7 @@ pub async fn run(mut ctx: Ctx, request: Request) -> Outcome {
             migrate,
             allow_missing_env,
             ..
-        } => deploy::deploy(&mut ctx, r#ref, *migrate, *allow_missing_env, started_at_ms).await,
+        } => deploy::deploy(&mut ctx, r#ref, *migrate, *allow_missing_env).await,
         Request::Rollback {
             to_release,
             migrate,
@@ -213,17 +252,7 @@ async fn finish(
     clock: Instant,
 ) -> Outcome {
     let duration_ms = clock.elapsed().as_millis() as u64;
-    let (r#ref, forced, reason) = match request {
-        Request::Deploy {
-            r#ref,
-            forced,
-            reason,
-            ..
-        } => (r#ref.clone(), *forced, reason.clone()),
-        Request::Rollback { reason, .. } => (String::new(), false, reason.clone()),
-        Request::Restart { service } => (String::new(), false, service.clone()),
-        Request::Env { set, unset, .. } => (String::new(), false, env::env_summary(set, unset)),
-    };
+    let (r#ref, forced, reason) = recorded(request);
     let record = JobRecord {
         job_id: ctx.job.id.clone(),
         kind: journal::kind_name(request.kind()).into(),
@@ -238,11 +267,13 @@ async fn finish(
         error: outcome.error.clone(),
         forced,
         reason,
+        interrupted_at_ms: 0,
     };
+    // The journal first, then the event log's end: a kill between the two leaves a log
+    // without an end, which the next start completes from the journal's record.
     ctx.journal
         .record(Change::Job(record), "the job in the journal")
         .await;
-    Running::clear(&ctx.state_dir, &ctx.app.name);
     ctx.job.emit(Kind::Finished(JobFinished {
         result: outcome.result.into(),
         release: outcome.release.clone(),
@@ -265,6 +296,7 @@ fn failed(f: Failed, release: &str, previous: &str, commit: &str) -> Outcome {
     }
 }
 
-/// How long a deploy lease lasts without renewal (the job itself holds it while it
-/// runs; this bounds a lock left by a crashed agent).
+/// How long a job's own lease lasts without renewal. The job holds it while it runs; an
+/// agent that starts releases the lease of every job (none runs then), so this only
+/// bounds a lease whose agent never comes back.
 pub const JOB_LEASE: Duration = Duration::from_secs(3600);

@@ -246,7 +246,7 @@ impl Ctx {
     pub(super) fn env(&self) -> BTreeMap<String, String> {
         let mut env = self.app.env.clone();
         env.insert("HOIST_APP".into(), self.app.name.clone());
-        env.insert("HOIST_DEPLOY_ID".into(), self.job.id.clone());
+        env.insert(process::JOB_ENV.into(), self.job.id.clone());
         env.extend(self.vars.clone());
         env
     }
@@ -318,6 +318,7 @@ impl Ctx {
     ) -> StepResult<Vec<String>> {
         let mut env = BTreeMap::new();
         env.insert("GIT_TERMINAL_PROMPT".to_string(), "0".to_string());
+        env.insert(process::JOB_ENV.into(), self.job.id.clone());
         if let Some(home) = std::env::var_os("HOME") {
             env.insert("HOME".into(), home.to_string_lossy().into_owned());
         }

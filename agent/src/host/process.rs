@@ -187,6 +187,69 @@ impl Exit {
     }
 }
 
+/// The environment variable naming the job every child of a job carries (hooks, and
+/// the agent's git), so the processes of a job whose agent died can be found.
+pub const JOB_ENV: &str = "HOIST_DEPLOY_ID";
+
+/// Kills what is left of job `job_id`'s children after its agent died (outside
+/// systemd, whose cgroup kill does it first, they live on as orphans and would write
+/// into a release being removed, or hold the git mirror): every process whose
+/// environment names the job ([`JOB_ENV`]), with its process group. Returns their pids.
+pub fn kill_orphans_of(job_id: &str) -> Vec<i32> {
+    let wanted = format!("{JOB_ENV}={job_id}");
+    let me = std::process::id();
+    let my_group = nix::unistd::getpgrp();
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|p| *p != me)
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            continue;
+        }
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        let pid = Pid::from_raw(raw);
+        match nix::unistd::getpgid(Some(pid)) {
+            Ok(group) if group != my_group && group.as_raw() > 1 => {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            _ => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            }
+        }
+        killed.push(raw);
+    }
+    // Gone (or a zombie) before the caller removes what they wrote to: bounded.
+    let deadline = std::time::Instant::now() + KILL_GRACE;
+    while std::time::Instant::now() < deadline
+        && killed.iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+            })
+        })
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed
+}
+
 /// Runs `spec`, sending every output piece to `pieces` as it arrives (waiting while the
 /// channel is full).
 pub async fn run(spec: &Spec, pieces: Pieces) -> Result<Exit, ProcessError> {
@@ -565,6 +628,36 @@ mod tests {
             run_as: None,
             timeout,
         }
+    }
+
+    /// A dead job's orphan (a hook's `sh`, and its group) is found by its environment
+    /// and killed; another job's process is left alone.
+    #[test]
+    fn orphans_of_a_dead_job_are_killed() {
+        use std::os::unix::process::CommandExt as _;
+        let job = format!("crash-orphan-{}", std::process::id());
+        let start = |id: &str| {
+            #[allow(clippy::disallowed_methods)] // the test plays the dead agent
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "sleep 30 & wait"])
+                .env_clear()
+                .env(JOB_ENV, id)
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut orphan = start(&job);
+        let mut other = start(&format!("{job}-other"));
+        std::thread::sleep(Duration::from_millis(100));
+        let killed = kill_orphans_of(&job);
+        assert!(killed.contains(&(orphan.id() as i32)), "{killed:?}");
+        assert_eq!(orphan.wait().unwrap().signal(), Some(9));
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another job's process lives"
+        );
+        let _ = killpg(Pid::from_raw(other.id() as i32), Signal::SIGKILL);
+        let _ = other.wait();
     }
 
     #[tokio::test]

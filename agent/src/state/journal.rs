@@ -1,6 +1,12 @@
 //! The app's journal: every release (commit, ref, who, when, its backup) and every job
 //! (kind, result, timings, who, forced/reason), kept as one JSON file per app under
 //! `state_dir/apps/APP/journal.json`, rewritten atomically after every change.
+//!
+//! The journal is the one record of which job runs: a job is written here with result
+//! `running` before it does any work, and its final result replaces that record when it
+//! ends. A lease whose deploy id names a job holds only while that job runs (see
+//! [`crate::state::lock`]), so after a crash recovery needs nothing else: every
+//! `running` record becomes `interrupted`, and the leases of jobs go with them.
 
 use std::{
     io,
@@ -44,6 +50,21 @@ pub struct JobRecord {
     pub error: String,
     pub forced: bool,
     pub reason: String,
+    /// When the agent that restarted after this job's agent died recorded it
+    /// `interrupted` (0 for any other result).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interrupted_at_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl JobRecord {
+    /// Still running (as far as the journal knows).
+    pub fn running(&self) -> bool {
+        self.result == result_name(JobResult::Running)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -68,6 +89,17 @@ pub fn now_ms() -> u64 {
 
 pub fn timestamp(ms: u64) -> prost_types::Timestamp {
     (UNIX_EPOCH + Duration::from_millis(ms)).into()
+}
+
+/// "2026-11-22 10:15:00 UTC" for a unix time in milliseconds.
+pub fn utc_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || format!("{ms} ms after the epoch"),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
 }
 
 pub fn kind_name(kind: JobKind) -> &'static str {
@@ -123,24 +155,60 @@ impl Journal {
 
     /// The most recent finished deploy.
     pub fn last_deploy(&self) -> Option<&JobRecord> {
-        self.jobs.iter().rev().find(|j| j.kind == "deploy")
+        self.jobs
+            .iter()
+            .rev()
+            .find(|j| j.kind == "deploy" && !j.running())
+    }
+
+    /// Jobs recorded as running: at start-up, the ones a dead agent left.
+    pub fn running(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.iter().filter(|j| j.running())
+    }
+
+    pub fn job(&self, id: &str) -> Option<&JobRecord> {
+        self.jobs.iter().find(|j| j.job_id == id)
+    }
+
+    /// The jobs interrupted by an agent restart since the last job that ran to its end
+    /// (refusals skipped), oldest first: what the next job tells its client.
+    pub fn untold_interrupted(&self) -> Vec<&JobRecord> {
+        let interrupted = result_name(JobResult::Interrupted);
+        let refused = result_name(JobResult::Refused);
+        let mut told: Vec<&JobRecord> = self
+            .jobs
+            .iter()
+            .rev()
+            .filter(|j| j.result != refused)
+            .take_while(|j| j.result == interrupted)
+            .collect();
+        told.reverse();
+        told
     }
 
     pub fn release(&self, id: &str) -> Option<&ReleaseRecord> {
         self.releases.iter().find(|r| r.id == id)
     }
 
-    /// Records a job (replacing an earlier record of the same id), newest last.
+    /// Records a job (replacing an earlier record of the same id, e.g. its `running`
+    /// one), newest last. A deploy counts once, when it first gets a final result.
     pub fn record_job(&mut self, record: JobRecord) {
-        let known = self.jobs.iter().any(|j| j.job_id == record.job_id);
-        if record.kind == "deploy" && !known {
+        let counted = self
+            .jobs
+            .iter()
+            .any(|j| j.job_id == record.job_id && !j.running());
+        if record.kind == "deploy" && !counted && !record.running() {
             *self.deploys.entry(record.result.clone()).or_default() += 1;
         }
         self.jobs.retain(|j| j.job_id != record.job_id);
         self.jobs.push(record);
-        if self.jobs.len() > KEEP_JOBS {
-            let excess = self.jobs.len() - KEEP_JOBS;
-            self.jobs.drain(..excess);
+        // The oldest go first, never a running job's record: it is what a restart
+        // recovers from, however many refusals came in meanwhile.
+        while self.jobs.len() > KEEP_JOBS {
+            match self.jobs.iter().position(|j| !j.running()) {
+                Some(oldest) => self.jobs.remove(oldest),
+                None => break,
+            };
         }
     }
 
@@ -194,8 +262,14 @@ impl Journal {
 /// owner task.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// A job ended (or was refused, or interrupted).
+    /// A job started (result `running`), ended, was refused or was interrupted.
     Job(JobRecord),
+    /// A running job chose its release (and the commit it builds).
+    Progress {
+        job_id: String,
+        release: String,
+        commit: String,
+    },
     /// `id` now serves, after `was` (empty when nothing served before).
     Current { id: String, was: String },
     /// A release was switched to; releases no longer on disk are forgotten.
@@ -248,11 +322,32 @@ impl JournalFile {
         &self.journal
     }
 
+    /// Applies `change` and writes the journal; if the write fails, the journal in
+    /// memory is left as it was (as on disk). For a job's start, which is refused then.
+    pub fn apply_or_undo(&mut self, change: Change) -> Result<(), JournalError> {
+        let before = self.journal.clone();
+        self.apply(change).inspect_err(|_| self.journal = before)
+    }
+
     /// Applies `change` and writes the journal.
     pub fn apply(&mut self, change: Change) -> Result<(), JournalError> {
         let journal = &mut self.journal;
         match change {
             Change::Job(record) => journal.record_job(record),
+            Change::Progress {
+                job_id,
+                release,
+                commit,
+            } => {
+                if let Some(job) = journal
+                    .jobs
+                    .iter_mut()
+                    .find(|j| j.job_id == job_id && j.running())
+                {
+                    job.release = release;
+                    job.commit = commit;
+                }
+            }
             Change::Current { id, was } => {
                 if !was.is_empty() && !journal.history.contains(&was) {
                     journal.note_current(&was);
@@ -305,7 +400,7 @@ fn kind_from_name(name: &str) -> JobKind {
     .unwrap_or(JobKind::Unspecified)
 }
 
-fn result_from_name(name: &str) -> JobResult {
+pub fn result_from_name(name: &str) -> JobResult {
     [
         JobResult::Running,
         JobResult::Succeeded,
@@ -363,5 +458,65 @@ mod tests {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
         assert!(aside, "the unreadable journal is kept for a human");
+    }
+
+    #[test]
+    fn a_running_record_is_replaced_and_counted_once() {
+        let mut journal = Journal::default();
+        let job = |id: &str, result: &str| JobRecord {
+            job_id: id.into(),
+            kind: "deploy".into(),
+            result: result.into(),
+            ..Default::default()
+        };
+        journal.record_job(job("d-1", "running"));
+        assert!(
+            journal.deploys.is_empty(),
+            "a running deploy is not counted"
+        );
+        assert_eq!(journal.running().count(), 1);
+        assert!(journal.last_deploy().is_none(), "nor is it the last deploy");
+        journal.record_job(job("d-1", "succeeded"));
+        journal.record_job(job("d-1", "succeeded"));
+        assert_eq!(journal.deploys.get("succeeded"), Some(&1));
+        assert_eq!(journal.jobs.len(), 1);
+        assert_eq!(journal.running().count(), 0);
+
+        // Interrupted jobs since the last that ran to its end, refusals aside.
+        assert!(journal.untold_interrupted().is_empty());
+        journal.record_job(job("d-2", "interrupted"));
+        journal.record_job(job("d-3", "refused"));
+        journal.record_job(job("d-4", "interrupted"));
+        let told: Vec<&str> = journal
+            .untold_interrupted()
+            .iter()
+            .map(|j| j.job_id.as_str())
+            .collect();
+        assert_eq!(told, ["d-2", "d-4"]);
+        journal.record_job(job("d-5", "running"));
+        assert!(journal.untold_interrupted().is_empty(), "told once");
+        for i in 0..KEEP_JOBS {
+            journal.record_job(job(&format!("r-{i}"), "refused"));
+        }
+        assert_eq!(journal.jobs.len(), KEEP_JOBS);
+        assert!(
+            journal.job("d-5").is_some(),
+            "a running record is never pruned"
+        );
+        assert_eq!(journal.deploys.get("interrupted"), Some(&2));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_journal_as_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = JournalFile::open(dir.path(), "web");
+        std::fs::create_dir_all(Journal::path(dir.path(), "web")).unwrap();
+        let record = JobRecord {
+            job_id: "d-1".into(),
+            result: "running".into(),
+            ..Default::default()
+        };
+        assert!(j.apply_or_undo(Change::Job(record)).is_err());
+        assert!(j.get().jobs.is_empty());
     }
 }

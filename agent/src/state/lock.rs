@@ -2,6 +2,11 @@
 //! since when, and an expiry. A lease that is not renewed expires, so a vanished
 //! controller never blocks a fleet for days; releasing checks the deploy id, so a stale
 //! unlock cannot free someone else's lock. Manual locks (`hoist lock`) have no expiry.
+//!
+//! A lease's deploy id is the id of the job that runs under it (the agent's own lease
+//! for a job, or a controller's lease for its rollout's job on this host). Such a lease
+//! holds only while its job runs: an agent that starts (no job runs then) releases every
+//! lease named after a job it knows ([`crate::apps`]), whatever its expiry.
 
 use std::{
     path::{Path, PathBuf},
@@ -91,6 +96,11 @@ impl AppLock {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         AppLock { path, lease }
+    }
+
+    /// The lease on file, live or expired.
+    pub fn held(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// The live lease, if any.

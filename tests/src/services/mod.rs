@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod git;
+pub mod git_http;
 pub mod http_health;
 pub mod nginx_php;
 pub mod postgres;
