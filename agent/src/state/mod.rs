@@ -3,6 +3,7 @@
 //! marker, and the atomic writer they all use.
 
 pub mod atomic;
+pub mod beneath;
 pub mod envfile;
 pub mod journal;
 pub mod lock;
