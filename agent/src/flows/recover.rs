@@ -24,10 +24,12 @@ pub fn recover(state_dir: &Path, app: &App, registry: &Registry) -> Option<JobRe
     let layout = Layout::new(&app.deploy_to);
     let mut note = format!("hoistd stopped during this {} job", running.kind);
     if !running.switched && !running.release.is_empty() {
-        if layout.current().as_deref() != Some(running.release.as_str()) {
-            let _ = std::fs::remove_dir_all(layout.release(&running.release));
+        if let Ok(releases) = layout.releases_dir() {
+            if layout.current().as_deref() != Some(running.release.as_str()) {
+                let _ = releases.remove(&running.release);
+            }
+            let _ = releases.remove(&format!("{}.tmp", running.release));
         }
-        let _ = std::fs::remove_dir_all(layout.releases().join(format!("{}.tmp", running.release)));
         note.push_str(&format!(
             "; the half-built release {} was removed; current is {}",
             running.release,

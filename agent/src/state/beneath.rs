@@ -186,6 +186,13 @@ impl Dir {
         })
     }
 
+    /// The same directory, its paths named as in `root` (e.g. a release opened by path).
+    pub fn rooted(mut self, root: Root) -> Dir {
+        self.root = root;
+        self.prefix = PathBuf::new();
+        self
+    }
+
     /// Opens the directory at `rel` as a root of its own (e.g. `shared` beneath
     /// `deploy_to`): paths beneath it are named relative to it.
     pub fn open_root(&self, rel: &str, root: Root) -> Result<Dir> {
@@ -282,7 +289,7 @@ impl Dir {
                 if source.raw_os_error() == Some(Errno::EEXIST as i32) =>
             {
                 return Err(match self.lstat(rel) {
-                    Ok(Some(st)) if st.kind == Kind::Link => self.link(rel),
+                    Ok(Some(st)) if st.kind == Kind::Link => self.link_error(rel),
                     _ => BeneathError::Exists {
                         name: self.name(rel),
                     },
@@ -448,7 +455,7 @@ impl Dir {
 
     fn expect_file(&self, rel: &str, st: &Stat) -> Result<()> {
         match st.kind {
-            Kind::Link => Err(self.link(rel)),
+            Kind::Link => Err(self.link_error(rel)),
             Kind::File if st.links > 1 => Err(BeneathError::HardLink {
                 name: self.name(rel),
                 links: st.links,
@@ -460,7 +467,8 @@ impl Dir {
         }
     }
 
-    fn link(&self, rel: &str) -> BeneathError {
+    /// The error for a link found at `rel`.
+    pub fn link_error(&self, rel: &str) -> BeneathError {
         BeneathError::Link {
             name: self.name(rel),
             fix: self.root.fix(),
@@ -540,7 +548,7 @@ impl Dir {
     fn classify(&self, dir: &OwnedFd, part: &OsStr, shown: &str, e: Errno, op: &'static str) -> BeneathError {
         if matches!(e, Errno::ELOOP | Errno::ENOTDIR | Errno::EMLINK) {
             match nix::sys::stat::fstatat(dir, part, AtFlags::AT_SYMLINK_NOFOLLOW).map(Stat::from) {
-                Ok(st) if st.kind == Kind::Link => return self.link(shown),
+                Ok(st) if st.kind == Kind::Link => return self.link_error(shown),
                 Ok(st) if st.kind != Kind::Dir && e == Errno::ENOTDIR => {
                     return BeneathError::NotDir {
                         name: self.name(shown),
