@@ -11,10 +11,10 @@ use crate::{
     config,
     host::process,
     state::{
+        beneath::{self, BeneathError, Dir},
         envfile,
         journal::{self, Change, Journal, ReleaseRecord},
         release,
-        beneath::{self, BeneathError, Dir},
         running::Running,
     },
 };
@@ -161,10 +161,16 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
     let step = "shared";
     let started = ctx.start(step, "link shared files and dirs, check .env");
     let result = (|| {
-        let dir = ctx.layout.release_dir(id).or_else(|e| ctx.fail(step, e.to_string()))?;
+        let dir = ctx
+            .layout
+            .release_dir(id)
+            .or_else(|e| ctx.fail(step, e.to_string()))?;
         // Read as root: neither file is followed through a link, and their content
         // (key names included) is never quoted in an error.
-        let shared = ctx.layout.shared_dir().or_else(|e| ctx.fail(step, e.to_string()))?;
+        let shared = ctx
+            .layout
+            .shared_dir()
+            .or_else(|e| ctx.fail(step, e.to_string()))?;
         let missing = envfile::missing_keys_beneath(&dir, ".env.example", &shared, ".env")
             .or_else(|e| ctx.fail(step, e.to_string()))?;
         {
@@ -250,15 +256,21 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
         }
         Some(st) if st.kind == beneath::Kind::File && st.links == 1 => Ok(0),
         None => Ok(0),
-        Some(_) => backups.check_writable(&name).map(|_| 0).and(Err(BeneathError::NotFile {
-            name: backups.name(&name),
-        })),
+        Some(_) => backups
+            .check_writable(&name)
+            .map(|_| 0)
+            .and(Err(BeneathError::NotFile {
+                name: backups.name(&name),
+            })),
     });
     let size = match checked {
         Ok(size) => size,
         Err(e) => {
             let started = ctx.start("backup check", file.display().to_string());
-            let r = ctx.fail("backup check", format!("{e}; refusing to migrate without a backup"));
+            let r = ctx.fail(
+                "backup check",
+                format!("{e}; refusing to migrate without a backup"),
+            );
             return ctx.finish("backup check", started, r).map(|()| None);
         }
     };
@@ -283,10 +295,14 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(f, Some(uid.as_raw()), Some(gid.as_raw()))?;
         }
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(LAST_SUCCESS_MODE))
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            LAST_SUCCESS_MODE,
+        ))
     });
     if let Err(e) = written {
-        ctx.notice(format!("cannot record the backup in backups/{LAST_SUCCESS}: {e}"));
+        ctx.notice(format!(
+            "cannot record the backup in backups/{LAST_SUCCESS}: {e}"
+        ));
     }
     ctx.notice(format!("backup {} ({} bytes)", file.display(), size));
     if ctx.layout.current().is_some() {
@@ -316,16 +332,36 @@ fn fix_backup_mode(backups: &Dir, name: &str) -> Result<(), BeneathError> {
     let fd = nix::fcntl::openat(
         backups.as_fd(),
         name,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_NONBLOCK
+            | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| BeneathError::Io { op: "open", name: backups.name(name), source: e.into() })?;
-    let st = nix::sys::stat::fstat(&fd).map_err(|e| BeneathError::Io { op: "stat", name: backups.name(name), source: e.into() })?;
+    .map_err(|e| BeneathError::Io {
+        op: "open",
+        name: backups.name(name),
+        source: e.into(),
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| BeneathError::Io {
+        op: "stat",
+        name: backups.name(name),
+        source: e.into(),
+    })?;
     if st.st_nlink != 1 || (st.st_mode & nix::libc::S_IFMT) != nix::libc::S_IFREG {
-        return Err(BeneathError::NotFile { name: backups.name(name) });
+        return Err(BeneathError::NotFile {
+            name: backups.name(name),
+        });
     }
-    nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(BACKUP_FILE_MODE))
-        .map_err(|e| BeneathError::Io { op: "change the mode of", name: backups.name(name), source: e.into() })
+    nix::sys::stat::fchmod(
+        &fd,
+        nix::sys::stat::Mode::from_bits_truncate(BACKUP_FILE_MODE),
+    )
+    .map_err(|e| BeneathError::Io {
+        op: "change the mode of",
+        name: backups.name(name),
+        source: e.into(),
+    })
 }
 
 /// Keeps backups recorded on releases still on disk, the newest `keep` of the rest.

@@ -15,13 +15,13 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    os::unix::process::ExitStatusExt as _,
-    path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
     time::Duration,
 };
 
@@ -312,7 +312,11 @@ async fn execute(
             command: String::new(),
             source: std::io::Error::other("empty command"),
         })?;
-    let token = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let token = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     #[allow(clippy::disallowed_methods)] // the one spawner
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -779,7 +783,13 @@ mod tests {
             .unwrap();
         assert!(outcome.success(), "{out}");
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode("f"), 0o640);
         assert_eq!(mode("d"), 0o750);
     }

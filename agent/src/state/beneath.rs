@@ -83,7 +83,9 @@ impl Root {
 /// quotes a file's content.
 #[derive(Debug, thiserror::Error)]
 pub enum BeneathError {
-    #[error("{name} is a symbolic link; hoist runs as root and does not follow links there ({fix})")]
+    #[error(
+        "{name} is a symbolic link; hoist runs as root and does not follow links there ({fix})"
+    )]
     Link { name: String, fix: &'static str },
     #[error(
         "{name} has {links} hard links (it may be a file from outside the app); hoist runs as root and does not read or write it: replace it with a copy"
@@ -174,11 +176,12 @@ impl Dir {
     /// Opens a directory the agent's config names (its path is trusted and followed as
     /// written); paths beneath it are not.
     pub fn open_trusted(path: &Path) -> Result<Dir> {
-        let fd = nix::fcntl::open(path, dir_flags(), Mode::empty()).map_err(|e| BeneathError::Io {
-            op: "open",
-            name: format!("`{}`", path.display()),
-            source: e.into(),
-        })?;
+        let fd =
+            nix::fcntl::open(path, dir_flags(), Mode::empty()).map_err(|e| BeneathError::Io {
+                op: "open",
+                name: format!("`{}`", path.display()),
+                source: e.into(),
+            })?;
         Ok(Dir {
             fd,
             root: Root::Trusted(path.to_path_buf()),
@@ -355,7 +358,10 @@ impl Dir {
     /// or not a directory is an error.
     pub fn mkdir_all(&self, rel: &str, mode: u32, owner: Option<(Uid, Gid)>) -> Result<Dir> {
         let parts = components(rel)?;
-        let mut cur = self.fd.try_clone().map_err(|e| self.io_err("open", "", e))?;
+        let mut cur = self
+            .fd
+            .try_clone()
+            .map_err(|e| self.io_err("open", "", e))?;
         let mut at = PathBuf::new();
         for part in parts {
             at.push(part);
@@ -492,10 +498,17 @@ impl Dir {
         let parts = components(rel)?;
         let (last, parents) = parts.split_last().expect("components() is never empty");
         let parent = if parents.is_empty() {
-            self.fd.try_clone().map_err(|e| self.io_err("open", "", e))?
+            self.fd
+                .try_clone()
+                .map_err(|e| self.io_err("open", "", e))?
         } else {
             let parent: PathBuf = parents.iter().collect();
-            self.resolve(&parent.to_string_lossy(), dir_flags(), Mode::empty(), "open")?
+            self.resolve(
+                &parent.to_string_lossy(),
+                dir_flags(),
+                Mode::empty(),
+                "open",
+            )?
         };
         Ok((parent, last.to_os_string()))
     }
@@ -528,9 +541,18 @@ impl Dir {
     }
 
     /// `resolve` one `openat(O_NOFOLLOW)` per component.
-    fn walk(&self, parts: &[&OsStr], flags: OFlag, mode: Mode, op: &'static str) -> Result<OwnedFd> {
+    fn walk(
+        &self,
+        parts: &[&OsStr],
+        flags: OFlag,
+        mode: Mode,
+        op: &'static str,
+    ) -> Result<OwnedFd> {
         let (last, parents) = parts.split_last().expect("components() is never empty");
-        let mut cur = self.fd.try_clone().map_err(|e| self.io_err("open", "", e))?;
+        let mut cur = self
+            .fd
+            .try_clone()
+            .map_err(|e| self.io_err("open", "", e))?;
         let mut at = PathBuf::new();
         for part in parents {
             at.push(part);
@@ -540,12 +562,20 @@ impl Dir {
         }
         at.push(last);
         let shown = at.to_string_lossy().into_owned();
-        nix::fcntl::openat(&cur, *last, flags, mode).map_err(|e| self.classify(&cur, last, &shown, e, op))
+        nix::fcntl::openat(&cur, *last, flags, mode)
+            .map_err(|e| self.classify(&cur, last, &shown, e, op))
     }
 
     /// Turns a failed `openat` of `part` in `dir` into a link / not-a-directory error
     /// when that is what is there.
-    fn classify(&self, dir: &OwnedFd, part: &OsStr, shown: &str, e: Errno, op: &'static str) -> BeneathError {
+    fn classify(
+        &self,
+        dir: &OwnedFd,
+        part: &OsStr,
+        shown: &str,
+        e: Errno,
+        op: &'static str,
+    ) -> BeneathError {
         if matches!(e, Errno::ELOOP | Errno::ENOTDIR | Errno::EMLINK) {
             match nix::sys::stat::fstatat(dir, part, AtFlags::AT_SYMLINK_NOFOLLOW).map(Stat::from) {
                 Ok(st) if st.kind == Kind::Link => return self.link_error(shown),
@@ -629,8 +659,18 @@ fn chown_below(dir: &OwnedFd, uid: Uid, gid: Gid, depth: usize) -> io::Result<()
         return Err(too_deep());
     }
     for name in list(dir)? {
-        nix::unistd::fchownat(dir, name.as_os_str(), Some(uid), Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        let st = Stat::from(nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?);
+        nix::unistd::fchownat(
+            dir,
+            name.as_os_str(),
+            Some(uid),
+            Some(gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        let st = Stat::from(nix::sys::stat::fstatat(
+            dir,
+            name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?);
         if st.kind == Kind::Dir {
             let sub = nix::fcntl::openat(dir, name.as_os_str(), dir_flags(), Mode::empty())?;
             chown_below(&sub, uid, gid, depth + 1)?;
@@ -643,13 +683,16 @@ fn size_below(dir: &OwnedFd, depth: usize) -> u64 {
     let Ok(names) = list(dir) else { return 0 };
     let mut total = 0;
     for name in names {
-        let Ok(st) = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        let Ok(st) = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        else {
             continue;
         };
         let st = Stat::from(st);
         match st.kind {
             Kind::Dir if depth < MAX_DEPTH => {
-                if let Ok(sub) = nix::fcntl::openat(dir, name.as_os_str(), dir_flags(), Mode::empty()) {
+                if let Ok(sub) =
+                    nix::fcntl::openat(dir, name.as_os_str(), dir_flags(), Mode::empty())
+                {
                     total += size_below(&sub, depth + 1);
                 }
             }

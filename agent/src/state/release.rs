@@ -243,7 +243,9 @@ impl Layout {
                 None => {}
                 Some(st) if st.kind == Kind::Link => return Err(shared.link_error(rel)),
                 Some(st) if *is_dir && st.kind != Kind::Dir => {
-                    return Err(BeneathError::NotDir { name: shared.name(rel) });
+                    return Err(BeneathError::NotDir {
+                        name: shared.name(rel),
+                    });
                 }
                 Some(_) if *is_dir => {}
                 Some(_) => {
@@ -255,7 +257,11 @@ impl Layout {
                     None => {}
                     Some(st) if st.kind == Kind::Dir => {}
                     Some(st) if st.kind == Kind::Link => return Err(release.link_error(&parent)),
-                    Some(_) => return Err(BeneathError::NotDir { name: release.name(&parent) }),
+                    Some(_) => {
+                        return Err(BeneathError::NotDir {
+                            name: release.name(&parent),
+                        });
+                    }
                 }
             }
         }

@@ -4,7 +4,10 @@ use std::path::Path;
 
 use hoist_proto::v1::ServiceState;
 
-use crate::{config::ComposeAction, state::beneath::{Dir, Root}};
+use crate::{
+    config::ComposeAction,
+    state::beneath::{Dir, Root},
+};
 
 use super::*;
 

@@ -199,14 +199,25 @@ fn compose_files() {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.yml"), "ROOT_ONLY: x\n").unwrap();
     std::fs::remove_file(dir.path().join("compose.yaml")).unwrap();
-    std::os::unix::fs::symlink(outside.path().join("secret.yml"), dir.path().join("compose.yaml"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.yml"),
+        dir.path().join("compose.yaml"),
+    )
+    .unwrap();
     let err = compose_file(dir.path(), None).unwrap_err().to_string();
-    assert!(err.contains("`compose.yaml` in the release is a symbolic link"), "{err}");
+    assert!(
+        err.contains("`compose.yaml` in the release is a symbolic link"),
+        "{err}"
+    );
     std::fs::create_dir(dir.path().join("deploy")).unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("deploy/conf")).unwrap();
-    let err = compose_file(dir.path(), Some("deploy/conf/secret.yml")).unwrap_err().to_string();
-    assert!(err.contains("`deploy/conf` in the release is a symbolic link"), "{err}");
+    let err = compose_file(dir.path(), Some("deploy/conf/secret.yml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`deploy/conf` in the release is a symbolic link"),
+        "{err}"
+    );
     let absolute = outside.path().join("secret.yml");
     let absolute = absolute.to_str().unwrap();
     assert_eq!(

@@ -55,16 +55,40 @@ fn reads_refuse_links_and_hard_links_without_quoting_content() {
         assert_eq!(dir.read("plain", 100).unwrap().unwrap(), b"A=1\n");
         assert!(dir.read("missing", 100).unwrap().is_none());
         let err = dir.read(".env.example", 100).unwrap_err().to_string();
-        assert!(err.contains("`.env.example` in the release is a symbolic link"), "{err}");
-        assert!(!err.contains("ROOT_ONLY_KEY") && !err.contains("outside"), "{err}");
+        assert!(
+            err.contains("`.env.example` in the release is a symbolic link"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("ROOT_ONLY_KEY") && !err.contains("outside"),
+            "{err}"
+        );
         let err = dir.read("hard", 100).unwrap_err().to_string();
-        assert!(err.contains("`hard` in the release has 2 hard links"), "{err}");
+        assert!(
+            err.contains("`hard` in the release has 2 hard links"),
+            "{err}"
+        );
         let err = dir.read("sub/out/secret", 100).unwrap_err().to_string();
-        assert!(err.contains("`sub/out` in the release is a symbolic link"), "{err}");
-        assert!(matches!(dir.read("plain", 2), Err(BeneathError::TooLarge { .. })));
-        assert!(matches!(dir.read("../outside/secret", 100), Err(BeneathError::BadPath { .. })));
-        assert!(matches!(dir.read("/etc/passwd", 100), Err(BeneathError::BadPath { .. })));
-        assert!(matches!(dir.read("sub", 100), Err(BeneathError::NotFile { .. })));
+        assert!(
+            err.contains("`sub/out` in the release is a symbolic link"),
+            "{err}"
+        );
+        assert!(matches!(
+            dir.read("plain", 2),
+            Err(BeneathError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            dir.read("../outside/secret", 100),
+            Err(BeneathError::BadPath { .. })
+        ));
+        assert!(matches!(
+            dir.read("/etc/passwd", 100),
+            Err(BeneathError::BadPath { .. })
+        ));
+        assert!(matches!(
+            dir.read("sub", 100),
+            Err(BeneathError::NotFile { .. })
+        ));
     });
 }
 
@@ -92,7 +116,10 @@ fn writes_replace_never_write_through() {
         fs::hard_link(f.outside.join("secret"), f.root.join("HARD")).unwrap();
         let err = dir.write_atomic("HARD", b"x", |_| Ok(())).unwrap_err();
         assert!(matches!(err, BeneathError::HardLink { .. }), "{err}");
-        assert_eq!(fs::read_to_string(f.outside.join("secret")).unwrap(), "ROOT_ONLY_KEY=1\n");
+        assert_eq!(
+            fs::read_to_string(f.outside.join("secret")).unwrap(),
+            "ROOT_ONLY_KEY=1\n"
+        );
 
         let created = dir.create_new("new.backup", 0o600, None).unwrap();
         assert_eq!(created.metadata().unwrap().mode() & 0o7777, 0o600);
@@ -127,7 +154,11 @@ fn dirs_links_and_removal_stay_beneath() {
         let err = dir.mkdir_all("storage/logs", 0o755, None).unwrap_err();
         assert!(matches!(err, BeneathError::Link { .. }), "{err}");
         let err = dir.remove("storage/logs").unwrap_err();
-        assert!(err.to_string().contains("`storage` in the release is a symbolic link"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`storage` in the release is a symbolic link"),
+            "{err}"
+        );
         assert!(dir.lstat("storage/logs").is_err());
         assert!(f.outside.join("logs/keep").is_file());
 
@@ -139,16 +170,24 @@ fn dirs_links_and_removal_stay_beneath() {
 
         let made = dir.mkdir_all("storage/logs", 0o750, None).unwrap();
         assert_eq!(
-            fs::metadata(f.root.join("storage/logs")).unwrap().permissions().mode() & 0o777,
+            fs::metadata(f.root.join("storage/logs"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o750
         );
         made.write_atomic("a.log", b"1", |_| Ok(())).unwrap();
-        dir.symlink(Path::new("/nowhere"), "storage/logs/link").unwrap();
+        dir.symlink(Path::new("/nowhere"), "storage/logs/link")
+            .unwrap();
         symlink(&f.outside, f.root.join("storage/logs/out")).unwrap();
         assert!(dir.tree_size() >= 1);
         dir.remove("storage").unwrap();
         assert!(!f.root.join("storage").exists());
-        assert!(f.outside.join("logs/keep").is_file(), "removal followed a link");
+        assert!(
+            f.outside.join("logs/keep").is_file(),
+            "removal followed a link"
+        );
         // Nothing there is fine.
         dir.remove("storage/logs").unwrap();
     });

@@ -254,7 +254,11 @@ fn write_atomic_new_file_is_not_world_readable() {
         fs::remove_file(&path).unwrap();
         write_atomic(&shared(&dir), ".env", &env, Some(Gid::from_raw(4343))).unwrap();
         let meta = fs::metadata(&path).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (0, 4343), "root's, readable by the app's group");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 4343),
+            "root's, readable by the app's group"
+        );
     }
 }
 
@@ -268,7 +272,10 @@ fn links_are_refused_and_never_quoted() {
     fs::hard_link(&target, dir.path().join(".env.example")).unwrap();
     let shared = shared(&dir);
     let err = write_atomic(&shared, ".env", &EnvFile::parse("Y=2\n"), None).unwrap_err();
-    assert!(err.to_string().contains("`shared/.env` is a symbolic link"), "{err}");
+    assert!(
+        err.to_string().contains("`shared/.env` is a symbolic link"),
+        "{err}"
+    );
     let err = edit(&shared, ".env", &[("Y".into(), "2".into())], &[], None).unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
     let err = list(&shared, ".env", true).unwrap_err().to_string();
@@ -276,7 +283,10 @@ fn links_are_refused_and_never_quoted() {
     let err = missing_keys_beneath(&shared, ".env.example", &shared, "absent")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("hard links") && !err.contains("ROOT_ONLY_KEY"), "{err}");
+    assert!(
+        err.contains("hard links") && !err.contains("ROOT_ONLY_KEY"),
+        "{err}"
+    );
     assert_eq!(fs::read_to_string(&target).unwrap(), "ROOT_ONLY_KEY=1\n");
 }
 
@@ -316,8 +326,21 @@ fn edit_and_list_name_keys_never_values() {
     assert_eq!(shown[1].value, "production");
     assert!(!shown[1].redacted);
 
-    assert!(edit(&shared, ".env", &[("BAD KEY".into(), "v".into())], &[], None).is_err());
-    fs::write(dir.path().join(".env.example"), "APP_ENV=\nDB_PASSWORD=\nMAIL_HOST=\n").unwrap();
+    assert!(
+        edit(
+            &shared,
+            ".env",
+            &[("BAD KEY".into(), "v".into())],
+            &[],
+            None
+        )
+        .is_err()
+    );
+    fs::write(
+        dir.path().join(".env.example"),
+        "APP_ENV=\nDB_PASSWORD=\nMAIL_HOST=\n",
+    )
+    .unwrap();
     assert_eq!(
         missing_keys_beneath(&shared, ".env.example", &shared, ".env").unwrap(),
         ["MAIL_HOST"]
