@@ -149,7 +149,7 @@ impl From<FileStat> for Stat {
         Stat {
             kind,
             len: st.st_size as u64,
-            links: st.st_nlink as u64,
+            links: st.st_nlink,
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,

@@ -27,7 +27,7 @@ fn fixture() -> Fixture {
 }
 
 fn release(f: &Fixture) -> Dir {
-    Dir::open_trusted(&f.root.parent().unwrap().to_path_buf())
+    Dir::open_trusted(f.root.parent().unwrap())
         .unwrap()
         .open_root("release", Root::Release)
         .unwrap()
