@@ -38,6 +38,7 @@ pub(super) async fn fetch(ctx: &Ctx, r#ref: &str) -> StepResult<String> {
             ctx.tool(step, &["git", "--git-dir", &mirror_s, "fetch", "--prune", "--force", "--quiet", "origin"], &repos).await?;
         } else {
             let tmp = repos.join(format!("{}.git.tmp", ctx.app.name));
+            #[allow(clippy::disallowed_methods)] // state_dir/repos: root's own
             let _ = std::fs::remove_dir_all(&tmp);
             let tmp_s = tmp.to_string_lossy().into_owned();
             ctx.tool(step, &["git", "clone", "--mirror", "--quiet", "--", &ctx.app.repo, &tmp_s], &repos).await?;

@@ -55,10 +55,22 @@ static SPAWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 /// Tokens of the steps running now: an orphan carrying one belongs to that step.
 static LIVE_STEPS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
+/// Whether this process is hoistd made a subreaper: then every child not in [`SPAWNED`]
+/// is a step's orphan (hoistd starts processes nowhere else). A process using this
+/// module as a library (the tests) may have children of its own, left alone.
+static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Makes hoistd a child subreaper: processes orphaned by a step are re-parented to it
-/// (and so killed and reaped when the step ends) rather than to init.
+/// (and so killed and reaped when the step ends) rather than to init. Only for a
+/// process that starts children nowhere but here.
 pub fn become_subreaper() -> Result<(), nix::Error> {
-    nix::sys::prctl::set_child_subreaper(true)
+    nix::sys::prctl::set_child_subreaper(true)?;
+    SUBREAPER.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn is_subreaper() -> bool {
+    SUBREAPER.load(Ordering::Relaxed)
 }
 
 /// PATH given to commands: the environment is otherwise clean.
@@ -513,8 +525,8 @@ fn step_of(pid: i32) -> Option<String> {
 }
 
 /// The live processes of the step with `token`: the ones below `root` (while it
-/// lives), the ones carrying the token anywhere, orphans re-parented to hoistd that
-/// belong to no running step, and everything below those.
+/// lives), the ones carrying the token anywhere, orphans re-parented to hoistd (as a
+/// subreaper) that belong to no running step, and everything below those.
 fn step_processes(root: Option<i32>, token: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     let all = processes();
@@ -533,7 +545,7 @@ fn step_processes(root: Option<i32>, token: &str) -> Vec<i32> {
             Some(t) if t == token => seeds.push(p.pid),
             // An orphan of hoistd no running step claims (its step ended, or it
             // cleared its environment).
-            Some(t) if p.ppid == me && !live.contains(&t) => seeds.push(p.pid),
+            Some(t) if p.ppid == me && is_subreaper() && !live.contains(&t) => seeds.push(p.pid),
             _ => {}
         }
     }
@@ -551,6 +563,10 @@ fn step_processes(root: Option<i32>, token: &str) -> Vec<i32> {
 /// Reaps hoistd's exited children that tokio does not wait for (orphans re-parented to
 /// it as a subreaper), so no zombie stays.
 fn reap_orphans() {
+    if !is_subreaper() {
+        // Orphans go to another reaper; our own children are tokio's (or the caller's).
+        return;
+    }
     let me = std::process::id() as i32;
     let spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
     for p in processes() {

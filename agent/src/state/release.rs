@@ -138,7 +138,6 @@ impl Layout {
     /// Creates `deploy_to` and its `releases/`, `shared/` and `backups/` (root's,
     /// 0755, when new); any of them that is a link is an error.
     pub fn ensure(&self) -> Result<(), BeneathError> {
-        #[allow(clippy::disallowed_methods)] // deploy_to is named by the root-owned config
         std::fs::create_dir_all(&self.deploy_to).map_err(|source| BeneathError::Io {
             op: "create",
             name: format!("`{}`", self.deploy_to.display()),
@@ -213,6 +212,7 @@ impl Layout {
     pub fn switch(&self, id: &str) -> io::Result<()> {
         let tmp = self.deploy_to.join(format!(".current.{id}.tmp"));
         let _ = std::fs::remove_file(&tmp);
+        #[allow(clippy::disallowed_methods)] // in deploy_to, which the config names
         symlink(Path::new("releases").join(id), &tmp)?;
         std::fs::rename(&tmp, self.current_link())?;
         std::fs::File::open(&self.deploy_to)?.sync_all()

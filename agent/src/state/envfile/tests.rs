@@ -1,3 +1,6 @@
+// Tests plant the links and owners the agent must refuse.
+#![allow(clippy::disallowed_methods)]
+
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
 use super::*;
