@@ -414,3 +414,28 @@ async fn signal_restarts() {
         .unwrap_err();
     assert!(err.to_string().contains("is not running"), "{err}");
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // hands the pidfile to another user, as shared/ would
+fn a_pidfile_another_user_writes_names_only_their_processes() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    // Our own (root's) pid, in a file root wrote: fine.
+    let me = std::process::id() as i32;
+    std::fs::write(&pidfile, format!("{me}\n")).unwrap();
+    assert_eq!(may_signal(&pidfile, me), Ok(()));
+    // The same file handed to uid 4242 (the app's user could write it): refused.
+    std::os::unix::fs::chown(&pidfile, Some(4242), Some(4242)).unwrap();
+    let err = may_signal(&pidfile, me).unwrap_err();
+    assert!(err.contains("belongs to uid 4242 but names pid"), "{err}");
+    // A root-owned pidfile reached through a link another user planted: refused too.
+    let real = dir.path().join("real.pid");
+    std::fs::write(&real, format!("{me}\n")).unwrap();
+    let link = dir.path().join("link.pid");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(4242), Some(4242)).unwrap();
+    assert!(may_signal(&link, me).is_err());
+}
