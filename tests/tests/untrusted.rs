@@ -10,7 +10,7 @@ use std::{
 };
 
 use hoist_proto::v1::{
-    DeployRequest, EnvListRequest, EnvSetRequest, EnvVar, JobEvent, JobResult,
+    DeployRequest, EnvListRequest, EnvSetRequest, EnvVar, JobEvent, JobResult, StatusRequest,
     agent_client::AgentClient,
 };
 use hoist_tests::{
@@ -348,6 +348,46 @@ async fn a_hard_link_to_an_outside_file_is_neither_read_nor_written() {
     // The outside file keeps its content, mode, owner and mtime (its ctime moved with
     // the link count, which the snapshot does not look at).
     assert_eq!(site.snapshot(), before);
+}
+
+#[tokio::test]
+async fn status_does_not_read_revision_through_a_link() {
+    let site = Site::new();
+    let repo = AppRepo::new_static(&[("index.html", "hi\n")]);
+    let commit = repo.commit_version("1", &[]);
+    // The build (as the app's user, who owns the release) swaps REVISION for a link to
+    // a root-only file: `hoist status` (which viewers may run) must not show it.
+    let steps = format!(
+        "[app.steps]\nbuild = \"ln -sfn {} REVISION\"\n",
+        site.victim().display()
+    );
+    let (_pki, _agent, mut client) = start(&repo, &site, &steps).await;
+    let events = deploy(&mut client, "v1", false).await;
+    let (res, release, err) = result(&events);
+    assert_eq!(res, JobResult::Succeeded, "{err}\n{}", output(&events));
+    let status = client
+        .status(StatusRequest { app: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let app = &status.apps[0];
+    assert_eq!(app.current_release, release);
+    assert!(app.current_commit.is_empty(), "{:?}", app.current_commit);
+    assert!(!format!("{status:?}").contains("hunter2"));
+    // With a real REVISION it shows the commit.
+    let revision = site
+        .deploy_to()
+        .join("releases")
+        .join(&release)
+        .join("REVISION");
+    std::fs::remove_file(&revision).unwrap();
+    std::fs::write(&revision, format!("{commit}\n")).unwrap();
+    let status = client
+        .status(StatusRequest { app: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.apps[0].current_commit, commit);
 }
 
 fn backup_steps(marker: &Path) -> String {

@@ -251,18 +251,14 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
     // The hook may have replaced the file: it must still be a non-empty regular file
     // of its own (not a link), and private again.
     let checked = backups.lstat(&name).and_then(|st| match st {
-        Some(st) if st.kind == beneath::Kind::File && st.links == 1 && st.len > 0 => {
-            fix_backup_mode(&backups, &name)?;
+        None => Ok(0),
+        Some(st) => {
+            backups.expect_file(&name, &st)?;
+            if st.len > 0 {
+                fix_backup_mode(&backups, &name)?;
+            }
             Ok(st.len)
         }
-        Some(st) if st.kind == beneath::Kind::File && st.links == 1 => Ok(0),
-        None => Ok(0),
-        Some(_) => backups
-            .check_writable(&name)
-            .map(|_| 0)
-            .and(Err(BeneathError::NotFile {
-                name: backups.name(&name),
-            })),
     });
     let size = match checked {
         Ok(size) => size,

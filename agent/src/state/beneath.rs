@@ -459,7 +459,8 @@ impl Dir {
             .map_err(|e| self.io("change the mode of", rel, e))
     }
 
-    fn expect_file(&self, rel: &str, st: &Stat) -> Result<()> {
+    /// Checks that `st` (of `rel`) is a regular file with one link.
+    pub fn expect_file(&self, rel: &str, st: &Stat) -> Result<()> {
         match st.kind {
             Kind::Link => Err(self.link_error(rel)),
             Kind::File if st.links > 1 => Err(BeneathError::HardLink {
