@@ -246,8 +246,11 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
     };
     ctx.vars
         .insert("HOIST_BACKUP_FILE".into(), file.display().to_string());
-    ctx.hook("backup", &cmd, &ctx.layout.release(new_id))
-        .await?;
+    if let Err(f) = ctx.hook("backup", &cmd, &ctx.layout.release(new_id)).await {
+        // Not a backup: do not leave it looking like one.
+        let _ = backups.remove(&name);
+        return Err(f);
+    }
     // The hook may have replaced the file: it must still be a non-empty regular file
     // of its own (not a link), and private again.
     let checked = backups.lstat(&name).and_then(|st| match st {
@@ -260,6 +263,9 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
             Ok(st.len)
         }
     });
+    if !matches!(checked, Ok(size) if size > 0) {
+        let _ = backups.remove(&name);
+    }
     let size = match checked {
         Ok(size) => size,
         Err(e) => {
