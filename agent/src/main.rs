@@ -62,6 +62,10 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(EX_CONFIG);
     }
+    // Processes a step orphans come to hoistd (to be killed and reaped), not to init.
+    if let Err(err) = hoist_agent::host::process::become_subreaper() {
+        tracing::warn!(error = %err, "cannot become a child subreaper; processes that hooks daemonize are still found by their environment");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(8)

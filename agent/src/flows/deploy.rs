@@ -2,7 +2,7 @@
 //! maintenance, migrate, switch, restart, check; before the switch a failure removes the
 //! new release, after it the previous release is put back ([`super::rollback`]).
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::collections::BTreeMap;
 
 use hoist_proto::v1::{JobResult, StepOutput, Stream as WireStream, job_event::Kind};
 use tokio::sync::mpsc;
@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use crate::{
     host::process,
     state::{
-        atomic,
+        beneath::{self, BeneathError, Dir},
+        envfile,
         journal::{self, Change, Journal, ReleaseRecord},
         release,
     },
@@ -35,6 +36,7 @@ pub(super) async fn fetch(ctx: &Ctx, r#ref: &str) -> StepResult<String> {
             ctx.tool(step, &["git", "--git-dir", &mirror_s, "fetch", "--prune", "--force", "--quiet", "origin"], &repos).await?;
         } else {
             let tmp = repos.join(format!("{}.git.tmp", ctx.app.name));
+            #[allow(clippy::disallowed_methods)] // state_dir/repos: root's own
             let _ = std::fs::remove_dir_all(&tmp);
             let tmp_s = tmp.to_string_lossy().into_owned();
             ctx.tool(step, &["git", "clone", "--mirror", "--quiet", "--", &ctx.app.repo, &tmp_s], &repos).await?;
@@ -85,7 +87,8 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
         let last = ctx
             .layout
             .current()
-            .map(|c| release::tree_size(&ctx.layout.release(&c)))
+            .and_then(|c| ctx.layout.release_dir(&c).ok())
+            .map(|d| d.tree_size())
             .unwrap_or(0);
         let need = last + last / 5 + MIN_FREE_BYTES;
         if free < need {
@@ -101,7 +104,10 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
             );
         }
         let tmp = releases.join(format!("{id}.tmp"));
-        std::fs::create_dir_all(&tmp).or_else(|e| ctx.fail(step, format!("cannot create {}: {e}", tmp.display())))?;
+        ctx.layout
+            .releases_dir()
+            .and_then(|d| d.mkdir_all(&format!("{id}.tmp"), 0o755, None))
+            .or_else(|e| ctx.fail(step, e.to_string()))?;
         let mirror = ctx.state_dir.join("repos").join(format!("{}.git", ctx.app.name));
         let index = releases.join(format!(".{id}.index"));
         let mut env = BTreeMap::new();
@@ -140,12 +146,17 @@ pub(super) async fn materialise(ctx: &Ctx, commit: &str, id: &str) -> StepResult
             Ok(o) => return ctx.fail(step, format!("git checkout exited {:?}: {}", o.code, output.join(" / "))),
             Err(e) => return ctx.fail(step, e.to_string()),
         }
-        std::fs::write(tmp.join("REVISION"), format!("{commit}\n"))
-            .or_else(|e| ctx.fail(step, format!("cannot write REVISION: {e}")))?;
+        // The checkout is repository content: REVISION is replaced, never written
+        // through, and a committed link there is refused.
+        let tree = ctx.layout.release_dir(&format!("{id}.tmp")).or_else(|e| ctx.fail(step, e.to_string()))?;
+        tree.write_atomic("REVISION", format!("{commit}\n").as_bytes(), |file| {
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        })
+        .or_else(|e| ctx.fail(step, format!("cannot write REVISION: {e}")))?;
         if let Some(run_as) = &ctx.run_as
             && nix::unistd::Uid::effective().is_root()
         {
-            release::chown_tree(&tmp, run_as.uid(), run_as.gid())
+            tree.chown_tree(run_as.uid(), run_as.gid())
                 .or_else(|e| ctx.fail(step, format!("cannot give the release to {}: {e}", ctx.app.user.as_deref().unwrap_or("?"))))?;
         }
         std::fs::rename(&tmp, releases.join(id)).or_else(|e| ctx.fail(step, format!("cannot rename the release into place: {e}")))
@@ -159,32 +170,19 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
     let step = "shared";
     let started = ctx.start(step, "link shared files and dirs, check .env");
     let result = (|| {
-        let dir = ctx.layout.release(id);
-        let linked = ctx
+        let dir = ctx
             .layout
-            .link_shared(
-                &dir,
-                &ctx.app.shared_files,
-                &ctx.app.shared_dirs,
-                ctx.run_as
-                    .as_ref()
-                    .filter(|_| nix::unistd::Uid::effective().is_root())
-                    .map(|r| (r.uid(), r.gid())),
-            )
-            .or_else(|e| ctx.fail(step, format!("cannot link shared paths: {e}")))?;
-        for l in linked {
-            ctx.job.emit(Kind::Output(StepOutput {
-                step: step.into(),
-                stream: WireStream::Stdout.into(),
-                line: l,
-                continued: false,
-            }));
-        }
-        let example = dir.join(".env.example");
-        let actual = ctx.layout.shared().join(".env");
-        if example.is_file() {
-            let missing = crate::state::envfile::missing_keys_in_files(&example, &actual)
-                .or_else(|e| ctx.fail(step, e.to_string()))?;
+            .release_dir(id)
+            .or_else(|e| ctx.fail(step, e.to_string()))?;
+        // Read as root: neither file is followed through a link, and their content
+        // (key names included) is never quoted in an error.
+        let shared = ctx
+            .layout
+            .shared_dir()
+            .or_else(|e| ctx.fail(step, e.to_string()))?;
+        let missing = envfile::missing_keys_beneath(&dir, ".env.example", &shared, ".env")
+            .or_else(|e| ctx.fail(step, e.to_string()))?;
+        {
             if !missing.is_empty() {
                 let text = format!(
                     "shared/.env lacks keys that .env.example lists: {}",
@@ -203,6 +201,23 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
                 }
             }
         }
+        let owner = ctx
+            .run_as
+            .as_ref()
+            .filter(|_| nix::unistd::Uid::effective().is_root())
+            .map(|r| (r.uid(), r.gid()));
+        let linked = ctx
+            .layout
+            .link_shared(&dir, &ctx.app.shared_files, &ctx.app.shared_dirs, owner)
+            .or_else(|e| ctx.fail(step, format!("cannot link shared paths: {e}")))?;
+        for l in linked {
+            ctx.job.emit(Kind::Output(StepOutput {
+                step: step.into(),
+                stream: WireStream::Stdout.into(),
+                line: l,
+                continued: false,
+            }));
+        }
         Ok(())
     })();
     ctx.finish(step, started, result)
@@ -214,24 +229,63 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
         return Ok(None);
     };
     let current = ctx.layout.current().unwrap_or_else(|| "initial".into());
-    let file = ctx
-        .layout
-        .backups()
-        .join(format!("{current}.before-{new_id}.backup"));
+    let name = format!("{current}.before-{new_id}.backup");
+    let file = ctx.layout.backups().join(&name);
+    let owner = ctx
+        .run_as
+        .as_ref()
+        .filter(|_| nix::unistd::Uid::effective().is_root())
+        .map(|r| (r.uid(), r.gid()));
+    // The agent makes the dump's file itself, private to the app's user, before the
+    // hook writes into it; and checks LAST_SUCCESS can be replaced, before anything.
+    let prepared = (|| {
+        let backups = ctx.layout.backups_dir()?;
+        backups.set_owner_and_mode(owner, BACKUPS_DIR_MODE)?;
+        backups.check_writable(LAST_SUCCESS)?;
+        backups.create_new(&name, BACKUP_FILE_MODE, owner)?;
+        Ok::<_, BeneathError>(backups)
+    })();
+    let backups = match prepared {
+        Ok(b) => b,
+        Err(e) => {
+            let started = ctx.start("backup", file.display().to_string());
+            let r = ctx.fail("backup", format!("cannot prepare the backup file: {e}"));
+            return ctx.finish("backup", started, r).map(|()| None);
+        }
+    };
     ctx.vars
         .insert("HOIST_BACKUP_FILE".into(), file.display().to_string());
-    if let Some(run_as) = &ctx.run_as
-        && nix::unistd::Uid::effective().is_root()
-    {
-        let _ = nix::unistd::chown(
-            &ctx.layout.backups(),
-            Some(run_as.uid()),
-            Some(run_as.gid()),
-        );
+    if let Err(f) = ctx.hook("backup", &cmd, &ctx.layout.release(new_id)).await {
+        // Not a backup: do not leave it looking like one.
+        let _ = backups.remove(&name);
+        return Err(f);
     }
-    ctx.hook("backup", &cmd, &ctx.layout.release(new_id))
-        .await?;
-    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    // The hook may have replaced the file: it must still be a non-empty regular file
+    // of its own (not a link), and private again.
+    let checked = backups.lstat(&name).and_then(|st| match st {
+        None => Ok(0),
+        Some(st) => {
+            backups.expect_file(&name, &st)?;
+            if st.len > 0 {
+                fix_backup_mode(&backups, &name)?;
+            }
+            Ok(st.len)
+        }
+    });
+    if !matches!(checked, Ok(size) if size > 0) {
+        let _ = backups.remove(&name);
+    }
+    let size = match checked {
+        Ok(size) => size,
+        Err(e) => {
+            let started = ctx.start("backup check", file.display().to_string());
+            let r = ctx.fail(
+                "backup check",
+                format!("{e}; refusing to migrate without a backup"),
+            );
+            return ctx.finish("backup check", started, r).map(|()| None);
+        }
+    };
     if size == 0 {
         let started = ctx.start("backup check", file.display().to_string());
         let r = ctx.fail(
@@ -249,10 +303,19 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
         release::utc_stamp(journal::now_ms() / 1000),
         size
     );
-    let _ = atomic::write_file(
-        &ctx.layout.backups().join("LAST_SUCCESS"),
-        marker.as_bytes(),
-    );
+    let written = backups.write_atomic(LAST_SUCCESS, marker.as_bytes(), |f| {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(f, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        }
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            LAST_SUCCESS_MODE,
+        ))
+    });
+    if let Err(e) = written {
+        ctx.notice(format!(
+            "cannot record the backup in backups/{LAST_SUCCESS}: {e}"
+        ));
+    }
     ctx.notice(format!("backup {} ({} bytes)", file.display(), size));
     if ctx.layout.current().is_some() {
         let change = Change::Backup {
@@ -266,6 +329,53 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
     Ok(Some(file.display().to_string()))
 }
 
+/// The marker naming the last good backup, its size and time.
+const LAST_SUCCESS: &str = "LAST_SUCCESS";
+/// A database dump: only the app's user reads it.
+const BACKUP_FILE_MODE: u32 = 0o600;
+/// `LAST_SUCCESS`: the app's group may read it.
+const LAST_SUCCESS_MODE: u32 = 0o640;
+/// `backups/`: the app's user and group only.
+const BACKUPS_DIR_MODE: u32 = 0o750;
+
+/// Makes the dump at `name` 0600 again (a hook may have recreated it under its umask),
+/// through a descriptor opened without following links.
+fn fix_backup_mode(backups: &Dir, name: &str) -> Result<(), BeneathError> {
+    let fd = nix::fcntl::openat(
+        backups.as_fd(),
+        name,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_NONBLOCK
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| BeneathError::Io {
+        op: "open",
+        name: backups.name(name),
+        source: e.into(),
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| BeneathError::Io {
+        op: "stat",
+        name: backups.name(name),
+        source: e.into(),
+    })?;
+    if st.st_nlink != 1 || (st.st_mode & nix::libc::S_IFMT) != nix::libc::S_IFREG {
+        return Err(BeneathError::NotFile {
+            name: backups.name(name),
+        });
+    }
+    nix::sys::stat::fchmod(
+        &fd,
+        nix::sys::stat::Mode::from_bits_truncate(BACKUP_FILE_MODE),
+    )
+    .map_err(|e| BeneathError::Io {
+        op: "change the mode of",
+        name: backups.name(name),
+        source: e.into(),
+    })
+}
+
 /// Keeps backups recorded on releases still on disk, the newest `keep` of the rest.
 pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
     let on_disk = ctx.layout.list();
@@ -275,18 +385,22 @@ pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
         .filter(|r| on_disk.contains(&r.id))
         .filter_map(|r| r.backup_file.clone())
         .collect();
-    let mut others: Vec<PathBuf> = std::fs::read_dir(ctx.layout.backups())
+    let Ok(backups) = ctx.layout.backups_dir() else {
+        return;
+    };
+    let mut others: Vec<String> = backups
+        .entries()
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "backup"))
-        .filter(|p| !keep.contains(&p.display().to_string()))
+        .filter(|(_, kind)| *kind != beneath::Kind::Dir)
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.ends_with(".backup"))
+        .filter(|name| !keep.contains(&ctx.layout.backups().join(name).display().to_string()))
         .collect();
     others.sort();
     let excess = others.len().saturating_sub(ctx.app.keep_releases as usize);
-    for p in others.into_iter().take(excess) {
-        let _ = std::fs::remove_file(p);
+    for name in others.into_iter().take(excess) {
+        let _ = backups.remove(&name);
     }
 }
 
@@ -300,7 +414,7 @@ pub(super) async fn deploy(
         return failed(
             Failed {
                 step: "prepare".into(),
-                error: format!("cannot create {}: {e}", ctx.app.deploy_to.display()),
+                error: format!("cannot prepare {}: {e}", ctx.app.deploy_to.display()),
             },
             "",
             "",
@@ -363,8 +477,10 @@ pub(super) async fn deploy(
                 )
                 .await;
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_dir_all(ctx.layout.releases().join(format!("{id}.tmp")));
+        if let Ok(releases) = ctx.layout.releases_dir() {
+            let _ = releases.remove(&id);
+            let _ = releases.remove(&format!("{id}.tmp"));
+        }
         ctx.notice(format!(
             "release {id} removed; current is untouched ({})",
             if previous.is_empty() {
@@ -383,7 +499,9 @@ pub(super) async fn deploy(
         .switch(&id)
         .or_else(|e| ctx.fail("switch", format!("cannot switch current: {e}")));
     if let Err(f) = ctx.finish("switch", started, switched) {
-        let _ = std::fs::remove_dir_all(&dir);
+        if let Ok(releases) = ctx.layout.releases_dir() {
+            let _ = releases.remove(&id);
+        }
         return failed(f, &id, &previous, &commit);
     }
     record_release(ctx, &id, &commit, r#ref).await;

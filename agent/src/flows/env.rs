@@ -19,8 +19,18 @@ pub(super) async fn env_change(
     let step = "env";
     let path = ctx.layout.shared().join(".env");
     let started = ctx.start(step, format!("edit {}", path.display()));
-    let result =
-        crate::state::envfile::edit(&path, set, unset).or_else(|e| ctx.fail(step, e.to_string()));
+    let group = ctx
+        .run_as
+        .as_ref()
+        .filter(|_| nix::unistd::Uid::effective().is_root())
+        .map(|r| r.gid());
+    let result = ctx
+        .layout
+        .ensure()
+        .and_then(|()| ctx.layout.shared_dir())
+        .map_err(crate::state::envfile::EnvFileError::from)
+        .and_then(|shared| crate::state::envfile::edit(&shared, ".env", set, unset, group))
+        .or_else(|e| ctx.fail(step, e.to_string()));
     if let Ok(lines) = &result {
         for line in lines {
             ctx.job.emit(Kind::Output(StepOutput {

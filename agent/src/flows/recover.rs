@@ -7,6 +7,7 @@ use crate::{
     flows::events::{self, Registry},
     host::process,
     state::{
+        beneath::Kind as EntryKind,
         journal::{self, JobRecord, Journal},
         release::Layout,
     },
@@ -80,8 +81,11 @@ pub fn recover(
             "; release {release} stays on disk; current is {current_text}"
         ));
     } else {
-        let _ = std::fs::remove_dir_all(layout.release(release));
-        let _ = std::fs::remove_dir_all(layout.releases().join(format!("{release}.tmp")));
+        // Beneath deploy_to, never through a link the release planted.
+        if let Ok(releases) = layout.releases_dir() {
+            let _ = releases.remove(release);
+            let _ = releases.remove(&format!("{release}.tmp"));
+        }
         note.push_str(&format!(
             "; the half-built release {release} was removed; current is {current_text}"
         ));
@@ -94,18 +98,17 @@ pub fn recover(
                 .iter()
                 .any(|r| r.backup_file.as_deref() == Some(path.as_str()))
         };
-        for entry in std::fs::read_dir(layout.backups())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().ends_with(&partial)
-                && entry.file_type().is_ok_and(|t| t.is_file())
-                && !recorded(&path)
-                && std::fs::remove_file(&path).is_ok()
-            {
-                note.push_str(&format!(" (and its unfinished backup {})", path.display()));
+        if let Ok(backups) = layout.backups_dir() {
+            for (name, kind) in backups.entries().unwrap_or_default() {
+                let name = name.to_string_lossy().into_owned();
+                let path = layout.backups().join(&name);
+                if name.ends_with(&partial)
+                    && kind == EntryKind::File
+                    && !recorded(&path)
+                    && backups.remove(&name).is_ok()
+                {
+                    note.push_str(&format!(" (and its unfinished backup {})", path.display()));
+                }
             }
         }
     }

@@ -64,7 +64,7 @@ impl Ctx {
         journal: JournalHandle,
     ) -> Ctx {
         let layout = Layout::new(&app.deploy_to);
-        let secrets = secrets_of(&layout.shared().join(".env"));
+        let secrets = secrets_of(&layout);
         Ctx {
             state_dir: state_dir.to_path_buf(),
             layout,
@@ -493,9 +493,14 @@ impl Ctx {
     }
 }
 
-/// The values of `shared/.env` worth masking, read by the one `.env` parser.
-fn secrets_of(env_file: &Path) -> Vec<String> {
-    let Ok(env) = EnvFile::load(env_file) else {
+/// The values of `shared/.env` worth masking, read by the one `.env` parser (never
+/// through a link).
+fn secrets_of(layout: &Layout) -> Vec<String> {
+    let Some(env) = layout
+        .shared_dir()
+        .ok()
+        .and_then(|shared| EnvFile::read_from(&shared, ".env").ok().flatten())
+    else {
         return Vec::new();
     };
     let mut secrets: Vec<String> = env

@@ -399,8 +399,15 @@ impl Agent for AgentService {
         }
         let config = self.config.borrow().clone();
         let app = find_app(&config, &req.app)?;
-        let path = release::Layout::new(&app.deploy_to).shared().join(".env");
-        let vars = envfile::list(&path, req.show)?;
+        let shared = release::Layout::new(&app.deploy_to)
+            .shared_dir()
+            .map_err(|e| match e.not_found() {
+                true => envfile::EnvFileError::Missing {
+                    name: "`shared/.env`".into(),
+                },
+                false => e.into(),
+            })?;
+        let vars = envfile::list(&shared, ".env", req.show)?;
         Ok(Response::new(pb::EnvListResponse { vars }))
     }
 

@@ -7,13 +7,15 @@
 //! values hoist writes are quoted so that phpdotenv, docker compose and python-dotenv
 //! all read them back unchanged (see [`quote`]).
 
-use std::{
-    fs, io,
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
-    path::{Path, PathBuf},
-};
+use std::{fs, os::unix::fs::PermissionsExt as _};
 
 use hoist_proto::v1::EnvVar;
+use nix::unistd::Gid;
+
+use crate::state::beneath::{BeneathError, Dir};
+
+/// Largest `.env` (or `.env.example`) the agent reads.
+const MAX_ENV_FILE: u64 = 1 << 20;
 
 /// Mode of a `.env` created by hoist: the app's group may read it, nobody else.
 const NEW_FILE_MODE: u32 = 0o640;
@@ -32,15 +34,13 @@ pub enum EnvError {
 /// Why a `.env` file could not be read, edited or written.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvFileError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error(
-        "{} does not exist yet; `hoist env APP set KEY=VALUE` creates it",
-        path.display()
-    )]
-    Missing { path: PathBuf },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
+    /// Unreadable, unwritable, or a link or hard link (named, never quoted).
+    #[error(transparent)]
+    Access(#[from] BeneathError),
+    #[error("{name} is not UTF-8 text")]
+    NotText { name: String },
+    #[error("{name} does not exist yet; `hoist env APP set KEY=VALUE` creates it")]
+    Missing { name: String },
     #[error(transparent)]
     Invalid(#[from] EnvError),
 }
@@ -87,9 +87,16 @@ impl EnvFile {
         EnvFile { lines }
     }
 
-    /// Reads and parses the file at `path`.
-    pub fn load(path: &Path) -> io::Result<EnvFile> {
-        Ok(EnvFile::parse(&fs::read_to_string(path)?))
+    /// Reads and parses the file `name` in `dir` (never through a link); `None` when it
+    /// does not exist.
+    pub fn read_from(dir: &Dir, name: &str) -> Result<Option<EnvFile>, EnvFileError> {
+        let Some(bytes) = dir.read(name, MAX_ENV_FILE)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes).map_err(|_| EnvFileError::NotText {
+            name: dir.name(name),
+        })?;
+        Ok(Some(EnvFile::parse(&text)))
     }
 
     /// The value of `key` (unquoted and unescaped; `${...}` references are returned as
@@ -227,81 +234,67 @@ fn valid_key(key: &str) -> bool {
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Atomically replaces `path` with `env`, keeping the existing file's mode and owner
-/// (a new file gets mode 0640 and the directory's group).
+/// Atomically replaces the file `name` in `dir` with `env`, keeping the existing file's
+/// mode and owner (a new file: mode 0640, owner root — or the agent — and group
+/// `group`, else the directory's group).
 ///
-/// Through [`crate::state::atomic::write_with`]: the temp file is created 0600, so the secrets
-/// are never readable by others, and given the old file's owner and mode (0640 with the
-/// directory's group for a new file) before the rename. A symlink at `path` is refused
-/// rather than followed: `shared/` may be writable by the app's user.
-pub fn write_atomic(path: &Path, env: &EnvFile) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let (mode, owner) = target_mode_and_owner(path, dir)?;
-    crate::state::atomic::write_with(path, env.render().as_bytes(), |file| {
-        let meta = file.metadata()?;
-        match owner {
-            Owner::Keep(uid, gid) if (uid, gid) != (meta.uid(), meta.gid()) => {
-                std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
-            }
-            // Best effort: a non-root agent may not be in the directory's group.
-            Owner::Group(gid) if gid != meta.gid() => {
-                let _ = std::os::unix::fs::fchown(file, None, Some(gid));
-            }
+/// Through [`Dir::write_atomic`]: the temp file is created 0600, so the secrets are
+/// never readable by others, and given the old file's owner and mode before the
+/// rename. A link or a hard-linked file at `name` is refused rather than followed or
+/// replaced: `shared/` may be writable by the app's user.
+pub fn write_atomic(
+    dir: &Dir,
+    name: &str,
+    env: &EnvFile,
+    group: Option<Gid>,
+) -> Result<(), EnvFileError> {
+    let existing = dir.check_writable(name)?;
+    let (mode, uid, gid) = match existing {
+        Some(st) => (st.mode, Some(st.uid), Some(st.gid)),
+        None => {
+            let dir_gid = nix::sys::stat::fstat(dir.as_fd()).ok().map(|st| st.st_gid);
+            (NEW_FILE_MODE, None, group.map(Gid::as_raw).or(dir_gid))
+        }
+    };
+    dir.write_atomic(name, env.render().as_bytes(), |file| {
+        // Best effort for a new file's group: a non-root agent may not be in it.
+        match std::os::unix::fs::fchown(file, uid, gid) {
+            Err(e) if uid.is_some() => return Err(e),
             _ => {}
         }
         // After chown, which clears set-id bits.
         file.set_permissions(fs::Permissions::from_mode(mode))
-    })
-}
-
-enum Owner {
-    /// The existing file's uid and gid.
-    Keep(u32, u32),
-    /// A new file: the directory's group.
-    Group(u32),
-}
-
-fn target_mode_and_owner(path: &Path, dir: &Path) -> io::Result<(u32, Owner)> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} is a symlink; refusing to write through it (edit the file it points to)",
-                path.display()
-            ),
-        )),
-        Ok(meta) if !meta.is_file() => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        )),
-        Ok(meta) => Ok((meta.mode() & 0o7777, Owner::Keep(meta.uid(), meta.gid()))),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            Ok((NEW_FILE_MODE, Owner::Group(fs::metadata(dir)?.gid())))
-        }
-        Err(err) => Err(err),
-    }
-}
-
-/// Keys of `.env.example` at `example` missing from the `.env` at `actual` (every key,
-/// when `actual` does not exist).
-pub fn missing_keys_in_files(example: &Path, actual: &Path) -> Result<Vec<String>, EnvFileError> {
-    let example = EnvFile::load(example).map_err(|source| EnvFileError::Read {
-        path: example.to_path_buf(),
-        source,
     })?;
-    let actual = load_or_empty(actual)?;
+    Ok(())
+}
+
+/// Keys of the `.env.example` `example` in `example_dir` missing from the `.env` `env`
+/// in `env_dir` (every key, when that does not exist; none when there is no example).
+/// Neither is read through a link, and no error quotes their content.
+pub fn missing_keys_beneath(
+    example_dir: &Dir,
+    example: &str,
+    env_dir: &Dir,
+    env: &str,
+) -> Result<Vec<String>, EnvFileError> {
+    let Some(example) = EnvFile::read_from(example_dir, example)? else {
+        return Ok(Vec::new());
+    };
+    let actual = EnvFile::read_from(env_dir, env)?.unwrap_or_default();
     Ok(missing_keys(&example, &actual))
 }
 
-/// Applies `set` then `unset` to the `.env` at `path` (created when missing) and writes
-/// it back atomically if anything changed. Returns one line per change, naming keys
-/// only, never values.
+/// Applies `set` then `unset` to the `.env` `name` in `dir` (created when missing, with
+/// group `group`) and writes it back atomically if anything changed. Returns one line
+/// per change, naming keys only, never values.
 pub fn edit(
-    path: &Path,
+    dir: &Dir,
+    name: &str,
     set: &[(String, String)],
     unset: &[String],
+    group: Option<Gid>,
 ) -> Result<Vec<String>, EnvFileError> {
-    let mut env = load_or_empty(path)?;
+    let mut env = EnvFile::read_from(dir, name)?.unwrap_or_default();
     let mut report = Vec::new();
     let mut changed = false;
     for (key, value) in set {
@@ -328,24 +321,15 @@ pub fn edit(
         }
     }
     if changed {
-        write_atomic(path, &env).map_err(|source| EnvFileError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        write_atomic(dir, name, &env, group)?;
     }
     Ok(report)
 }
 
-/// The variables of the `.env` at `path`, values redacted unless `show`.
-pub fn list(path: &Path, show: bool) -> Result<Vec<EnvVar>, EnvFileError> {
-    let env = EnvFile::load(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => EnvFileError::Missing {
-            path: path.to_path_buf(),
-        },
-        _ => EnvFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        },
+/// The variables of the `.env` `name` in `dir`, values redacted unless `show`.
+pub fn list(dir: &Dir, name: &str, show: bool) -> Result<Vec<EnvVar>, EnvFileError> {
+    let env = EnvFile::read_from(dir, name)?.ok_or_else(|| EnvFileError::Missing {
+        name: dir.name(name),
     })?;
     Ok(env
         .keys()
@@ -359,17 +343,6 @@ pub fn list(path: &Path, show: bool) -> Result<Vec<EnvVar>, EnvFileError> {
             }
         })
         .collect())
-}
-
-fn load_or_empty(path: &Path) -> Result<EnvFile, EnvFileError> {
-    match EnvFile::load(path) {
-        Ok(env) => Ok(env),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(EnvFile::default()),
-        Err(source) => Err(EnvFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
 }
 
 /// How a value is written:

@@ -3,6 +3,7 @@
 //! they all use, and the sweep of what a killed agent left half-written.
 
 pub mod atomic;
+pub mod beneath;
 pub mod envfile;
 pub mod journal;
 pub mod lock;

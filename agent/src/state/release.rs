@@ -9,6 +9,8 @@ use std::{
     time::SystemTime,
 };
 
+use crate::state::beneath::{BeneathError, Dir, Kind, Root};
+
 /// A name from a request that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NameError {
@@ -133,11 +135,44 @@ impl Layout {
         self.deploy_to.join("current")
     }
 
-    pub fn ensure(&self) -> io::Result<()> {
-        for dir in [self.releases(), self.shared(), self.backups()] {
-            std::fs::create_dir_all(dir)?;
+    /// Creates `deploy_to` and its `releases/`, `shared/` and `backups/` (root's,
+    /// 0755, when new); any of them that is a link is an error.
+    pub fn ensure(&self) -> Result<(), BeneathError> {
+        std::fs::create_dir_all(&self.deploy_to).map_err(|source| BeneathError::Io {
+            op: "create",
+            name: format!("`{}`", self.deploy_to.display()),
+            source,
+        })?;
+        let root = self.root_dir()?;
+        for dir in ["releases", "shared", "backups"] {
+            root.mkdir_all(dir, 0o755, None)?;
         }
         Ok(())
+    }
+
+    /// `deploy_to`, opened (the config names it: trusted).
+    pub fn root_dir(&self) -> Result<Dir, BeneathError> {
+        Dir::open_trusted(&self.deploy_to)
+    }
+
+    /// `releases/`, opened beneath `deploy_to`.
+    pub fn releases_dir(&self) -> Result<Dir, BeneathError> {
+        self.root_dir()?.open_root("releases", Root::Releases)
+    }
+
+    /// `releases/ID` (or `ID.tmp`), opened beneath `deploy_to`.
+    pub fn release_dir(&self, id: &str) -> Result<Dir, BeneathError> {
+        self.releases_dir()?.open_root(id, Root::Release)
+    }
+
+    /// `shared/`, opened beneath `deploy_to`.
+    pub fn shared_dir(&self) -> Result<Dir, BeneathError> {
+        self.root_dir()?.open_root("shared", Root::Shared)
+    }
+
+    /// `backups/`, opened beneath `deploy_to`.
+    pub fn backups_dir(&self) -> Result<Dir, BeneathError> {
+        self.root_dir()?.open_root("backups", Root::Backups)
     }
 
     /// The release `current` points at, if any.
@@ -177,56 +212,79 @@ impl Layout {
     pub fn switch(&self, id: &str) -> io::Result<()> {
         let tmp = self.deploy_to.join(format!(".current.{id}.tmp"));
         let _ = std::fs::remove_file(&tmp);
+        #[allow(clippy::disallowed_methods)] // in deploy_to, which the config names
         symlink(Path::new("releases").join(id), &tmp)?;
         std::fs::rename(&tmp, self.current_link())?;
         std::fs::File::open(&self.deploy_to)?.sync_all()
     }
 
     /// Links each shared file and dir into the release (replacing what the release
-    /// carries at that path). Missing shared dirs are created; missing shared files are
-    /// created empty, so a fresh host can deploy before its `.env` is filled in. What is
-    /// created here is given to `owner` (the app's user), so its hooks can write there.
+    /// carries at that path). Missing shared dirs are created (0750); missing shared
+    /// files are created empty (0640), so a fresh host can deploy before its `.env` is
+    /// filled in; both are given to `owner` (the app's user), so its hooks can write
+    /// there. Everything is checked before anything changes: a link among the parents
+    /// of a path in the release, or anywhere on a path in `shared/`, or a shared path of
+    /// the wrong type, is an error naming it.
     pub fn link_shared(
         &self,
-        release: &Path,
+        release: &Dir,
         files: &[String],
         dirs: &[String],
         owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-    ) -> io::Result<Vec<String>> {
-        let mut done = Vec::new();
-        for (rel, is_dir) in dirs
+    ) -> Result<Vec<String>, BeneathError> {
+        let shared = self.shared_dir()?;
+        let paths: Vec<(&String, bool)> = dirs
             .iter()
             .map(|d| (d, true))
             .chain(files.iter().map(|f| (f, false)))
-        {
-            let shared = self.shared().join(rel);
-            if let Some(parent) = shared.parent() {
-                std::fs::create_dir_all(parent)?;
+            .collect();
+        for (rel, is_dir) in &paths {
+            match shared.lstat(rel)? {
+                None => {}
+                Some(st) if st.kind == Kind::Link => return Err(shared.link_error(rel)),
+                Some(st) if *is_dir && st.kind != Kind::Dir => {
+                    return Err(BeneathError::NotDir {
+                        name: shared.name(rel),
+                    });
+                }
+                Some(_) if *is_dir => {}
+                Some(_) => {
+                    shared.check_writable(rel)?;
+                }
             }
-            if !shared.exists() {
+            if let Some(parent) = parent_of(rel) {
+                match release.lstat(&parent)? {
+                    None => {}
+                    Some(st) if st.kind == Kind::Dir => {}
+                    Some(st) if st.kind == Kind::Link => return Err(release.link_error(&parent)),
+                    Some(_) => {
+                        return Err(BeneathError::NotDir {
+                            name: release.name(&parent),
+                        });
+                    }
+                }
+            }
+        }
+        let mut done = Vec::new();
+        for (rel, is_dir) in paths {
+            let parent = parent_of(rel);
+            if shared.lstat(rel)?.is_none() {
+                if let Some(parent) = &parent {
+                    shared.mkdir_all(parent, 0o755, None)?;
+                }
                 if is_dir {
-                    std::fs::create_dir_all(&shared)?;
+                    shared.mkdir_all(rel, 0o750, owner)?;
                 } else {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&shared)?;
-                }
-                if let Some((uid, gid)) = owner {
-                    nix::unistd::chown(&shared, Some(uid), Some(gid)).map_err(io::Error::from)?;
+                    shared.create_new(rel, 0o640, owner)?;
                 }
             }
-            let link = release.join(rel);
-            match std::fs::symlink_metadata(&link) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link)?,
-                Ok(_) => std::fs::remove_file(&link)?,
-                Err(_) => {}
+            if let Some(parent) = &parent {
+                release.mkdir_all(parent, 0o755, owner)?;
             }
-            if let Some(parent) = link.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            symlink(&shared, &link)?;
-            done.push(format!("{rel} -> {}", shared.display()));
+            release.remove(rel)?;
+            let target = self.shared().join(rel);
+            release.symlink(&target, rel)?;
+            done.push(format!("{rel} -> {}", target.display()));
         }
         Ok(done)
     }
@@ -245,7 +303,8 @@ impl Layout {
             if Some(&id) == current.as_ref() || protect.contains(&id) {
                 continue;
             }
-            if std::fs::remove_dir_all(self.release(&id)).is_ok() {
+            let removed_ok = self.releases_dir().and_then(|d| d.remove(&id)).is_ok();
+            if removed_ok {
                 remaining -= 1;
                 removed.push(id);
             }
@@ -254,52 +313,18 @@ impl Layout {
     }
 }
 
+/// The parent of a relative path, unless it has none.
+fn parent_of(rel: &str) -> Option<String> {
+    Path::new(rel)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 /// Free bytes on the file system holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
-}
-
-/// Bytes used by a directory tree (symlinks not followed).
-pub fn tree_size(path: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
-
-/// Changes ownership of a tree (after materialising as root, so the app's user can
-/// build in it).
-pub fn chown_tree(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> io::Result<()> {
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &p,
-            Some(uid),
-            Some(gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(io::Error::from)?;
-        if std::fs::symlink_metadata(&p)?.is_dir() {
-            for entry in std::fs::read_dir(&p)?.flatten() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -360,8 +385,9 @@ mod tests {
         let release = layout.release("r2");
         std::fs::create_dir_all(release.join("storage/logs")).unwrap();
         std::fs::write(release.join(".env"), "FROM_REPO=1").unwrap();
+        let dir = layout.release_dir("r2").unwrap();
         layout
-            .link_shared(&release, &[".env".into()], &["storage".into()], None)
+            .link_shared(&dir, &[".env".into()], &["storage".into()], None)
             .unwrap();
         assert!(
             std::fs::symlink_metadata(release.join(".env"))
@@ -374,6 +400,6 @@ mod tests {
                 .is_symlink()
         );
         assert!(layout.shared().join(".env").is_file());
-        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(free_bytes(layout.deploy_to.as_path()).unwrap() > 0);
     }
 }

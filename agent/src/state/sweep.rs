@@ -9,10 +9,9 @@
 //! writes them to, and nothing is followed: a symlink with such a name is removed as a
 //! link, never its target.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
+
+use crate::state::beneath::Dir;
 
 /// `.NAME.tmp-PID-N`, as [`crate::state::atomic::write_with`] names its temps.
 pub fn is_atomic_temp(name: &str) -> bool {
@@ -33,18 +32,32 @@ pub fn is_atomic_temp(name: &str) -> bool {
 /// and `deploy_to`. Returns what was removed.
 pub fn app(state_dir: &Path, app: &str, deploy_to: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    sweep(&state_dir.join("apps").join(app), &mut removed, |_| false);
+    sweep(
+        trusted(&state_dir.join("apps").join(app)),
+        &mut removed,
+        |_| false,
+    );
     let clone = format!("{app}.git.tmp");
-    sweep(&state_dir.join("repos"), &mut removed, |n| n == clone);
-    sweep(deploy_to, &mut removed, |n| {
+    sweep(trusted(&state_dir.join("repos")), &mut removed, |n| {
+        n == clone
+    });
+    // deploy_to is the config's; what is beneath it the app user may have planted, so
+    // its dirs are opened without following links (a linked `shared` is left alone).
+    let root = Dir::open_trusted(deploy_to).ok();
+    let beneath = |name: &str| {
+        root.as_ref()
+            .and_then(|r| r.open_dir(name).ok())
+            .map(|d| (d, deploy_to.join(name)))
+    };
+    sweep(trusted(deploy_to), &mut removed, |n| {
         n.starts_with(".current.") && n.ends_with(".tmp")
     });
-    sweep(&deploy_to.join("releases"), &mut removed, |n| {
+    sweep(beneath("releases"), &mut removed, |n| {
         (n.ends_with(".tmp") && !n.starts_with('.'))
             || (n.starts_with('.') && (n.ends_with(".index") || n.ends_with(".index.lock")))
     });
-    sweep(&deploy_to.join("backups"), &mut removed, |_| false);
-    sweep(&deploy_to.join("shared"), &mut removed, |_| false);
+    sweep(beneath("backups"), &mut removed, |_| false);
+    sweep(beneath("shared"), &mut removed, |_| false);
     removed
 }
 
@@ -52,22 +65,30 @@ pub fn app(state_dir: &Path, app: &str, deploy_to: &Path) -> Vec<PathBuf> {
 /// `.listen.tmp-*`). Returns what was removed.
 pub fn temps(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    sweep(dir, &mut removed, |_| false);
+    sweep(trusted(dir), &mut removed, |_| false);
     removed
 }
 
-/// Removes the entries of `dir` that are atomic temps or that `also` names.
-fn sweep(dir: &Path, removed: &mut Vec<PathBuf>, also: impl Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+/// A directory the config names, with the path it is shown as.
+fn trusted(path: &Path) -> Option<(Dir, PathBuf)> {
+    Dir::open_trusted(path)
+        .ok()
+        .map(|d| (d, path.to_path_buf()))
+}
+
+/// Removes the entries of `dir` that are atomic temps or that `also` names (a
+/// directory with its contents, never through a link; a link itself).
+fn sweep(dir: Option<(Dir, PathBuf)>, removed: &mut Vec<PathBuf>, also: impl Fn(&str) -> bool) {
+    let Some((dir, shown)) = dir else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, _) in dir.entries().unwrap_or_default() {
+        let name = name.to_string_lossy().into_owned();
         if !is_atomic_temp(&name) && !also(&name) {
             continue;
         }
-        let path = entry.path();
-        match remove(&path) {
+        let path = shown.join(&name);
+        match dir.remove(&name) {
             Ok(()) => removed.push(path),
             Err(err) => {
                 tracing::warn!(path = %path.display(), error = %err, "cannot remove a leftover of a previous agent");
@@ -76,17 +97,8 @@ fn sweep(dir: &Path, removed: &mut Vec<PathBuf>, also: impl Fn(&str) -> bool) {
     }
 }
 
-/// A directory with its contents (never through a link), or a file or link itself.
-fn remove(path: &Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    }
-}
-
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests plant the links the sweep must not follow
 mod tests {
     use std::os::unix::fs::symlink;
 

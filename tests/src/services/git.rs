@@ -197,6 +197,20 @@ impl AppRepo {
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("remove {}: {e}", file.display()));
     }
 
+    /// Makes `path` (relative to the repo) a symbolic link to `target` in the work tree
+    /// (replacing what is there); the next commit records the link as the repo's
+    /// content, as an untrusted pusher could.
+    pub fn symlink(&self, path: &str, target: &Path) {
+        let link = self.work_dir().join(path);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link)
+            .unwrap_or_else(|e| panic!("link {} -> {}: {e}", link.display(), target.display()));
+    }
+
     /// The sha of `main`'s latest commit.
     pub fn head(&self) -> String {
         self.git(["rev-parse", "HEAD"]).trim().to_string()

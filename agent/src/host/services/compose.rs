@@ -4,7 +4,10 @@ use std::path::Path;
 
 use hoist_proto::v1::ServiceState;
 
-use crate::config::ComposeAction;
+use crate::{
+    config::ComposeAction,
+    state::beneath::{Dir, Root},
+};
 
 use super::*;
 
@@ -163,23 +166,47 @@ pub(super) async fn restart_compose(
 }
 
 /// The compose file argument (relative to the release dir, or absolute): the configured
-/// one, or compose's default names, whichever exists first.
+/// one, or compose's default names, whichever exists first. A relative one is release
+/// content, which docker (root) reads: it must be a regular file reached without a
+/// link, or compose would read (and quote in its errors) whatever the link points at.
 pub(super) fn compose_file<'a>(
     release_dir: &Path,
     configured: Option<&'a str>,
 ) -> Result<&'a str, NoComposeFile> {
+    if let Some(file) = configured.filter(|f| Path::new(f).is_absolute()) {
+        // Named by the root-owned config.
+        return if Path::new(file).is_file() {
+            Ok(file)
+        } else {
+            Err(NoComposeFile::Missing(file.into()))
+        };
+    }
     let candidates: Vec<&str> = match configured {
         Some(file) => vec![file],
         None => COMPOSE_DEFAULT_FILES.to_vec(),
     };
-    candidates
-        .iter()
-        .find(|name| release_dir.join(name).is_file())
-        .copied()
-        .ok_or_else(|| match configured {
-            Some(file) => NoComposeFile::Missing(release_dir.join(file)),
-            None => NoComposeFile::NoDefault(release_dir.to_path_buf()),
-        })
+    let missing = || match configured {
+        Some(file) => NoComposeFile::Missing(release_dir.join(file)),
+        None => NoComposeFile::NoDefault(release_dir.to_path_buf()),
+    };
+    let dir = match Dir::open_trusted(release_dir) {
+        Ok(dir) => dir.rooted(Root::Release),
+        Err(e) if e.not_found() => return Err(missing()),
+        Err(e) => return Err(NoComposeFile::Unsafe(e.to_string())),
+    };
+    for name in candidates {
+        match dir.lstat(name) {
+            Ok(None) => continue,
+            Ok(Some(_)) => {
+                return dir
+                    .check_writable(name)
+                    .map(|_| name)
+                    .map_err(|e| NoComposeFile::Unsafe(e.to_string()));
+            }
+            Err(e) => return Err(NoComposeFile::Unsafe(e.to_string())),
+        }
+    }
+    Err(missing())
 }
 
 /// Why there is no compose file to act on.
@@ -193,6 +220,9 @@ pub(super) enum NoComposeFile {
         COMPOSE_DEFAULT_FILES.join(", ")
     )]
     NoDefault(std::path::PathBuf),
+    /// A link, a hard link or not a regular file (the message names it).
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 /// `docker compose` when the v2 plugin answers `docker compose version`, else

@@ -17,6 +17,34 @@ use crate::host::process::Stream;
 
 use super::*;
 
+/// Whether root may send a signal to the `pid` that `pidfile` names. A pidfile (or a
+/// link to it) owned by another user than root — e.g. under `shared/`, which the app's
+/// user writes — may only name a process of that user: otherwise whoever writes the
+/// file could make the agent signal any process on the host.
+pub(super) fn may_signal(pidfile: &Path, pid: i32) -> Result<(), String> {
+    let owners: BTreeSet<u32> = [
+        std::fs::symlink_metadata(pidfile),
+        std::fs::metadata(pidfile),
+    ]
+    .into_iter()
+    .filter_map(|m| m.ok().map(|m| m.uid()))
+    .filter(|uid| *uid != 0)
+    .collect();
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let process = std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .map_err(|e| format!("cannot tell who owns pid {pid}: {e}"))?;
+    match owners.iter().find(|owner| **owner != process) {
+        None => Ok(()),
+        Some(owner) => Err(format!(
+            "{} belongs to uid {owner} but names pid {pid} of uid {process}; hoist (root) only signals a process of the user who can write its pidfile (make the pidfile root's, or fix `pidfile`)",
+            pidfile.display()
+        )),
+    }
+}
+
 /// Reads the pid from `pidfile` and checks the process exists.
 pub fn pidfile_state(pidfile: &Path) -> (ServiceState, String) {
     match read_pidfile(pidfile) {
@@ -138,6 +166,7 @@ pub(super) async fn restart_signal(
         let problem = format!("pid {pid} from {} is not running", pidfile.display());
         return Err(run.failed(problem, ""));
     }
+    may_signal(pidfile, pid).map_err(|why| run.failed(why, ""))?;
     let before = SignalBefore {
         pidfile,
         signal: signal_name,

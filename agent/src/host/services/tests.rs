@@ -178,6 +178,7 @@ fn errors_quote_one_line_of_output() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // plants the links compose_file must refuse
 fn compose_files() {
     let dir = tempfile::tempdir().unwrap();
     let err = compose_file(dir.path(), None).unwrap_err();
@@ -195,7 +196,30 @@ fn compose_files() {
         err.to_string().contains("deploy/prod.yml does not exist"),
         "{err}"
     );
-    let absolute = dir.path().join("compose.yaml");
+    // A link in the release is refused, whatever it points at.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.yml"), "ROOT_ONLY: x\n").unwrap();
+    std::fs::remove_file(dir.path().join("compose.yaml")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.yml"),
+        dir.path().join("compose.yaml"),
+    )
+    .unwrap();
+    let err = compose_file(dir.path(), None).unwrap_err().to_string();
+    assert!(
+        err.contains("`compose.yaml` in the release is a symbolic link"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.path().join("deploy")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("deploy/conf")).unwrap();
+    let err = compose_file(dir.path(), Some("deploy/conf/secret.yml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`deploy/conf` in the release is a symbolic link"),
+        "{err}"
+    );
+    let absolute = outside.path().join("secret.yml");
     let absolute = absolute.to_str().unwrap();
     assert_eq!(
         compose_file(Path::new("/nonexistent"), Some(absolute)),
@@ -389,4 +413,29 @@ async fn signal_restarts() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("is not running"), "{err}");
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // hands the pidfile to another user, as shared/ would
+fn a_pidfile_another_user_writes_names_only_their_processes() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    // Our own (root's) pid, in a file root wrote: fine.
+    let me = std::process::id() as i32;
+    std::fs::write(&pidfile, format!("{me}\n")).unwrap();
+    assert_eq!(may_signal(&pidfile, me), Ok(()));
+    // The same file handed to uid 4242 (the app's user could write it): refused.
+    std::os::unix::fs::chown(&pidfile, Some(4242), Some(4242)).unwrap();
+    let err = may_signal(&pidfile, me).unwrap_err();
+    assert!(err.contains("belongs to uid 4242 but names pid"), "{err}");
+    // A root-owned pidfile reached through a link another user planted: refused too.
+    let real = dir.path().join("real.pid");
+    std::fs::write(&real, format!("{me}\n")).unwrap();
+    let link = dir.path().join("link.pid");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(4242), Some(4242)).unwrap();
+    assert!(may_signal(&link, me).is_err());
 }

@@ -1,4 +1,10 @@
+// Tests plant the links and owners the agent must refuse.
+#![allow(clippy::disallowed_methods)]
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
 use super::*;
+use crate::state::beneath::Root;
 
 const LARAVEL: &str = "\
 APP_NAME=Laravel
@@ -202,6 +208,10 @@ fn redaction() {
     assert_eq!(redact("héllo"), "•••• (5 chars)");
 }
 
+fn shared(dir: &tempfile::TempDir) -> Dir {
+    Dir::open_trusted(dir.path()).unwrap().rooted(Root::Shared)
+}
+
 #[test]
 fn write_atomic_keeps_mode_and_owner() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,9 +227,10 @@ fn write_atomic_keeps_mode_and_owner() {
         let meta = fs::metadata(&path).unwrap();
         (meta.uid(), meta.gid())
     };
-    let mut env = EnvFile::load(&path).unwrap();
+    let shared = shared(&dir);
+    let mut env = EnvFile::read_from(&shared, ".env").unwrap().unwrap();
     env.set("B", "two").unwrap();
-    write_atomic(&path, &env).unwrap();
+    write_atomic(&shared, ".env", &env, None).unwrap();
 
     assert_eq!(fs::read_to_string(&path).unwrap(), "A=1\nB=two\n");
     let meta = fs::metadata(&path).unwrap();
@@ -238,22 +249,48 @@ fn write_atomic_new_file_is_not_world_readable() {
     let path = dir.path().join(".env");
     let mut env = EnvFile::default();
     env.set("K", "v").unwrap();
-    write_atomic(&path, &env).unwrap();
+    write_atomic(&shared(&dir), ".env", &env, None).unwrap();
     let meta = fs::metadata(&path).unwrap();
     assert_eq!(meta.mode() & 0o7777, NEW_FILE_MODE);
     assert_eq!(meta.gid(), fs::metadata(dir.path()).unwrap().gid());
+    if nix::unistd::Uid::effective().is_root() {
+        fs::remove_file(&path).unwrap();
+        write_atomic(&shared(&dir), ".env", &env, Some(Gid::from_raw(4343))).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 4343),
+            "root's, readable by the app's group"
+        );
+    }
 }
 
 #[test]
-fn write_atomic_refuses_a_symlink() {
+fn links_are_refused_and_never_quoted() {
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("elsewhere");
-    fs::write(&target, "X=1\n").unwrap();
-    let path = dir.path().join(".env");
-    std::os::unix::fs::symlink(&target, &path).unwrap();
-    let err = write_atomic(&path, &EnvFile::parse("Y=2\n")).unwrap_err();
-    assert!(err.to_string().contains("symlink"), "{err}");
-    assert_eq!(fs::read_to_string(&target).unwrap(), "X=1\n");
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("elsewhere");
+    fs::write(&target, "ROOT_ONLY_KEY=1\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join(".env")).unwrap();
+    fs::hard_link(&target, dir.path().join(".env.example")).unwrap();
+    let shared = shared(&dir);
+    let err = write_atomic(&shared, ".env", &EnvFile::parse("Y=2\n"), None).unwrap_err();
+    assert!(
+        err.to_string().contains("`shared/.env` is a symbolic link"),
+        "{err}"
+    );
+    let err = edit(&shared, ".env", &[("Y".into(), "2".into())], &[], None).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    let err = list(&shared, ".env", true).unwrap_err().to_string();
+    assert!(!err.contains("ROOT_ONLY_KEY"), "{err}");
+    let err = missing_keys_beneath(&shared, ".env.example", &shared, "absent")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hard links") && !err.contains("ROOT_ONLY_KEY"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "ROOT_ONLY_KEY=1\n");
 }
 
 #[test]
@@ -261,13 +298,16 @@ fn edit_and_list_name_keys_never_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
     fs::write(&path, "# keep me\nDB_PASSWORD=old-secret\n").unwrap();
+    let shared = shared(&dir);
     let report = edit(
-        &path,
+        &shared,
+        ".env",
         &[
             ("DB_PASSWORD".into(), "new-secret".into()),
             ("APP_ENV".into(), "production".into()),
         ],
         &["GONE".into()],
+        None,
     )
     .unwrap();
     let text = report.join("\n");
@@ -281,23 +321,40 @@ fn edit_and_list_name_keys_never_values() {
         "# keep me\nDB_PASSWORD=new-secret\nAPP_ENV=production\n"
     );
 
-    let hidden = list(&path, false).unwrap();
+    let hidden = list(&shared, ".env", false).unwrap();
     assert_eq!(hidden[0].key, "DB_PASSWORD");
     assert_eq!(hidden[0].value, "•••• (10 chars)");
     assert!(hidden[0].redacted);
-    let shown = list(&path, true).unwrap();
+    let shown = list(&shared, ".env", true).unwrap();
     assert_eq!(shown[1].value, "production");
     assert!(!shown[1].redacted);
 
-    assert!(edit(&path, &[("BAD KEY".into(), "v".into())], &[]).is_err());
-    let example = dir.path().join(".env.example");
-    fs::write(&example, "APP_ENV=\nDB_PASSWORD=\nMAIL_HOST=\n").unwrap();
+    assert!(
+        edit(
+            &shared,
+            ".env",
+            &[("BAD KEY".into(), "v".into())],
+            &[],
+            None
+        )
+        .is_err()
+    );
+    fs::write(
+        dir.path().join(".env.example"),
+        "APP_ENV=\nDB_PASSWORD=\nMAIL_HOST=\n",
+    )
+    .unwrap();
     assert_eq!(
-        missing_keys_in_files(&example, &path).unwrap(),
+        missing_keys_beneath(&shared, ".env.example", &shared, ".env").unwrap(),
         ["MAIL_HOST"]
     );
     assert_eq!(
-        missing_keys_in_files(&example, &dir.path().join("absent")).unwrap(),
+        missing_keys_beneath(&shared, ".env.example", &shared, "absent").unwrap(),
         ["APP_ENV", "DB_PASSWORD", "MAIL_HOST"]
+    );
+    assert!(
+        missing_keys_beneath(&shared, "no-example", &shared, ".env")
+            .unwrap()
+            .is_empty()
     );
 }
