@@ -34,6 +34,9 @@ pub fn kind_name(kind: i32) -> &'static str {
         JobKind::Rollback => "rollback",
         JobKind::Restart => "restart",
         JobKind::Env => "env",
+        JobKind::Task => "task",
+        JobKind::Stop => "stop",
+        JobKind::Start => "start",
         JobKind::Unspecified => "job",
     }
 }
