@@ -280,3 +280,83 @@ async fn env_set_on_a_fresh_host_then_restart_reruns_after_switch() {
     assert!(status.success(), "{out}{err}");
     assert_eq!(std::fs::read_to_string(&cache).unwrap(), "world\n");
 }
+
+#[tokio::test]
+async fn a_running_job_can_be_found_and_answers_are_not_unreachable() {
+    let pki = Pki::new();
+    let repo = AppRepo::new_static(&[("index.html", "v\n")]);
+    repo.commit_version("1", &[]);
+    let tasks = "[app.tasks]\nslow = \"sleep 4; echo slow done\"\n";
+    let f = one(&pki, &repo, tasks).await;
+    let fl = f.deployer.clone();
+
+    // Errors from an agent that answered are not "unreachable".
+    let (status, out, err) = hoist(&["status", "nosuchapp", "--fleet", &fl]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("app nosuchapp is not configured on web-1 (known: web)"),
+        "{err}"
+    );
+    assert!(!format!("{out}{err}").contains("unreachable"), "{out}{err}");
+    let (status, out, err) = hoist(&["env", "web", "list", "--fleet", &fl]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("web-1: "), "{err}");
+    assert!(!err.contains("no answer"), "{err}");
+
+    // The deploy's text output names each host's job, for `hoist attach`.
+    let (status, out, err) = hoist(&["deploy", "web", "--ref", "main", "--fleet", &fl]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("  job deploy-") && out.contains("hoist attach deploy-"),
+        "{out}"
+    );
+
+    // A job running now is in `hoist log` (first, marked running) and in `hoist status`.
+    let background = {
+        let fl = fl.clone();
+        std::thread::spawn(move || hoist(&["run", "web", "slow", "--fleet", &fl]))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let (_, out, _) = hoist(&["log", "web", "--fleet", &fl]);
+        if out.contains("running") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let first = log
+        .lines()
+        .find(|l| l.trim_start().starts_with("task-") || l.trim_start().starts_with("deploy-"))
+        .unwrap_or_default();
+    assert!(
+        first.trim_start().starts_with("task-") && first.contains("running"),
+        "{log}"
+    );
+    let (status, out, err) = hoist(&["status", "web", "--fleet", &fl]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("web-1 web: job task-") && out.contains("running"),
+        "{out}"
+    );
+    assert!(out.contains("web-1 web: locked by "), "{out}");
+    let (status, out, err) = hoist(&["status", "web", "--json", "--fleet", &fl]);
+    assert!(status.success(), "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let app = &json[0]["apps"][0];
+    assert!(
+        app["running_job"].as_str().unwrap().starts_with("task-"),
+        "{app}"
+    );
+    assert_eq!(app["lock"]["reason"], "task job", "{app}");
+    assert!(app["lock"]["since"].is_string(), "{app}");
+    assert_eq!(app["lock"]["deploy_id"], app["running_job"], "{app}");
+
+    let (status, out, err) = background.join().unwrap();
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("slow done"), "{out}");
+    let (status, out, _) = hoist(&["status", "web", "--json", "--fleet", &fl]);
+    assert!(status.success());
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(json[0]["apps"][0]["running_job"].is_null(), "{out}");
+    assert!(json[0]["apps"][0]["lock"].is_null(), "{out}");
+}

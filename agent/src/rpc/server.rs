@@ -392,8 +392,27 @@ impl Agent for AgentService {
             } else {
                 req.limit as usize
             };
+            // The running job first: the journal records a job when it ends.
+            let mut jobs: Vec<pb::JobSummary> = match self.apps.state(&req.app).await.1 {
+                Some(id) => self
+                    .apps
+                    .registry()
+                    .get(&id)
+                    .map(|job| running_summary(&job))
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            };
+            let running: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+            jobs.extend(
+                journal
+                    .summaries(&req.app, limit)
+                    .into_iter()
+                    .filter(|j| !running.contains(&j.job_id)),
+            );
+            jobs.truncate(limit.max(1));
             return Ok(Response::new(pb::JobLogResponse {
-                jobs: journal.summaries(&req.app, limit),
+                jobs,
                 events: Vec::new(),
             }));
         }
@@ -537,6 +556,36 @@ impl Agent for AgentService {
         };
         self.apps.record(&app.name, record).await?;
         Ok(Response::new(pb::RecordRefusalResponse {}))
+    }
+}
+
+/// A job that has not finished, as a journal summary with result `running`: kind,
+/// ref, who and start from its first event.
+fn running_summary(job: &Job) -> pb::JobSummary {
+    let events = job.events();
+    let started = events.iter().find_map(|e| match &e.kind {
+        Some(pb::job_event::Kind::Started(s)) => Some((s.clone(), e.at)),
+        _ => None,
+    });
+    let (started, at) = started.unwrap_or_default();
+    let duration_ms = at
+        .and_then(|at| SystemTime::try_from(at).ok())
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    pb::JobSummary {
+        job_id: job.id.clone(),
+        kind: started.kind,
+        app: job.app.clone(),
+        r#ref: started.r#ref,
+        commit: started.commit,
+        release: started.release,
+        who: started.who,
+        started_at: at,
+        duration_ms,
+        result: pb::JobResult::Running.into(),
+        error: String::new(),
+        forced: started.forced,
+        reason: started.reason,
     }
 }
 

@@ -157,6 +157,12 @@ pub fn started_line(host: &str, started: &JobStarted) -> String {
     text
 }
 
+/// `  job ID (follow it from elsewhere: hoist attach ID)`, printed when a job starts so
+/// that another terminal can find it.
+pub fn job_id_line(job_id: &str) -> String {
+    format!("  job {job_id} (follow it from elsewhere: hoist attach {job_id})")
+}
+
 /// The first line of a possibly multi-line text, and the rest.
 fn split_first_line(text: &str) -> (&str, Vec<&str>) {
     let mut lines = text.trim_end().lines();
@@ -268,7 +274,11 @@ pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String
 /// The live text of one event, ending in a newline (empty for an event without kind).
 pub fn event_text(host: &str, event: &JobEvent, colour: bool) -> String {
     match &event.kind {
-        Some(Kind::Started(s)) => format!("{}\n", started_line(host, s)),
+        Some(Kind::Started(s)) => format!(
+            "{}\n{}\n",
+            started_line(host, s),
+            paint(&job_id_line(&event.job_id), Tone::Dim, colour)
+        ),
         Some(Kind::StepStarted(s)) if s.description.is_empty() => {
             format!("  {} {}\n", paint("▶", Tone::Dim, colour), s.step)
         }
