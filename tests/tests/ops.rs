@@ -360,3 +360,45 @@ async fn a_running_job_can_be_found_and_answers_are_not_unreachable() {
     assert!(json[0]["apps"][0]["running_job"].is_null(), "{out}");
     assert!(json[0]["apps"][0]["lock"].is_null(), "{out}");
 }
+
+/// A signal service is stopped by SIGTERM to its pidfile's pid; it cannot be started.
+#[tokio::test]
+async fn a_signal_service_stops_by_sigterm_and_cannot_be_started() {
+    use hoist_agent::{
+        config::Service,
+        host::services::{Toggle, toggle},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let pidfile = dir.path().join("daemon.pid");
+    std::fs::write(&pidfile, format!("{}\n", child.id())).unwrap();
+    let service = Service::Signal {
+        name: Some("daemon".into()),
+        pidfile: pidfile.clone(),
+        signal: "SIGHUP".into(),
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let summary = toggle(&service, dir.path(), Toggle::Stop, &tx)
+        .await
+        .unwrap();
+    assert!(summary.contains("exited after SIGTERM"), "{summary}");
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15)
+    );
+    // Stopping again is not an error.
+    let again = toggle(&service, dir.path(), Toggle::Stop, &tx)
+        .await
+        .unwrap();
+    assert!(again.contains("already stopped"), "{again}");
+    let err = toggle(&service, dir.path(), Toggle::Start, &tx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot start a signal service"), "{err}");
+}

@@ -208,3 +208,45 @@ where
     answers.sort_by_key(|(i, _)| *i);
     answers.into_iter().map(|(_, a)| a).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(host: &str, result: Result<(), CallError>) -> Answer<()> {
+        Answer {
+            host: host.into(),
+            address: String::new(),
+            elapsed: Duration::ZERO,
+            result,
+        }
+    }
+
+    #[test]
+    fn hosts_that_answered_are_not_unreachable() {
+        let unknown = || {
+            Err(CallError::Status(tonic::Status::not_found(
+                "unknown app \"nosuchapp\"; this agent has: shop, blog",
+            )))
+        };
+        let answers = [
+            answer("web-1", unknown()),
+            answer("web-2", unknown()),
+            answer(
+                "web-3",
+                Err(CallError::Status(tonic::Status::failed_precondition(
+                    "no .env yet",
+                ))),
+            ),
+            answer("web-4", Err(CallError::Unreachable("refused".into()))),
+            answer("web-5", Ok(())),
+        ];
+        let err = unanswered(&answers, "status").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "app nosuchapp is not configured on web-1, web-2 (known: shop, blog); \
+             web-3: no .env yet; no status from web-4 (unreachable)"
+        );
+        assert!(unanswered(&answers[4..], "status").is_ok());
+    }
+}
