@@ -322,6 +322,15 @@ impl Agent for AgentService {
         {
             let config = self.config.borrow().clone();
             let app = find_app(&config, &req.app)?;
+            if !hoist_config::is_name(&req.task) {
+                return Err(Status::invalid_argument(format!(
+                    "invalid task name ({} bytes); task names are 1-63 characters of a-z, 0-9, \
+                     '-' and '_'; app {}'s tasks: {}",
+                    req.task.len(),
+                    app.name,
+                    flows::task::declared(app)
+                )));
+            }
             let task = app.tasks.get(&req.task).ok_or_else(|| {
                 Status::not_found(format!(
                     "app {} declares no task {:?}; its tasks: {}",
