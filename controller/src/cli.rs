@@ -4,8 +4,8 @@
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{
-    Failure, Global, attach, ca, completions, demo, deploy, env, lock, log, releases, status,
-    targets, top,
+    Failure, Global, attach, ca, completions, demo, deploy, env, lock, log, releases, run,
+    services, status, targets, top,
 };
 
 #[derive(Parser, Debug)]
@@ -37,6 +37,13 @@ pub enum Command {
     Rollback(deploy::RollbackArgs),
     /// Restart or reload an app's services (all of them unless --service names one).
     Restart(deploy::RestartArgs),
+    /// Stop an app's services (all of them unless --service names one).
+    Stop(services::ToggleArgs),
+    /// Start an app's services (all of them unless --service names one), then run its
+    /// checks.
+    Start(services::ToggleArgs),
+    /// Run one of an app's declared tasks ([app.tasks]) in its current release.
+    Run(run::RunArgs),
     /// An app's releases on each host: current, previous, backups.
     Releases(releases::ReleasesArgs),
     /// An app's recent jobs, or one job's full deployment log (--job).
@@ -68,6 +75,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Deploy(args) => deploy::deploy(&global, args).await,
         Command::Rollback(args) => deploy::rollback(&global, args).await,
         Command::Restart(args) => deploy::restart(&global, args).await,
+        Command::Stop(args) => services::run(&global, args, false).await,
+        Command::Start(args) => services::run(&global, args, true).await,
+        Command::Run(args) => run::run(&global, args).await,
         Command::Releases(args) => releases::run(&global, args).await,
         Command::Log(args) => log::run(&global, args).await,
         Command::Attach(args) => attach::run(&global, args).await,
@@ -225,6 +235,9 @@ mod tests {
             ][..],
             &["rollback", "carbex", "--restore-db", "--yes"],
             &["restart", "carbex", "--service", "php8.2-fpm"],
+            &["stop", "carbex", "--service", "worker:*"],
+            &["start", "carbex"],
+            &["run", "carbex", "migrate_status", "--hosts", "web-1"],
             &["releases", "carbex", "--json"],
             &["log", "carbex", "--limit", "5"],
             &[

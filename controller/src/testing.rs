@@ -155,6 +155,9 @@ impl Agent for Fake {
     type DeployStream = EventStream;
     type RollbackStream = EventStream;
     type RestartStream = EventStream;
+    type StopStream = EventStream;
+    type StartStream = EventStream;
+    type RunTaskStream = EventStream;
     type AttachStream = EventStream;
     type EnvSetStream = EventStream;
     type EnvUnsetStream = EventStream;
@@ -212,6 +215,24 @@ impl Agent for Fake {
         not_in_the_fake()
     }
     async fn restart(&self, _: Request<RestartRequest>) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn stop(
+        &self,
+        _: Request<hoist_proto::v1::StopRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn start(
+        &self,
+        _: Request<hoist_proto::v1::StartRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn run_task(
+        &self,
+        _: Request<hoist_proto::v1::RunTaskRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         not_in_the_fake()
     }
     async fn attach(

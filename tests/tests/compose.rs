@@ -306,3 +306,100 @@ async fn compose_app_deploys_upgrades_and_rolls_back() {
         started.elapsed()
     );
 }
+
+/// Two services in one compose project, each serving its name on its own port.
+fn two_services(image: &str, api: u16, worker: u16) -> String {
+    let service = |name: &str, port: u16| {
+        format!(
+            "  {name}:\n    image: {image}\n    network_mode: host\n    init: true\n    command: [\"httpd\", \"-f\", \"-p\", \"127.0.0.1:{port}\", \"-h\", \"/www\"]\n"
+        )
+    };
+    format!(
+        "services:\n{}{}",
+        service("api", api),
+        service("worker", worker)
+    )
+}
+
+/// `hoist restart APP --service api` names a service of the app's compose project:
+/// only that one is recreated; `hoist stop`/`start --service` act on one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_compose_service_by_its_own_name() {
+    let Some(()) = require_tools() else {
+        return;
+    };
+    let docker = Docker::start().expect("start a private dockerd");
+    docker
+        .import_image(V1, &[("www/version", "v1\n")])
+        .expect("import v1");
+    let (api, worker) = (e2e::free_port(), e2e::free_port());
+    let repo = AppRepo::new_static(&[("docker-compose.yml", &two_services(V1, api, worker))]);
+    let deploy_root = tempfile::tempdir().unwrap();
+    let deploy_to = deploy_root.path().join("shop");
+    let pki = Pki::new();
+    let toml = app_toml(&repo, &deploy_to, api);
+    let agent = AgentBuilder::new(&pki)
+        .env("DOCKER_HOST", &docker.host())
+        .apps(&toml)
+        .start()
+        .await;
+    let fleet = deploy_root.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "{}{}",
+            pki.fleet_tls(Who::Deployer),
+            agent.fleet_entry("web-1")
+        ),
+    )
+    .unwrap();
+    let fl = fleet.to_str().unwrap();
+    let hoist = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--fleet", fl]);
+        hoist_tests::harness::hoist(&all)
+    };
+
+    let (status, out, err) = hoist(&["deploy", "shop", "--ref", "main"]);
+    assert!(status.success(), "{out}{err}\n{}", agent.log_text());
+    let id = |service| {
+        docker
+            .container_id(PROJECT, service)
+            .unwrap_or_else(|| panic!("one running {service} container"))
+    };
+    let (api_before, worker_before) = (id("api"), id("worker"));
+
+    let (status, out, err) = hoist(&["restart", "shop", "--service", "api"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("restart shop/api"), "{out}");
+    assert_ne!(id("api"), api_before, "api recreated");
+    assert_eq!(id("worker"), worker_before, "worker untouched");
+
+    let (status, out, err) = hoist(&["restart", "shop", "--service", "nope"]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(
+        text.contains("app shop has no service \"nope\"")
+            && text.contains("api (compose)")
+            && text.contains("worker (compose)"),
+        "{text}"
+    );
+
+    let (status, out, err) = hoist(&["stop", "shop", "--service", "worker"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        docker.container_id(PROJECT, "worker").is_none(),
+        "worker stopped"
+    );
+    assert!(
+        docker.container_id(PROJECT, "api").is_some(),
+        "api still up"
+    );
+    let (status, out, err) = hoist(&["start", "shop", "--service", "worker"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        docker.container_id(PROJECT, "worker").is_some(),
+        "worker up again"
+    );
+    assert_eq!(served(worker).await, "v1\n");
+}

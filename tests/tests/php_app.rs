@@ -6,7 +6,8 @@
 use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
 use hoist_proto::v1::{
-    DeployRequest, JobEvent, JobResult, RollbackRequest, agent_client::AgentClient, job_event::Kind,
+    DeployRequest, JobEvent, JobResult, RollbackRequest, RunTaskRequest, agent_client::AgentClient,
+    job_event::Kind,
 };
 use hoist_tests::{
     harness::{AgentBuilder, Pki, Who},
@@ -118,6 +119,9 @@ migrate_rollback = "php artisan migrate:rollback --step=1 --force"
 restore = ["{psql} -X -q -v ON_ERROR_STOP=1 {conn} -d shop -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public'", '{pg_restore} --exit-on-error {conn} -d shop "$HOIST_BACKUP_FILE"']
 after_switch = ["php artisan config:cache", "php artisan queue:restart"]
 maintenance_off = "php artisan up"
+
+[app.tasks]
+migrate_status = {{ command = "php artisan migrate:status", role = "viewer" }}
 
 [[app.services]]
 kind = "signal"
@@ -236,6 +240,27 @@ timeout = "5s"
     let bytes = std::fs::read(v1_backup).unwrap();
     assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom archive");
     assert!(deploy_to.join("backups/LAST_SUCCESS").is_file());
+
+    // A declared viewer-safe task: `php artisan migrate:status` in the current release,
+    // run by a viewer, its output streamed.
+    let mut viewer = agent.connect(&pki, Who::Viewer).await.unwrap();
+    let stream = viewer
+        .run_task(RunTaskRequest {
+            app: "shop".into(),
+            task: "migrate_status".into(),
+            job_id: "shop-migrate-status".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (res, release, err, events) = run(stream).await;
+    let out = transcript(&events);
+    assert_eq!(res, JobResult::Succeeded, "{err}\n{out}");
+    assert_eq!(release, rel2, "ran in the current release");
+    assert!(
+        out.contains("0002_create_tags") && out.contains("Ran"),
+        "{out}"
+    );
 
     // Data written under v2.
     pg.psql("shop", "INSERT INTO items (name) VALUES ('written under v2'); INSERT INTO tags (label) VALUES ('x')").unwrap();

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use hoist_proto::v1::{
-    AppStatus, JobEvent, JobResult, RestartRequest, ServiceState, StatusRequest,
-    agent_client::AgentClient,
+    AppStatus, JobEvent, JobResult, RestartRequest, ServiceState, StartRequest, StatusRequest,
+    StopRequest, agent_client::AgentClient,
 };
 use hoist_tests::{
     e2e,
@@ -227,6 +227,47 @@ async fn systemd_restart_reload_status_and_failure_in_a_container() {
             .all(|s| s.detail == format!("active (running), pid {new_pid}")),
         "{:?}",
         app.services
+    );
+
+    // `hoist stop` / `hoist start` through the agent: systemctl stop until inactive,
+    // systemctl start until active (a new main pid).
+    let events = collect(
+        client
+            .stop(StopRequest {
+                app: "demo".into(),
+                service: String::new(),
+                job_id: "sd-stop".into(),
+            })
+            .await
+            .expect("stop accepted")
+            .into_inner(),
+    )
+    .await;
+    let log = output(&events);
+    assert_eq!(result(&events).0, JobResult::Succeeded, "{log}");
+    assert_eq!(container.property(DEMO, "ActiveState").unwrap(), "inactive");
+    assert!(log.contains(&format!("{DEMO} stopped: inactive")), "{log}");
+    wait_state(&mut client, "demo", DEMO, ServiceState::Stopped).await;
+    let events = collect(
+        client
+            .start(StartRequest {
+                app: "demo".into(),
+                service: DEMO.into(),
+                job_id: "sd-start".into(),
+            })
+            .await
+            .expect("start accepted")
+            .into_inner(),
+    )
+    .await;
+    let log = output(&events);
+    assert_eq!(result(&events).0, JobResult::Succeeded, "{log}");
+    assert_eq!(container.property(DEMO, "ActiveState").unwrap(), "active");
+    let started_pid = container.main_pid(DEMO).unwrap();
+    assert!(started_pid != 0 && started_pid != new_pid, "{log}");
+    assert!(
+        log.contains(&format!("{DEMO} started: active (running)")),
+        "{log}"
     );
 
     // Stopped behind the agent's back: Status follows the unit.

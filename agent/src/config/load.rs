@@ -133,6 +133,8 @@ struct RawApp {
     project: Option<Spanned<Name>>,
     activate: Option<Spanned<Command>>,
     deactivate: Option<Spanned<Command>>,
+    #[serde(default)]
+    tasks: BTreeMap<Name, Task>,
 }
 
 impl RawConfig {
@@ -289,6 +291,7 @@ impl RawApp {
             project: self.project.map(|p| p.into_inner().0),
             activate: self.activate.map(Spanned::into_inner),
             deactivate: self.deactivate.map(Spanned::into_inner),
+            tasks: self.tasks.into_iter().map(|(k, v)| (k.0, v)).collect(),
         }
     }
 }

@@ -180,6 +180,79 @@ pub struct App {
     pub activate: Option<Command>,
     /// `command` strategy: takes a release down again (e.g. `helm rollback`).
     pub deactivate: Option<Command>,
+    /// `[app.tasks]`: one-off commands operators may run (`hoist run APP TASK`).
+    pub tasks: BTreeMap<String, Task>,
+}
+
+/// One `[app.tasks]` entry: a command run like a hook in the current release, and the
+/// least role that may run it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub command: Command,
+    pub role: TaskRole,
+}
+
+/// Who may run a task: `viewer` marks it read-only and safe for anyone with a
+/// certificate; `deployer` (the default) is for anything that changes state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskRole {
+    Viewer,
+    #[default]
+    Deployer,
+}
+
+impl TaskRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskRole::Viewer => "viewer",
+            TaskRole::Deployer => "deployer",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Task {
+    /// A command (string or list of strings), or `{ command = ..., role = ... }`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            command: Command,
+            #[serde(default)]
+            role: TaskRole,
+        }
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Task;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a command string, a list of them, or { command = \"...\", role = \"viewer\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Task, E> {
+                let command = Command::deserialize(de::value::StrDeserializer::<E>::new(s))?;
+                Ok(Task {
+                    command,
+                    role: TaskRole::Deployer,
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Task, A::Error> {
+                let command = Command::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Task {
+                    command,
+                    role: TaskRole::Deployer,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Task, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Task {
+                    command: t.command,
+                    role: t.role,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// How a release goes live.
@@ -208,6 +281,9 @@ pub struct Steps {
     pub restore: Option<Command>,
     pub after_switch: Option<Command>,
     pub maintenance_off: Option<Command>,
+    /// Run in the current release by `hoist env set|unset --restart` before the
+    /// restart; default: `after_switch` (e.g. `php artisan config:cache`).
+    pub on_env_change: Option<Command>,
 }
 
 /// A hook: one or more command lines, each run by `/bin/sh -c`, in order, stopping at

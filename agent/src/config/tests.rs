@@ -280,3 +280,30 @@ fn fixtures() {
         assert!(rendered.starts_with(&format!("{}:{position}: ", path.display())));
     }
 }
+
+#[test]
+fn tasks_take_a_command_or_a_table_with_a_role() {
+    let config = parse_ok(&app(
+        "[app.steps]\non_env_change = \"php artisan config:cache\"\n[app.tasks]\n\
+         migrate_status = { command = \"php artisan migrate:status\", role = \"viewer\" }\n\
+         cache_clear = \"php artisan cache:clear\"\noptimize = [\"a\", \"b\"]\n",
+    ));
+    let shop = &config.apps[0];
+    let t = &shop.tasks["migrate_status"];
+    assert_eq!(t.role, TaskRole::Viewer);
+    assert_eq!(t.command.0, ["php artisan migrate:status"]);
+    assert_eq!(shop.tasks["cache_clear"].role, TaskRole::Deployer);
+    assert_eq!(shop.tasks["optimize"].command.0, ["a", "b"]);
+    assert!(shop.steps.on_env_change.is_some());
+
+    for bad in [
+        "[app.tasks]\nx = { command = \"a\", role = \"admin\" }\n",
+        "[app.tasks]\nx = { command = \"a\", shell = true }\n",
+        "[app.tasks]\nx = \"\"\n",
+        "[app.tasks]\n\"Bad Name\" = \"a\"\n",
+        "[app.tasks]\nx = { role = \"viewer\" }\n",
+    ] {
+        let errs = errors(&app(bad));
+        assert!(!errs.is_empty(), "{bad}");
+    }
+}

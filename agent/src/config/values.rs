@@ -49,6 +49,7 @@ checked_str!(Timeout(Duration), |s| match parse_duration(&s)? {
 });
 
 /// An app or compose project name: `^[a-z0-9][a-z0-9_-]{0,62}$`.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Name(pub(super) String);
 checked_str!(Name(String), |s| {
     if is_name(&s) {

@@ -1,4 +1,5 @@
-//! The env flow: edit `shared/.env` (values never appear in events), then maybe restart.
+//! The env flow: edit `shared/.env` (values never appear in events), then maybe re-run
+//! the app's `on_env_change` steps (default `after_switch`) and restart.
 
 use hoist_proto::v1::{JobResult, StepOutput, Stream as WireStream, job_event::Kind};
 
@@ -10,8 +11,12 @@ pub(super) fn env_summary(set: &[(String, String)], unset: &[String]) -> String 
     parts.join(", ")
 }
 
+/// Mode of a `shared/` the env flow creates: the app's user reads and writes, its group
+/// reads, nobody else.
+const SHARED_DIR_MODE: u32 = 0o750;
+
 pub(super) async fn env_change(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     set: &[(String, String)],
     unset: &[String],
     restart_services: bool,
@@ -24,10 +29,23 @@ pub(super) async fn env_change(
         .as_ref()
         .filter(|_| nix::unistd::Uid::effective().is_root())
         .map(|r| r.gid());
+    let owner = ctx
+        .run_as
+        .as_ref()
+        .filter(|_| nix::unistd::Uid::effective().is_root())
+        .map(|r| (r.uid(), r.gid()));
+    // A fresh host has had no deploy yet: `shared/` is made for the app's user.
+    let fresh = !ctx.layout.shared().exists();
     let result = ctx
         .layout
         .ensure()
         .and_then(|()| ctx.layout.shared_dir())
+        .and_then(|shared| {
+            if fresh {
+                shared.set_owner_and_mode(owner, SHARED_DIR_MODE)?;
+            }
+            Ok(shared)
+        })
         .map_err(crate::state::envfile::EnvFileError::from)
         .and_then(|shared| crate::state::envfile::edit(&shared, ".env", set, unset, group))
         .or_else(|e| ctx.fail(step, e.to_string()));
@@ -44,12 +62,34 @@ pub(super) async fn env_change(
     if let Err(f) = ctx.finish(step, started, result) {
         return failed(f, "", "", "");
     }
+    // New values are secrets too from here on.
+    ctx.reload_secrets();
+    let current = ctx.layout.current().unwrap_or_default();
     if restart_services {
+        if !current.is_empty() {
+            let dir = ctx.layout.release(&current);
+            let commit = std::fs::read_to_string(dir.join("REVISION"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            ctx.set_release_vars(&current, &commit, "");
+            let steps = &ctx.app.steps;
+            let command = steps
+                .on_env_change
+                .as_ref()
+                .or(steps.after_switch.as_ref())
+                .cloned();
+            if let Err(f) = ctx
+                .maybe_hook("on_env_change", command.as_ref(), &dir)
+                .await
+            {
+                return failed(f, &current, "", "");
+            }
+        }
         return super::restart::restart(ctx, "").await;
     }
     Outcome {
         result: JobResult::Succeeded,
-        release: ctx.layout.current().unwrap_or_default(),
+        release: current,
         previous: String::new(),
         commit: String::new(),
         error: String::new(),

@@ -12,6 +12,7 @@ mod recover;
 mod restart;
 mod rollback;
 mod step;
+pub mod task;
 
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,15 @@ pub enum Request {
     Restart {
         service: String,
     },
+    /// Stop or start the app's services (or one).
+    Toggle {
+        service: String,
+        toggle: crate::host::services::Toggle,
+    },
+    /// Run a declared task (`[app.tasks]`) in the current release.
+    Task {
+        task: String,
+    },
     /// Edit `shared/.env` (values never appear in events), then maybe restart.
     Env {
         set: Vec<(String, String)>,
@@ -122,6 +132,11 @@ impl Request {
             Request::Rollback { .. } => JobKind::Rollback,
             Request::Restart { .. } => JobKind::Restart,
             Request::Env { .. } => JobKind::Env,
+            Request::Task { .. } => JobKind::Task,
+            Request::Toggle { toggle, .. } => match toggle {
+                crate::host::services::Toggle::Stop => JobKind::Stop,
+                crate::host::services::Toggle::Start => JobKind::Start,
+            },
         }
     }
 }
@@ -162,7 +177,10 @@ fn recorded(request: &Request) -> (String, bool, String) {
             ..
         } => (r#ref.clone(), *forced, reason.clone()),
         Request::Rollback { reason, .. } => (String::new(), false, reason.clone()),
-        Request::Restart { service } => (String::new(), false, service.clone()),
+        Request::Restart { service } | Request::Toggle { service, .. } => {
+            (String::new(), false, service.clone())
+        }
+        Request::Task { task } => (String::new(), false, format!("task {task}")),
         Request::Env { set, unset, .. } => (String::new(), false, env::env_summary(set, unset)),
     }
 }
@@ -235,11 +253,13 @@ pub async fn run(mut ctx: Ctx, request: Request, started_at_ms: u64, told: Vec<S
             ..
         } => rollback::rollback(&mut ctx, to_release, *migrate, *restore_db).await,
         Request::Restart { service } => restart::restart(&ctx, service).await,
+        Request::Toggle { service, toggle } => restart::toggle(&ctx, service, *toggle).await,
+        Request::Task { task } => task::task(&mut ctx, task).await,
         Request::Env {
             set,
             unset,
             restart,
-        } => env::env_change(&ctx, set, unset, *restart).await,
+        } => env::env_change(&mut ctx, set, unset, *restart).await,
     };
     finish(&ctx, &request, outcome, started_at_ms, clock).await
 }

@@ -131,6 +131,11 @@ impl Ctx {
         })
     }
 
+    /// Re-reads the values to mask after `shared/.env` changed.
+    pub(super) fn reload_secrets(&mut self) {
+        self.secrets = secrets_of(&self.layout);
+    }
+
     /// Masks values of `shared/.env` wherever they appear in output.
     pub(super) fn redact(&self, line: &str) -> String {
         let mut line = line.to_string();
@@ -375,22 +380,62 @@ impl Ctx {
         }
     }
 
+    /// The app's services `only` names (all when empty), a step failure otherwise.
+    pub(super) async fn select_services(
+        &self,
+        step: &str,
+        release_dir: &Path,
+        only: &str,
+    ) -> StepResult<Vec<config::Service>> {
+        services::select(&self.app.name, self.app.all_services(), release_dir, only)
+            .await
+            .or_else(|e| self.fail(step, e.to_string()))
+    }
+
     /// Restarts the app's services (or the one named), one step each.
     pub(super) async fn restart_services(&self, release_dir: &Path, only: &str) -> StepResult {
-        for service in self
-            .app
-            .all_services()
-            .iter()
-            .filter(|s| only.is_empty() || s.display_name() == only)
-        {
-            let step = format!("restart {}", service.display_name());
-            let started = self.start(
-                &step,
-                format!("{} {}", service.kind(), service.display_name()),
-            );
+        self.service_steps(release_dir, only, None).await
+    }
+
+    /// Stops (in reverse order) or starts the app's services (or the one named), one
+    /// step each.
+    pub(super) async fn toggle_services(
+        &self,
+        release_dir: &Path,
+        only: &str,
+        toggle: services::Toggle,
+    ) -> StepResult {
+        self.service_steps(release_dir, only, Some(toggle)).await
+    }
+
+    async fn service_steps(
+        &self,
+        release_dir: &Path,
+        only: &str,
+        toggle: Option<services::Toggle>,
+    ) -> StepResult {
+        let verb = toggle.map_or("restart", services::Toggle::as_str);
+        let mut chosen = self.select_services(verb, release_dir, only).await?;
+        if toggle == Some(services::Toggle::Stop) {
+            chosen.reverse();
+        }
+        for service in &chosen {
+            let name = match service {
+                config::Service::Compose { services, .. }
+                    if services.len() == 1 && !only.is_empty() && services[0] == only =>
+                {
+                    format!("{}/{only}", service.display_name())
+                }
+                _ => service.display_name(),
+            };
+            let step = format!("{verb} {name}");
+            let started = self.start(&step, format!("{} {name}", service.kind()));
             let result = self
                 .with_output(&step, |tx| async move {
-                    services::restart(service, release_dir, &tx).await
+                    match toggle {
+                        None => services::restart(service, release_dir, &tx).await,
+                        Some(t) => services::toggle(service, release_dir, t, &tx).await,
+                    }
                 })
                 .await;
             let result = match result {

@@ -20,8 +20,10 @@ pub fn required_role(path: &str) -> Option<Role> {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
             | "EnvList" => Some(Role::Viewer),
-            "Deploy" | "Rollback" | "Restart" | "Lock" | "Unlock" | "EnvSet" | "EnvUnset"
-            | "RecordRefusal" => Some(Role::Deployer),
+            // The agent checks each task's own role against the caller's.
+            "RunTask" => Some(Role::Viewer),
+            "Deploy" | "Rollback" | "Restart" | "Stop" | "Start" | "Lock" | "Unlock" | "EnvSet"
+            | "EnvUnset" | "RecordRefusal" => Some(Role::Deployer),
             _ => None,
         },
         "grpc.health.v1.Health" => match method {
@@ -149,5 +151,8 @@ mod tests {
         let anon = authorize(None, "/hoist.v1.Agent/Status").unwrap_err();
         assert_eq!(anon.code(), tonic::Code::Unauthenticated);
         assert!(authorize(Some(&viewer), "/grpc.health.v1.Health/Check").is_ok());
+        assert!(authorize(Some(&viewer), "/hoist.v1.Agent/RunTask").is_ok());
+        assert!(authorize(Some(&viewer), "/hoist.v1.Agent/Stop").is_err());
+        assert!(authorize(Some(&deployer), "/hoist.v1.Agent/Start").is_ok());
     }
 }

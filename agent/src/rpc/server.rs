@@ -13,8 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     apps::Apps,
-    config::{App, Config},
+    config::{App, Config, TaskRole},
     flows::{self, events, events::Job},
+    host::services::{self, Toggle},
     monitor,
     rpc::tls::{Peer, Role},
     state::{
@@ -99,6 +100,40 @@ impl AgentService {
             set,
             unset,
             restart,
+        };
+        self.run_job(app, &job_id, who, request).await
+    }
+
+    /// Refuses a service name none of the app's services (or compose services) has.
+    async fn check_service(&self, app: &str, service: &str) -> Result<(), Status> {
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, app)?;
+        if service.is_empty() {
+            return Ok(());
+        }
+        let layout = release::Layout::new(&app.deploy_to);
+        let dir = layout
+            .current()
+            .map_or_else(|| app.deploy_to.clone(), |c| layout.release(&c));
+        services::select(&app.name, app.all_services(), &dir, service)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn toggle_job(
+        &self,
+        app: &str,
+        service: &str,
+        job_id: &str,
+        who: &str,
+        toggle: Toggle,
+    ) -> Result<Response<EventStream>, Status> {
+        self.check_service(app, service).await?;
+        let job_id = job_id_or_new(job_id, toggle.as_str());
+        let request = flows::Request::Toggle {
+            service: service.to_string(),
+            toggle,
         };
         self.run_job(app, &job_id, who, request).await
     }
@@ -241,25 +276,7 @@ impl Agent for AgentService {
     ) -> Result<Response<EventStream>, Status> {
         let who = who(&request);
         let req = request.into_inner();
-        {
-            let config = self.config.borrow().clone();
-            let app = known(&config, &req.app)?;
-            let names: Vec<String> = app
-                .map(|a| a.all_services().iter().map(|s| s.display_name()).collect())
-                .unwrap_or_default();
-            if !req.service.is_empty() && !names.contains(&req.service) {
-                return Err(Status::not_found(format!(
-                    "app {} has no service {:?}; its services: {}",
-                    req.app,
-                    req.service,
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
-                )));
-            }
-        }
+        self.check_service(&req.app, &req.service).await?;
         let job_id = job_id_or_new(&req.job_id, "restart");
         self.run_job(
             &req.app,
@@ -268,6 +285,87 @@ impl Agent for AgentService {
             flows::Request::Restart {
                 service: req.service,
             },
+        )
+        .await
+    }
+
+    type StopStream = EventStream;
+    async fn stop(
+        &self,
+        request: Request<pb::StopRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let who = who(&request);
+        let req = request.into_inner();
+        self.toggle_job(&req.app, &req.service, &req.job_id, &who, Toggle::Stop)
+            .await
+    }
+
+    type StartStream = EventStream;
+    async fn start(
+        &self,
+        request: Request<pb::StartRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let who = who(&request);
+        let req = request.into_inner();
+        self.toggle_job(&req.app, &req.service, &req.job_id, &who, Toggle::Start)
+            .await
+    }
+
+    type RunTaskStream = EventStream;
+    async fn run_task(
+        &self,
+        request: Request<pb::RunTaskRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let who = who(&request);
+        let role = request.extensions().get::<Peer>().and_then(|p| p.role);
+        let req = request.into_inner();
+        {
+            let config = self.config.borrow().clone();
+            let app = find_app(&config, &req.app)?;
+            if !hoist_config::is_name(&req.task) {
+                return Err(Status::invalid_argument(format!(
+                    "invalid task name ({} bytes); task names are 1-63 characters of a-z, 0-9, \
+                     '-' and '_'; app {}'s tasks: {}",
+                    req.task.len(),
+                    app.name,
+                    flows::task::declared(app)
+                )));
+            }
+            let task = app.tasks.get(&req.task).ok_or_else(|| {
+                Status::not_found(format!(
+                    "app {} declares no task {:?}; its tasks: {}",
+                    app.name,
+                    req.task,
+                    flows::task::declared(app)
+                ))
+            })?;
+            let needed = match task.role {
+                TaskRole::Viewer => Role::Viewer,
+                TaskRole::Deployer => Role::Deployer,
+            };
+            if role.is_none_or(|r| r < needed) {
+                return Err(Status::permission_denied(format!(
+                    "task {} of app {} needs role {}; {who} has role {}",
+                    req.task,
+                    app.name,
+                    task.role.as_str(),
+                    role.map_or("none".to_string(), |r| r.to_string())
+                )));
+            }
+            if release::Layout::new(&app.deploy_to).current().is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "app {} has nothing deployed on this host (no current release); deploy \
+                     first, then run task {}",
+                    app.name, req.task
+                )));
+            }
+        }
+        let job_id = job_id_or_new(&req.job_id, "task");
+        self.run_job(
+            &req.app,
+            &job_id,
+            &who,
+            flows::Request::Task { task: req.task },
         )
         .await
     }
@@ -303,8 +401,11 @@ impl Agent for AgentService {
             } else {
                 req.limit as usize
             };
+            // The running job is recorded (result `running`) before it does any work,
+            // and it is the newest: it comes first.
+            let jobs = journal.summaries(&req.app, limit);
             return Ok(Response::new(pb::JobLogResponse {
-                jobs: journal.summaries(&req.app, limit),
+                jobs,
                 ..Default::default()
             }));
         }
@@ -470,6 +571,8 @@ impl Agent for AgentService {
     }
 }
 
+/// A job that has not finished, as a journal summary with result `running`: kind,
+/// ref, who and start from its first event.
 /// The caller's name from its certificate: the author of jobs and holder of locks.
 fn who<T>(request: &Request<T>) -> String {
     request

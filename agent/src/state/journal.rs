@@ -108,6 +108,9 @@ pub fn kind_name(kind: JobKind) -> &'static str {
         JobKind::Rollback => "rollback",
         JobKind::Restart => "restart",
         JobKind::Env => "env",
+        JobKind::Task => "task",
+        JobKind::Stop => "stop",
+        JobKind::Start => "start",
         JobKind::Unspecified => "unknown",
     }
 }
@@ -394,6 +397,9 @@ fn kind_from_name(name: &str) -> JobKind {
         JobKind::Rollback,
         JobKind::Restart,
         JobKind::Env,
+        JobKind::Task,
+        JobKind::Stop,
+        JobKind::Start,
     ]
     .into_iter()
     .find(|k| kind_name(*k) == name)

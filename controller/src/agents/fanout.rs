@@ -55,28 +55,84 @@ pub struct Answer<T> {
     pub result: Result<T, CallError>,
 }
 
-/// Hosts that gave no answer.
+/// Hosts that gave no usable answer: the unreachable ones, and those that answered
+/// with an error (an unknown app, no `.env`, ...), which are not called unreachable.
 #[derive(Debug, thiserror::Error)]
-#[error("no {what} from {}", hosts.join(", "))]
+#[error("{}", describe(.what, .unreachable, .refused))]
 pub struct Unanswered {
     pub what: String,
-    pub hosts: Vec<String>,
+    pub unreachable: Vec<String>,
+    /// Host and the agent's message.
+    pub refused: Vec<(String, String)>,
 }
 
-/// Fails naming every host that gave no answer ("no WHAT from web-1, web-3").
-pub fn unanswered<T>(answers: &[Answer<T>], what: &str) -> Result<(), Unanswered> {
-    let hosts: Vec<String> = answers
-        .iter()
-        .filter(|a| a.result.is_err())
-        .map(|a| a.host.clone())
+impl Unanswered {
+    pub fn is_empty(&self) -> bool {
+        self.unreachable.is_empty() && self.refused.is_empty()
+    }
+}
+
+/// `app X is not configured on web-1, web-2 (known: shop)`, `web-3: no .env ...`, `no
+/// WHAT from web-4 (unreachable)`, joined by `; `. Hosts with the same message are
+/// named together.
+fn describe(what: &str, unreachable: &[String], refused: &[(String, String)]) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (host, message) in refused {
+        match groups.iter_mut().find(|(m, _)| m == message) {
+            Some((_, hosts)) => hosts.push(host),
+            None => groups.push((message, vec![host])),
+        }
+    }
+    let mut parts: Vec<String> = groups
+        .into_iter()
+        .map(|(message, hosts)| {
+            let hosts = hosts.join(", ");
+            match unknown_app(message) {
+                Some((app, known)) => {
+                    format!("app {app} is not configured on {hosts} (known: {known})")
+                }
+                None => format!("{hosts}: {message}"),
+            }
+        })
         .collect();
-    if hosts.is_empty() {
+    if !unreachable.is_empty() {
+        parts.push(format!(
+            "no {what} from {} (unreachable)",
+            unreachable.join(", ")
+        ));
+    }
+    parts.join("; ")
+}
+
+/// The app and the agent's apps from its unknown-app answer
+/// (`unknown app "X"; this agent has: a, b`).
+fn unknown_app(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("unknown app \"")?;
+    let (app, known) = rest.split_once("\"; this agent has: ")?;
+    Some((app, known))
+}
+
+/// Fails naming every host that gave no usable answer, telling the unreachable ones
+/// apart from those that answered with an error.
+pub fn unanswered<T>(answers: &[Answer<T>], what: &str) -> Result<(), Unanswered> {
+    let mut failed = Unanswered {
+        what: what.to_string(),
+        unreachable: Vec::new(),
+        refused: Vec::new(),
+    };
+    for answer in answers {
+        match &answer.result {
+            Ok(_) => {}
+            Err(CallError::Unreachable(_)) => failed.unreachable.push(answer.host.clone()),
+            Err(CallError::Status(status)) => failed
+                .refused
+                .push((answer.host.clone(), status.message().to_string())),
+        }
+    }
+    if failed.is_empty() {
         Ok(())
     } else {
-        Err(Unanswered {
-            what: what.to_string(),
-            hosts,
-        })
+        Err(failed)
     }
 }
 
@@ -204,4 +260,46 @@ where
         .await;
     answers.sort_by_key(|(i, _)| *i);
     answers.into_iter().map(|(_, a)| a).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(host: &str, result: Result<(), CallError>) -> Answer<()> {
+        Answer {
+            host: host.into(),
+            address: String::new(),
+            elapsed: Duration::ZERO,
+            result,
+        }
+    }
+
+    #[test]
+    fn hosts_that_answered_are_not_unreachable() {
+        let unknown = || {
+            Err(CallError::Status(tonic::Status::not_found(
+                "unknown app \"nosuchapp\"; this agent has: shop, blog",
+            )))
+        };
+        let answers = [
+            answer("web-1", unknown()),
+            answer("web-2", unknown()),
+            answer(
+                "web-3",
+                Err(CallError::Status(tonic::Status::failed_precondition(
+                    "no .env yet",
+                ))),
+            ),
+            answer("web-4", Err(CallError::Unreachable("refused".into()))),
+            answer("web-5", Ok(())),
+        ];
+        let err = unanswered(&answers, "status").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "app nosuchapp is not configured on web-1, web-2 (known: shop, blog); \
+             web-3: no .env yet; no status from web-4 (unreachable)"
+        );
+        assert!(unanswered(&answers[4..], "status").is_ok());
+    }
 }

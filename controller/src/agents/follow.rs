@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use hoist_proto::v1::{
     AttachRequest, DeployRequest, EnvSetRequest, EnvUnsetRequest, JobEvent, JobFinished, JobResult,
-    RestartRequest, RollbackRequest, agent_client::AgentClient, job_event::Kind,
+    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
+    agent_client::AgentClient, job_event::Kind,
 };
 use tonic::{Code, Status, codec::Streaming, transport::Channel};
 
@@ -38,6 +39,9 @@ pub enum JobRequest {
     Deploy(DeployRequest),
     Rollback(RollbackRequest),
     Restart(RestartRequest),
+    Stop(StopRequest),
+    Start(StartRequest),
+    RunTask(RunTaskRequest),
     EnvSet(EnvSetRequest),
     EnvUnset(EnvUnsetRequest),
 }
@@ -48,6 +52,9 @@ impl JobRequest {
             JobRequest::Deploy(r) => &r.deploy_id,
             JobRequest::Rollback(r) => &r.job_id,
             JobRequest::Restart(r) => &r.job_id,
+            JobRequest::Stop(r) => &r.job_id,
+            JobRequest::Start(r) => &r.job_id,
+            JobRequest::RunTask(r) => &r.job_id,
             JobRequest::EnvSet(r) => &r.job_id,
             JobRequest::EnvUnset(r) => &r.job_id,
         }
@@ -62,6 +69,9 @@ impl JobRequest {
             JobRequest::Deploy(r) => client.deploy(r).await,
             JobRequest::Rollback(r) => client.rollback(r).await,
             JobRequest::Restart(r) => client.restart(r).await,
+            JobRequest::Stop(r) => client.stop(r).await,
+            JobRequest::Start(r) => client.start(r).await,
+            JobRequest::RunTask(r) => client.run_task(r).await,
             JobRequest::EnvSet(r) => client.env_set(r).await,
             JobRequest::EnvUnset(r) => client.env_unset(r).await,
         }?;

@@ -80,7 +80,8 @@ pub struct RollbackArgs {
 pub struct RestartArgs {
     /// The app, as named in the agents' config.
     pub app: String,
-    /// Only this service (as named in the app's [[app.services]]).
+    /// Only this service (as named in [[app.services]], or a service of the app's
+    /// compose project).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
     /// Limit for connecting to each agent.

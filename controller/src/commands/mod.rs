@@ -13,6 +13,8 @@ pub mod env;
 pub mod lock;
 pub mod log;
 pub mod releases;
+pub mod run;
+pub mod services;
 pub mod status;
 pub mod targets;
 pub mod top;

@@ -145,18 +145,7 @@ pub async fn releases(
         let text = render(&answers, out.colour);
         out.text(&text);
     }
-    let failed: Vec<String> = answers
-        .iter()
-        .filter_map(|a| a.result.as_ref().err().map(|e| format!("{}: {e}", a.host)))
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::failed(anyhow::anyhow!(
-            "no releases from {}",
-            failed.join("; ")
-        )))
-    }
+    crate::agents::fanout::unanswered(&answers, "releases").map_err(Failure::failed)
 }
 
 #[cfg(test)]

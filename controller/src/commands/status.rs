@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 use hoist_proto::v1::{
-    AppStatus, CheckStatus, HostResources, Level, ServiceState, StatusRequest, StatusResponse,
+    AppStatus, CheckStatus, HostResources, Level, LockInfo, ServiceState, StatusRequest,
+    StatusResponse,
 };
 use serde_json::{Value, json};
 
@@ -47,12 +48,29 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
     } else {
         print!("{}", render(&reports, table::use_colour()));
     }
-    let down = reports.iter().filter(|r| r.result.is_err()).count();
-    if down > 0 {
-        return Err(Failure::failed_with(format!(
-            "{down} of {} host(s) unreachable",
-            reports.len()
-        )));
+    let mut failed = fanout::Unanswered {
+        what: "status".into(),
+        unreachable: Vec::new(),
+        refused: Vec::new(),
+    };
+    for report in &reports {
+        match (&report.result, &report.refused) {
+            (Ok(_), _) => {}
+            (Err(_), Some(message)) => failed.refused.push((report.name.clone(), message.clone())),
+            (Err(_), None) => failed.unreachable.push(report.name.clone()),
+        }
+    }
+    if failed.unreachable.is_empty() && !failed.refused.is_empty() {
+        return Err(Failure::failed(failed));
+    }
+    if !failed.unreachable.is_empty() {
+        let down = failed.unreachable.len();
+        let mut text = format!("{down} of {} host(s) unreachable", reports.len());
+        if !failed.refused.is_empty() {
+            failed.unreachable.clear();
+            text.push_str(&format!("; {failed}"));
+        }
+        return Err(Failure::failed_with(text));
     }
     Ok(())
 }
@@ -63,6 +81,8 @@ pub struct HostReport {
     pub address: String,
     pub elapsed: Duration,
     pub result: Result<StatusResponse, String>,
+    /// The agent's message when it answered with an error (the host is up).
+    pub refused: Option<String>,
 }
 
 /// Asks `hosts` for their status, at most `concurrency` at a time, each bounded by
@@ -84,6 +104,10 @@ pub async fn fetch(
     .await
     .into_iter()
     .map(|answer| HostReport {
+        refused: match &answer.result {
+            Err(fanout::CallError::Status(status)) => Some(status.message().to_string()),
+            _ => None,
+        },
         name: answer.host,
         address: answer.address,
         elapsed: answer.elapsed,
@@ -252,14 +276,20 @@ pub fn host_rows(
     let host = Cell::new(report.name.clone(), Tone::Plain);
     match &report.result {
         Err(err) => {
-            let mut row = vec![host, Cell::new("no", Tone::Bad)];
+            let up = match report.refused {
+                Some(_) => Cell::new("yes", Tone::Good),
+                None => Cell::new("no", Tone::Bad),
+            };
+            let mut row = vec![host, up];
             row.extend((2..HEADER.len()).map(|_| Cell::new("-", Tone::Dim)));
             rows.push(row);
-            notes.push(paint_note(
-                &format!("{} ({}) unreachable: {err}", report.name, report.address),
-                Tone::Bad,
-                colour,
-            ));
+            let note = match &report.refused {
+                Some(message) => {
+                    format!("{} ({}) answered: {message}", report.name, report.address)
+                }
+                None => format!("{} ({}) unreachable: {err}", report.name, report.address),
+            };
+            notes.push(paint_note(&note, Tone::Bad, colour));
         }
         Ok(status) => {
             let mut base = vec![host, Cell::new("yes", Tone::Good)];
@@ -287,6 +317,23 @@ pub fn host_rows(
                 row.push(service_cell(app));
                 row.push(check_cell(&app.checks));
                 rows.push(row);
+                if !app.running_job.is_empty() {
+                    notes.push(paint_note(
+                        &format!(
+                            "{} {}: job {} running (`hoist attach {}` follows it)",
+                            report.name, app.name, app.running_job, app.running_job
+                        ),
+                        Tone::Warn,
+                        colour,
+                    ));
+                }
+                if let Some(lock) = &app.lock {
+                    notes.push(paint_note(
+                        &format!("{} {}: {}", report.name, app.name, lock_text(lock)),
+                        Tone::Warn,
+                        colour,
+                    ));
+                }
                 for c in app.checks.iter().filter(|c| c.has_run && !c.ok) {
                     notes.push(paint_note(
                         &format!(
@@ -324,6 +371,34 @@ pub fn host_rows(
     }
 }
 
+/// `locked by dana since 2026-12-02T10:00:00Z: db maintenance (lease until ...)`.
+fn lock_text(lock: &LockInfo) -> String {
+    let when = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map_or_else(|| "?".to_string(), ToString::to_string)
+    };
+    let mut text = format!("locked by {} since {}", lock.holder, when(&lock.since));
+    if !lock.reason.is_empty() {
+        text.push_str(&format!(": {}", lock.reason));
+    }
+    if lock.expires_at.is_some() {
+        text.push_str(&format!(" (lease until {})", when(&lock.expires_at)));
+    }
+    text
+}
+
+fn lock_json(lock: &Option<LockInfo>) -> Value {
+    lock.as_ref().map_or(Value::Null, |l| {
+        json!({
+            "holder": l.holder,
+            "deploy_id": l.deploy_id,
+            "reason": l.reason,
+            "since": timestamp(&l.since),
+            "expires_at": timestamp(&l.expires_at),
+        })
+    })
+}
+
 fn paint_note(text: &str, tone: Tone, colour: bool) -> String {
     table::paint(text, tone, colour)
 }
@@ -358,7 +433,8 @@ pub fn to_json(reports: &[HostReport]) -> Value {
             .iter()
             .map(|r| match &r.result {
                 Err(err) => json!({
-                    "host": r.name, "address": r.address, "reachable": false, "error": err,
+                    "host": r.name, "address": r.address, "reachable": r.refused.is_some(),
+                    "error": r.refused.as_ref().unwrap_or(err),
                 }),
                 Ok(s) => {
                     let res = s.resources.clone().unwrap_or_default();
@@ -390,6 +466,12 @@ pub fn to_json(reports: &[HostReport]) -> Value {
                             "name": a.name,
                             "current_release": a.current_release,
                             "current_commit": a.current_commit,
+                            "running_job": if a.running_job.is_empty() {
+                                Value::Null
+                            } else {
+                                json!(a.running_job)
+                            },
+                            "lock": lock_json(&a.lock),
                             "services": a.services.iter().map(|v| json!({
                                 "kind": v.kind, "name": v.name,
                                 "state": state_name(v.state), "detail": v.detail,

@@ -34,6 +34,9 @@ pub fn kind_name(kind: i32) -> &'static str {
         JobKind::Rollback => "rollback",
         JobKind::Restart => "restart",
         JobKind::Env => "env",
+        JobKind::Task => "task",
+        JobKind::Stop => "stop",
+        JobKind::Start => "start",
         JobKind::Unspecified => "job",
     }
 }
@@ -152,6 +155,12 @@ pub fn started_line(host: &str, started: &JobStarted) -> String {
         text.push_str(&format!(" (reason: {})", started.reason));
     }
     text
+}
+
+/// `  job ID (follow it from elsewhere: hoist attach ID)`, printed when a job starts so
+/// that another terminal can find it.
+pub fn job_id_line(job_id: &str) -> String {
+    format!("  job {job_id} (follow it from elsewhere: hoist attach {job_id})")
 }
 
 /// The first line of a possibly multi-line text, and the rest.
@@ -348,7 +357,11 @@ pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String
 /// The live text of one event, ending in a newline (empty for an event without kind).
 pub fn event_text(host: &str, event: &JobEvent, colour: bool) -> String {
     match &event.kind {
-        Some(Kind::Started(s)) => format!("{}\n", started_line(host, s)),
+        Some(Kind::Started(s)) => format!(
+            "{}\n{}\n",
+            started_line(host, s),
+            paint(&job_id_line(&event.job_id), Tone::Dim, colour)
+        ),
         Some(Kind::StepStarted(s)) if s.description.is_empty() => {
             format!("  {} {}\n", paint("▶", Tone::Dim, colour), s.step)
         }

@@ -8,7 +8,7 @@
 
 use hoist_proto::v1::{
     DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind, RecordRefusalRequest,
-    RestartRequest, RollbackRequest,
+    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
 };
 
 use crate::{
@@ -249,6 +249,77 @@ impl RestartOptions {
             JobRequest::Restart(RestartRequest {
                 app: self.app.clone(),
                 service: self.service.clone().unwrap_or_default(),
+                job_id,
+            })
+        })
+    }
+}
+
+// === stop / start ===
+
+/// `hoist stop APP [--service NAME]` or `hoist start APP [--service NAME]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToggleOptions {
+    pub app: String,
+    /// Empty: every service of the app.
+    pub service: Option<String>,
+    /// `stop` or `start`.
+    pub start: bool,
+}
+
+impl ToggleOptions {
+    pub fn verb(&self) -> &'static str {
+        if self.start { "start" } else { "stop" }
+    }
+
+    /// `stop of APP [SERVICE]`.
+    pub fn title(&self) -> String {
+        match &self.service {
+            Some(service) => format!("{} of {} {service}", self.verb(), self.app),
+            None => format!("{} of {}", self.verb(), self.app),
+        }
+    }
+
+    pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |_, job_id| {
+            let (app, service) = (self.app.clone(), self.service.clone().unwrap_or_default());
+            if self.start {
+                JobRequest::Start(StartRequest {
+                    app,
+                    service,
+                    job_id,
+                })
+            } else {
+                JobRequest::Stop(StopRequest {
+                    app,
+                    service,
+                    job_id,
+                })
+            }
+        })
+    }
+}
+
+// === tasks ===
+
+/// `hoist run APP TASK`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskOptions {
+    pub app: String,
+    pub task: String,
+}
+
+impl TaskOptions {
+    /// `task TASK of APP`.
+    pub fn title(&self) -> String {
+        format!("task {} of {}", self.task, self.app)
+    }
+
+    pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |_, job_id| {
+            JobRequest::RunTask(RunTaskRequest {
+                app: self.app.clone(),
+                task: self.task.clone(),
                 job_id,
             })
         })

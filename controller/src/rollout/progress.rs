@@ -211,6 +211,9 @@ impl<'a, 'o> Progress<'a, 'o> {
                         .unwrap_or(&line)
                         .to_string();
                     self.state(host, &what);
+                    let job = render::job_id_line(&event.job_id);
+                    let text = self.prefix(&name, &format!("{}\n", job.trim_start()));
+                    self.print(&text);
                 }
                 Some(Kind::StepStarted(step)) => {
                     self.state(host, &format!("▶ {}", step.step));

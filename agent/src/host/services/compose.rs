@@ -234,3 +234,113 @@ pub(super) async fn compose_command(run: &Runner<'_>) -> Result<Vec<&'static str
         Err(err) => Err(err),
     }
 }
+
+/// `compose -p P -f F` with the compose command found on this host.
+async fn compose_base<'a>(
+    run: &Runner<'_>,
+    target: &ComposeTarget<'a>,
+) -> Result<Vec<&'a str>, RestartError> {
+    let file = compose_file(target.release_dir, target.compose_file)
+        .map_err(|problem| run.failed(problem.to_string(), ""))?;
+    let mut argv: Vec<&str> = compose_command(run).await?;
+    argv.extend(["-p", target.project, "-f", file]);
+    Ok(argv)
+}
+
+fn compose_tools(err: RestartError) -> RestartError {
+    match err {
+        RestartError::NotInstalled { service, .. } => RestartError::NotInstalled {
+            service,
+            tool: COMPOSE_TOOLS.into(),
+        },
+        err => err,
+    }
+}
+
+/// `compose stop [services]`, then waits until none of them runs.
+pub(super) async fn stop_compose(
+    run: &Runner<'_>,
+    target: &ComposeTarget<'_>,
+) -> Result<String, RestartError> {
+    let mut argv = compose_base(run, target).await?;
+    argv.push("stop");
+    argv.extend(target.services.iter().map(String::as_str));
+    run.action(&argv, Some(target.release_dir), None)
+        .await
+        .map_err(compose_tools)?;
+    let detail = compose_wait(run, target, |state| match state {
+        ServiceState::Stopped | ServiceState::Failed => Some(true),
+        _ => None,
+    })
+    .await?;
+    Ok(format!("{} stopped: {detail}", target.project))
+}
+
+/// `compose up -d [services]` (containers kept when their config is unchanged), then
+/// waits until they run.
+pub(super) async fn start_compose(
+    run: &Runner<'_>,
+    target: &ComposeTarget<'_>,
+) -> Result<String, RestartError> {
+    let mut argv = compose_base(run, target).await?;
+    argv.extend(["up", "-d"]);
+    argv.extend(target.services.iter().map(String::as_str));
+    run.action(&argv, Some(target.release_dir), None)
+        .await
+        .map_err(compose_tools)?;
+    let detail = compose_wait(run, target, |state| match state {
+        ServiceState::Running => Some(true),
+        ServiceState::Failed => Some(false),
+        _ => None,
+    })
+    .await?;
+    Ok(format!("{} started: {detail}", target.project))
+}
+
+/// Polls `docker ps` until `verdict` says done (`true`) or failed (`false`).
+async fn compose_wait(
+    run: &Runner<'_>,
+    target: &ComposeTarget<'_>,
+    verdict: impl Fn(ServiceState) -> Option<bool>,
+) -> Result<String, RestartError> {
+    let filter = compose_filter(target.project);
+    let mut ps = vec!["docker"];
+    ps.extend(docker_ps_args(&filter));
+    let (ps, verdict) = (&ps, &verdict);
+    run.poll(move || async move {
+        let listed = run.tool(ps).await?;
+        if !listed.success {
+            return Ok(Progress::Waiting(listed.text));
+        }
+        let (state, detail) = parse_docker_ps(&listed.text, target.services);
+        Ok(match verdict(state) {
+            Some(true) => Progress::Ready(detail),
+            Some(false) => Progress::Failed(detail, String::new()),
+            None => Progress::Waiting(detail),
+        })
+    })
+    .await
+}
+
+/// The services of the target's compose file: `compose config --services`.
+pub(super) async fn compose_services(
+    run: &Runner<'_>,
+    target: &ComposeTarget<'_>,
+) -> Result<Vec<String>, RestartError> {
+    let mut argv = compose_base(run, target).await?;
+    argv.extend(["config", "--services"]);
+    let out = run
+        .run(&argv, Some(target.release_dir), false)
+        .await
+        .map_err(compose_tools)?;
+    if !out.success {
+        return Err(run.failed(format!("`{}` {}", argv.join(" "), out.status), out.text));
+    }
+    Ok(out
+        .text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains(' '))
+        .map(String::from)
+        .collect())
+}

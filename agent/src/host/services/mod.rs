@@ -24,13 +24,15 @@ use crate::{
 };
 
 pub use compose::parse_docker_ps;
-use compose::{ComposeTarget, compose, restart_compose};
+use compose::{
+    ComposeTarget, compose, compose_services, restart_compose, start_compose, stop_compose,
+};
 pub use signal::pidfile_state;
-use signal::restart_signal;
+use signal::{restart_signal, stop_signal};
 pub use supervisor::{SupervisorProcess, parse_supervisor_processes, parse_supervisor_status};
-use supervisor::{restart_supervisor, supervisor};
+use supervisor::{restart_supervisor, start_stop_supervisor, supervisor};
 pub use systemd::parse_systemctl_show;
-use systemd::{restart_systemd, systemd};
+use systemd::{restart_systemd, start_stop_systemd, systemd};
 
 /// How long one probe may take before the service is reported `unknown`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,6 +188,169 @@ pub async fn restart(
             pidfile, signal, ..
         } => restart_signal(&run, pidfile, signal).await,
     }
+}
+
+/// Stopping or starting a service (`hoist stop` / `hoist start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    Stop,
+    Start,
+}
+
+impl Toggle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Toggle::Stop => "stop",
+            Toggle::Start => "start",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Toggle::Stop => "stopped",
+            Toggle::Start => "started",
+        }
+    }
+}
+
+/// Stops or starts `service` and waits, bounded by its `timeout`, until it really is
+/// stopped (no process left) or running. A signal service can be stopped (SIGTERM to
+/// its pidfile's pid) but not started: hoist knows only its pidfile, not how to launch
+/// it. Returns a one-line summary, like [`restart`].
+pub async fn toggle(
+    service: &Service,
+    release_dir: &Path,
+    toggle: Toggle,
+    out: &UnboundedSender<(Stream, String)>,
+) -> Result<String, RestartError> {
+    let run = Runner {
+        service: format!("{} {}", service.kind(), service.display_name()),
+        timeout: service.timeout(),
+        deadline: Instant::now() + service.timeout(),
+        out,
+    };
+    match service {
+        Service::Systemd { name, .. } => start_stop_systemd(&run, name, toggle).await,
+        Service::Supervisor {
+            name, serverurl, ..
+        } => start_stop_supervisor(&run, name, serverurl.as_deref(), toggle).await,
+        Service::Compose {
+            compose_file,
+            project,
+            services,
+            ..
+        } => {
+            let target = ComposeTarget {
+                release_dir,
+                compose_file: compose_file.as_deref(),
+                project,
+                services,
+            };
+            match toggle {
+                Toggle::Stop => stop_compose(&run, &target).await,
+                Toggle::Start => start_compose(&run, &target).await,
+            }
+        }
+        Service::Signal { pidfile, .. } => match toggle {
+            Toggle::Stop => stop_signal(&run, pidfile).await,
+            Toggle::Start => Err(run.failed(
+                "hoist cannot start a signal service: it knows only its pidfile, not how to \
+                 launch it; start it with its own init (or declare it as a systemd or \
+                 supervisor service)",
+                "",
+            )),
+        },
+    }
+}
+
+/// The services a compose entry covers: its declared `services`, or, when it covers
+/// the whole project, the services of its compose file (`compose config --services`,
+/// run in `release_dir`). Empty for any other kind.
+pub async fn compose_service_names(
+    service: &Service,
+    release_dir: &Path,
+) -> Result<Vec<String>, RestartError> {
+    let Service::Compose {
+        compose_file,
+        project,
+        services,
+        ..
+    } = service
+    else {
+        return Ok(Vec::new());
+    };
+    if !services.is_empty() {
+        return Ok(services.clone());
+    }
+    let (out, _) = tokio::sync::mpsc::unbounded_channel();
+    let run = Runner {
+        service: format!("compose {project}"),
+        timeout: PROBE_TIMEOUT,
+        deadline: Instant::now() + PROBE_TIMEOUT,
+        out: &out,
+    };
+    let target = ComposeTarget {
+        release_dir,
+        compose_file: compose_file.as_deref(),
+        project,
+        services,
+    };
+    compose_services(&run, &target).await
+}
+
+/// A service name that none of the app's services answers to.
+#[derive(Debug, thiserror::Error)]
+#[error("app {app} has no service {name:?}; its services: {}", if .known.is_empty() { "none".to_string() } else { .known.join(", ") })]
+pub struct NoSuchService {
+    pub app: String,
+    pub name: String,
+    pub known: Vec<String>,
+}
+
+/// The services `only` names among `services` (all of them when `only` is empty): a
+/// declared service by its name, or one service of a compose project by the name the
+/// compose file gives it (then only that compose service is acted on).
+pub async fn select(
+    app: &str,
+    services: Vec<Service>,
+    release_dir: &Path,
+    only: &str,
+) -> Result<Vec<Service>, NoSuchService> {
+    if only.is_empty() {
+        return Ok(services);
+    }
+    let mut known = Vec::new();
+    let mut chosen = Vec::new();
+    for service in services {
+        let name = service.display_name();
+        if name == only {
+            chosen.push(service);
+            continue;
+        }
+        known.push(name);
+        // A compose file that cannot be read adds no names; the error then lists the
+        // declared ones.
+        let inner = compose_service_names(&service, release_dir)
+            .await
+            .unwrap_or_default();
+        if inner.iter().any(|s| s == only) {
+            let mut narrowed = service;
+            if let Service::Compose { services, .. } = &mut narrowed {
+                *services = vec![only.to_string()];
+            }
+            chosen.push(narrowed);
+        } else {
+            known.extend(inner.into_iter().map(|s| format!("{s} (compose)")));
+        }
+    }
+    if chosen.is_empty() {
+        return Err(NoSuchService {
+            app: app.into(),
+            name: only.into(),
+            known,
+        });
+    }
+    Ok(chosen)
 }
 
 /// What one look at a service after its action found.

@@ -250,3 +250,32 @@ pub(super) fn pid_list(pids: &BTreeSet<i32>) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// SIGTERM to the pidfile's pid, then waits until that process is gone.
+pub(super) async fn stop_signal(run: &Runner<'_>, pidfile: &Path) -> Result<String, RestartError> {
+    let pid = match read_pidfile(pidfile) {
+        Ok(pid) => pid,
+        Err((ServiceState::Stopped, why)) => return Ok(format!("already stopped: {why}")),
+        Err((_, why)) => return Err(run.failed(why, "")),
+    };
+    if !alive(pid) {
+        return Ok(format!(
+            "already stopped: pid {pid} from {} is not running",
+            pidfile.display()
+        ));
+    }
+    kill(Pid::from_raw(pid), Signal::SIGTERM)
+        .map_err(|err| run.failed(format!("cannot send SIGTERM to pid {pid}: {err}"), ""))?;
+    let _ = run
+        .out
+        .send((Stream::Stdout, format!("sent SIGTERM to pid {pid}")));
+    run.poll(move || async move {
+        Ok(if alive(pid) {
+            Progress::Waiting(format!("pid {pid} still running after SIGTERM"))
+        } else {
+            Progress::Ready(())
+        })
+    })
+    .await?;
+    Ok(format!("stopped: pid {pid} exited after SIGTERM"))
+}

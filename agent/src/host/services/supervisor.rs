@@ -164,3 +164,58 @@ pub(super) fn supervisor_summary(
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `supervisorctl stop|start`, then waits until no process is left running (stop) or
+/// every one is RUNNING (start).
+pub(super) async fn start_stop_supervisor(
+    run: &Runner<'_>,
+    name: &str,
+    serverurl: Option<&str>,
+    toggle: Toggle,
+) -> Result<String, RestartError> {
+    let ctl = |verb: &'static str| {
+        let mut argv = vec!["supervisorctl"];
+        if let Some(url) = serverurl {
+            argv.extend(["-s", url]);
+        }
+        argv.extend([verb, name]);
+        argv
+    };
+    let status = ctl("status");
+    run.action(&ctl(toggle.as_str()), None, Some(&status))
+        .await?;
+    let status = &status;
+    let after = run
+        .poll(move || async move {
+            let text = run.tool(status).await?.text;
+            Ok(match toggle {
+                Toggle::Start => supervisor_progress(&text),
+                Toggle::Stop => supervisor_stopped(&text),
+            })
+        })
+        .await?;
+    let states: Vec<String> = after
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.state))
+        .collect();
+    Ok(format!("{name} {}: {}", toggle.done(), states.join(", ")))
+}
+
+/// Ready once no process of the program or group is running or stopping.
+pub(super) fn supervisor_stopped(status: &str) -> Progress<Vec<SupervisorProcess>> {
+    let procs = parse_supervisor_processes(status);
+    if procs.is_empty() {
+        return Progress::Failed("supervisorctl lists no such process".into(), status.into());
+    }
+    if procs
+        .iter()
+        .all(|p| ["STOPPED", "EXITED", "FATAL"].contains(&p.state.as_str()))
+    {
+        return Progress::Ready(procs);
+    }
+    let states: Vec<String> = procs
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.state))
+        .collect();
+    Progress::Waiting(states.join(", "))
+}

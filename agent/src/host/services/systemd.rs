@@ -110,3 +110,56 @@ pub(super) fn systemd_summary(show: &str, old_pid: &str) -> String {
         )
     }
 }
+
+/// `systemctl stop|start`, then waits for `inactive` (stop) or `active` (start).
+pub(super) async fn start_stop_systemd(
+    run: &Runner<'_>,
+    unit: &str,
+    toggle: Toggle,
+) -> Result<String, RestartError> {
+    let show = [
+        "systemctl",
+        "show",
+        "--property=ActiveState,SubState,MainPID",
+        "--",
+        unit,
+    ];
+    let status = [
+        "systemctl",
+        "status",
+        "--no-pager",
+        "--lines=10",
+        "--",
+        unit,
+    ];
+    let argv = [
+        "systemctl",
+        "--no-ask-password",
+        toggle.as_str(),
+        "--",
+        unit,
+    ];
+    run.action(&argv, None, Some(&status)).await?;
+    let (show, status) = (&show, &status);
+    let after = run
+        .poll(move || async move {
+            let shown = run.tool(show).await?;
+            let state = systemctl_field(&shown.text, "ActiveState");
+            Ok(match (toggle, state) {
+                (Toggle::Stop, "inactive" | "failed") | (Toggle::Start, "active") => {
+                    Progress::Ready(shown.text)
+                }
+                (Toggle::Start, "failed") => {
+                    let detail = run.tool(status).await.map(|s| s.text);
+                    Progress::Failed(format!("{unit} failed"), detail.unwrap_or_default())
+                }
+                _ => Progress::Waiting(parse_systemctl_show(&shown.text).1),
+            })
+        })
+        .await?;
+    Ok(format!(
+        "{unit} {}: {}",
+        toggle.done(),
+        parse_systemctl_show(&after).1
+    ))
+}

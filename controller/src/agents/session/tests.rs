@@ -165,7 +165,15 @@ async fn stops_at_the_first_host_that_fails() {
     assert!(
         calls[1].starts_with("web-2 deploy deploy-") && calls[1].ends_with("-web-2 migrate=false")
     );
-    assert!(text.starts_with("==> web-1: deploy carbex main (abc1234) as op\n  ▶ build  make\n  ✓ build  0.1s\n==> web-1: succeeded: release 20261122T101500Z-abc1234"), "{text}");
+    assert!(
+        text.starts_with("==> web-1: deploy carbex main (abc1234) as op\n  job deploy-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(follow it from elsewhere: hoist attach deploy-"),
+        "{text}"
+    );
+    assert!(text.contains("  ▶ build  make\n  ✓ build  0.1s\n==> web-1: succeeded: release 20261122T101500Z-abc1234"), "{text}");
     assert!(text.contains("\n\n==> web-2: deploy carbex main"), "{text}");
     assert!(
         text.contains("==> web-2: rolled back after 12.3s"),

@@ -182,6 +182,9 @@ fn title(kind: i32) -> &'static str {
         JobKind::Rollback => "Rollback log",
         JobKind::Restart => "Restart log",
         JobKind::Env => "Env change log",
+        JobKind::Task => "Task log",
+        JobKind::Stop => "Stop log",
+        JobKind::Start => "Start log",
         JobKind::Unspecified => "Job log",
     }
 }

@@ -258,6 +258,7 @@ impl Board {
             address: host.address.clone(),
             elapsed: host.first_answer.unwrap_or_default(),
             result,
+            refused: None,
         }
     }
 

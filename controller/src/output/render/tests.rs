@@ -128,6 +128,7 @@ fn live_text_of_a_failed_deploy() {
     assert_eq!(
             text,
             "==> web-1: deploy carbex main (abc1234) as dana, with migrations, forced (reason: hotfix #42)
+  job deploy-20261122T101500Z-a1b2c3-web-1 (follow it from elsewhere: hoist attach deploy-20261122T101500Z-a1b2c3-web-1)
   ▶ build  composer install --no-dev
     │ Installing dependencies
     ! npm WARN deprecated
