@@ -16,7 +16,10 @@ use crate::{
     config::{App, Config},
     flows::{self, events, events::Job},
     monitor,
-    rpc::tls::{Peer, Role},
+    rpc::{
+        bounds,
+        tls::{Peer, Role},
+    },
     state::{
         envfile,
         journal::{self, JobRecord},
@@ -31,9 +34,6 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Sen
 fn follow(job: &Arc<Job>) -> EventStream {
     Box::pin(job.follow().map(Ok))
 }
-
-/// Shortest WatchStatus interval a client may ask for.
-const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct AgentService {
@@ -123,6 +123,7 @@ impl Agent for AgentService {
         &self,
         request: Request<GetInfoRequest>,
     ) -> Result<Response<GetInfoResponse>, Status> {
+        let request = bounds::checked(request)?;
         let peer = request.extensions().get::<Peer>();
         let config = self.config.borrow().clone();
         Ok(Response::new(GetInfoResponse {
@@ -144,6 +145,7 @@ impl Agent for AgentService {
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        let request = bounds::checked(request)?;
         Ok(Response::new(
             self.status_now(&request.get_ref().app).await?,
         ))
@@ -155,6 +157,7 @@ impl Agent for AgentService {
         &self,
         request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let request = bounds::checked(request)?;
         let req = request.into_inner();
         known(&self.config.borrow(), &req.app)?;
         let (tx, rx) = mpsc::channel(2);
@@ -171,7 +174,7 @@ impl Agent for AgentService {
                     ms => Duration::from_millis(ms),
                 };
                 tokio::select! {
-                    _ = tokio::time::sleep(interval.max(MIN_WATCH_INTERVAL)) => {}
+                    _ = tokio::time::sleep(interval.max(bounds::MIN_WATCH_INTERVAL)) => {}
                     _ = tx.closed() => return,
                     _ = stopping.wait_for(|s| *s) => return,
                 }
@@ -185,6 +188,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         release::validate_ref(&req.r#ref)?;
@@ -208,6 +212,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         if !req.to_release.is_empty() {
@@ -239,6 +244,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RestartRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         {
@@ -277,6 +283,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::AttachRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let id = request.into_inner().job_id;
         events::validate_id(&id)?;
         let job = self.apps.registry().get(&id).ok_or_else(|| {
@@ -291,6 +298,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::JobLogRequest>,
     ) -> Result<Response<pb::JobLogResponse>, Status> {
+        let request = bounds::checked(request)?;
         let req = request.into_inner();
         known(&self.config.borrow(), &req.app)?;
         if req.app.is_empty() {
@@ -327,6 +335,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let request = bounds::checked(request)?;
         let req = request.into_inner();
         let config = self.config.borrow().clone();
         let app = find_app(&config, &req.app)?;
@@ -344,6 +353,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         let id = if req.deploy_id.is_empty() {
@@ -363,6 +373,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         let id = if req.deploy_id.is_empty() {
@@ -378,6 +389,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::EnvListRequest>,
     ) -> Result<Response<pb::EnvListResponse>, Status> {
+        let request = bounds::checked(request)?;
         let role = request.extensions().get::<Peer>().and_then(|p| p.role);
         let req = request.into_inner();
         if req.show && role != Some(Role::Deployer) {
@@ -397,6 +409,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::EnvSetRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         let set: Vec<(String, String)> = req.vars.into_iter().map(|v| (v.key, v.value)).collect();
@@ -409,6 +422,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::EnvUnsetRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         self.env_job(
@@ -425,6 +439,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RecordRefusalRequest>,
     ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         events::validate_id(&req.job_id)?;
