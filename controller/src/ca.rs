@@ -17,8 +17,10 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData as _, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData as _, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use rustls_pemfile::certs;
 use time::{Duration, OffsetDateTime};
@@ -28,6 +30,16 @@ use x509_parser::{certificate::X509Certificate, extensions::GeneralName};
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key inside the CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// File name of the certificate revocation list inside the CA directory (and, by
+/// default, beside `ca.pem` on every agent).
+pub const CRL_FILE: &str = "crl.pem";
+/// Default lifetime of an agent certificate: a year (rotated with the host's upkeep).
+pub const AGENT_DAYS: u32 = 365;
+/// Default lifetime of an operator certificate: 90 days (a person's credential is the
+/// one most likely to leak; short-lived and revocable).
+pub const USER_DAYS: u32 = 90;
+/// How long a CRL is declared current (`nextUpdate`); agents keep using an older one.
+const CRL_VALIDITY_DAYS: i64 = 365;
 
 const CA_COMMON_NAME: &str = "hoist fleet CA";
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -143,6 +155,15 @@ pub enum CaError {
     },
     #[error("not a usable certificate: {reason}")]
     InvalidCertificate { reason: String },
+    #[error(
+        "{given:?} names no certificate: expected a NAME with NAME.pem in {dir}, or a serial \
+         number in hex (as printed by `hoist ca revoke` and `openssl x509 -serial`)"
+    )]
+    UnknownCertificate { given: String, dir: PathBuf },
+    #[error("{path} was not issued by the CA in {dir}; only its own certificates can be revoked")]
+    ForeignCertificate { path: PathBuf, dir: PathBuf },
+    #[error("{path} is not a usable revocation list: {reason}; move it away to start a new one")]
+    BadCrl { path: PathBuf, reason: String },
 }
 
 /// The files `init` wrote.
@@ -355,10 +376,191 @@ fn issue_leaf(
     })
 }
 
+/// What `revoke` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The certificate's serial number, lowercase hex.
+    pub serial: String,
+    /// Whether it was already on the list.
+    pub already: bool,
+    pub crl: PathBuf,
+    /// How many certificates the list names now.
+    pub count: usize,
+}
+
+impl fmt::Display for Revoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.already {
+            "was already revoked"
+        } else {
+            "revoked"
+        };
+        write!(
+            f,
+            "serial {} {what}; wrote {} ({} revoked). Copy it to every agent beside its CA \
+             certificate (or where `[tls] crl` points) and reload them \
+             (`systemctl reload hoistd`): new connections with that certificate are refused",
+            self.serial,
+            self.crl.display(),
+            self.count
+        )
+    }
+}
+
+/// Revokes a certificate of the CA in `ca_dir`, named by `NAME` (its `NAME.pem` there)
+/// or by serial number (hex, colons allowed), and rewrites `crl.pem` signed by the CA:
+/// every certificate revoked so far plus this one. Idempotent.
+pub fn revoke(ca_dir: &Path, which: &str) -> Result<Revoked, CaError> {
+    let ca = load_ca(ca_dir)?;
+    let serial = serial_of(ca_dir, which, &ca)?;
+    let crl_path = ca_dir.join(CRL_FILE);
+    let (mut revoked, number) = read_crl(&crl_path, &ca)?;
+    let already = revoked.iter().any(|r| r.serial_number == serial);
+    let now = OffsetDateTime::now_utc();
+    if !already {
+        revoked.push(RevokedCertParams {
+            serial_number: serial.clone(),
+            revocation_time: now,
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+    }
+    let params = CertificateRevocationListParams {
+        this_update: now - CLOCK_SKEW,
+        next_update: now + Duration::days(CRL_VALIDITY_DAYS),
+        crl_number: SerialNumber::from(number.saturating_add(1)),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params
+        .signed_by(&ca.issuer)
+        .and_then(|crl| crl.pem())
+        .map_err(|source| CaError::Generate {
+            what: "revocation list",
+            source,
+        })?;
+    let staged = stage(ca_dir, &crl_path, crl.as_bytes(), CERT_MODE)?;
+    staged.persist(&crl_path).map_err(|err| CaError::Write {
+        path: crl_path.clone(),
+        source: err.error,
+    })?;
+    fs::File::open(ca_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| CaError::Write {
+            path: ca_dir.to_path_buf(),
+            source,
+        })?;
+    Ok(Revoked {
+        serial: hex(serial.as_ref()),
+        already,
+        crl: crl_path,
+        count: params.revoked_certs.len(),
+    })
+}
+
+/// The serial `which` names: NAME.pem's (checked to be this CA's), or a hex serial.
+fn serial_of(ca_dir: &Path, which: &str, ca: &LoadedCa) -> Result<SerialNumber, CaError> {
+    let unknown = || CaError::UnknownCertificate {
+        given: which.to_owned(),
+        dir: ca_dir.to_path_buf(),
+    };
+    if validate_name(which).is_ok() {
+        let path = ca_dir.join(format!("{which}.pem"));
+        match fs::read(&path) {
+            Ok(pem) => {
+                let invalid = |reason: String| CaError::InvalidCertificate { reason };
+                let der = first_certificate(&pem).map_err(invalid)?;
+                let (_, cert) = x509_parser::parse_x509_certificate(&der)
+                    .map_err(|err| invalid(format!("cannot parse {}: {err}", path.display())))?;
+                if cert.issuer().as_raw() != ca.subject_der.as_slice() {
+                    return Err(CaError::ForeignCertificate {
+                        path,
+                        dir: ca_dir.to_path_buf(),
+                    });
+                }
+                return Ok(SerialNumber::from_slice(cert.raw_serial()));
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CaError::Read { path, source }),
+        }
+    }
+    let digits: String = which.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 40 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    let padded = if digits.len() % 2 == 1 {
+        format!("0{digits}")
+    } else {
+        digits
+    };
+    let bytes: Vec<u8> = (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).expect("hex digits checked"))
+        .collect();
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// The entries and number of the CA's current CRL (none and 0 when there is none yet).
+fn read_crl(path: &Path, ca: &LoadedCa) -> Result<(Vec<RevokedCertParams>, u64), CaError> {
+    let pem = match fs::read(path) {
+        Ok(pem) => pem,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(source) => {
+            return Err(CaError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let bad = |reason: String| CaError::BadCrl {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = rustls_pemfile::crls(&mut &pem[..])
+        .next()
+        .ok_or_else(|| bad("no PEM X509 CRL block found".into()))?
+        .map_err(|err| bad(format!("bad PEM: {err}")))?;
+    let (_, crl) =
+        x509_parser::parse_x509_crl(&der).map_err(|err| bad(format!("cannot parse it: {err}")))?;
+    if crl.issuer().as_raw() != ca.subject_der.as_slice() {
+        return Err(bad("it was issued by another CA".into()));
+    }
+    let number = crl
+        .crl_number()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|r| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(r.raw_serial()),
+            revocation_time: r.revocation_date.to_datetime(),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        })
+        .collect();
+    Ok((revoked, number))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A certificate's serial number in lowercase hex, as `hoist ca revoke` takes it.
+pub fn serial_hex(cert_pem: &[u8]) -> Result<String, CaError> {
+    let invalid = |reason: String| CaError::InvalidCertificate { reason };
+    let der = first_certificate(cert_pem).map_err(invalid)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|err| invalid(format!("cannot parse it: {err}")))?;
+    Ok(hex(cert.raw_serial()))
+}
+
 /// A CA loaded from disk, checked to be a usable signer.
 struct LoadedCa {
     issuer: Issuer<'static, KeyPair>,
     not_after: OffsetDateTime,
+    /// The CA's subject, DER: the issuer of everything it signed.
+    subject_der: Vec<u8>,
 }
 
 fn load_ca(dir: &Path) -> Result<LoadedCa, CaError> {
@@ -409,9 +611,14 @@ fn load_ca(dir: &Path) -> Result<LoadedCa, CaError> {
         });
     }
 
+    let subject_der = cert.subject().as_raw().to_vec();
     let issuer = Issuer::from_ca_cert_der(&der.as_slice().into(), key)
         .map_err(|err| bad_cert(format!("cannot use it to sign: {err}")))?;
-    Ok(LoadedCa { issuer, not_after })
+    Ok(LoadedCa {
+        issuer,
+        not_after,
+        subject_der,
+    })
 }
 
 fn read_ca_file(dir: &Path, path: &Path) -> Result<Vec<u8>, CaError> {

@@ -31,6 +31,9 @@ pub struct StatusArgs {
 /// `hoist status [APP]`.
 pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
     let ctx = Ctx::load(global)?;
+    if let Some(warning) = ctx.creds.expiry_warning() {
+        eprintln!("{warning}");
+    }
     let app = args.app.unwrap_or_default();
     let reports = fetch(
         &ctx.targets(),
