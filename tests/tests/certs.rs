@@ -94,6 +94,93 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
     let text = format!("{out}{err}");
     assert!(text.contains("revoked"), "{text}");
     assert!(text.contains("leaky.pem"), "{text}");
+    assert!(text.contains("hoist ca issue"), "{text}");
+
+    // Without the CRL at hand (the fleet's CA file elsewhere), the agent's refusal is
+    // still explained rather than a bare "broken pipe".
+    let lone_ca = fleet.path().join("ca.pem");
+    std::fs::copy(ca.join("ca.pem"), &lone_ca).unwrap();
+    let tls = tls.replace(
+        &ca.join("ca.pem").display().to_string(),
+        &lone_ca.display().to_string(),
+    );
+    std::fs::write(&fleet_toml, format!("{tls}{}", agent.fleet_entry("web-1"))).unwrap();
+    let (status, out, err) = hoist(&["--fleet", fleet_toml.to_str().unwrap(), "status"]);
+    assert!(!status.success(), "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(text.contains("refused your certificate"), "{text}");
+}
+
+/// A user certificate signed by the CA in `ca_dir` valid from `from` to `until` days
+/// from now (negative: in the past), written as NAME.pem/NAME.key into `dir`.
+fn issue_window(ca_dir: &std::path::Path, dir: &std::path::Path, name: &str, from: i64, until: i64) {
+    use rcgen::{
+        CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType,
+    };
+    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = vec![SanType::URI(
+        "hoist://role/viewer".try_into().unwrap(),
+    )];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now + time::Duration::days(from);
+    params.not_after = now + time::Duration::days(until);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn expired_foreign_and_expiring_certificates_are_named_with_the_fix() {
+    let pki = Pki::new();
+    let ca = pki.ca_dir();
+    let agent = AgentBuilder::new(&pki).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    issue_window(&ca, dir.path(), "old", -30, -2);
+    issue_window(&ca, dir.path(), "soon", -1, 3);
+    let fleet_toml = dir.path().join("fleet.toml");
+    let run = |cert: &std::path::Path, key: &std::path::Path| {
+        let tls = format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            ca.join("ca.pem").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&fleet_toml, format!("{tls}{}", agent.fleet_entry("web-1"))).unwrap();
+        hoist(&["--fleet", fleet_toml.to_str().unwrap(), "status"])
+    };
+
+    let (status, out, err) = run(&dir.path().join("old.pem"), &dir.path().join("old.key"));
+    assert!(!status.success(), "{out}{err}");
+    let expired_on = (time::OffsetDateTime::now_utc() - time::Duration::days(2)).date();
+    assert!(
+        err.contains(&format!("old.pem expired on {expired_on}")),
+        "{err}"
+    );
+    assert!(err.contains("hoist ca issue"), "{err}");
+
+    let (foreign_cert, foreign_key) = pki.identity(Who::Foreign).unwrap();
+    let (status, out, err) = run(&foreign_cert, &foreign_key);
+    assert!(!status.success(), "{out}{err}");
+    assert!(err.contains("mallory.pem is signed by another CA"), "{err}");
+
+    let (status, out, err) = run(&dir.path().join("soon.pem"), &dir.path().join("soon.key"));
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        err.contains("soon.pem expires on") && err.contains("day(s)"),
+        "{err}"
+    );
+    // A fresh 90-day certificate gets no warning.
+    let (viewer_cert, viewer_key) = pki.identity(Who::Viewer).unwrap();
+    let (status, out, err) = run(&viewer_cert, &viewer_key);
+    assert!(status.success(), "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
 }
 
 #[tokio::test]

@@ -308,5 +308,9 @@ pub fn status_error(status: &tonic::Status) -> String {
     {
         return with_hint(format!("{} ({})", status.message(), chain(source)));
     }
-    format!("{:?}: {}", status.code(), status.message())
+    let text = format!("{:?}: {}", status.code(), status.message());
+    if matches!(status.code(), tonic::Code::Cancelled) {
+        return with_hint(text);
+    }
+    text
 }
