@@ -327,8 +327,9 @@ pub fn host_rows(
     }
 }
 
+/// A note is made of what agents said (errors, check output): shown on one line.
 fn paint_note(text: &str, tone: Tone, colour: bool) -> String {
-    table::paint(text, tone, colour)
+    table::paint(&crate::output::escape::one_line(text), tone, colour)
 }
 
 pub fn state_name(state: i32) -> &'static str {

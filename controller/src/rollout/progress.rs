@@ -107,7 +107,7 @@ impl<'a, 'o> Progress<'a, 'o> {
     /// A remark for the operator on stderr, outside the rollout's output (stdout stays
     /// its text or JSON lines): `hoist: TEXT`.
     pub fn warn(&self, text: &str) {
-        eprintln!("hoist: {text}");
+        eprintln!("hoist: {}", crate::output::escape::visible(text));
     }
 
     /// A rollout message: text (lines and live views) and its JSON form.
