@@ -32,7 +32,10 @@ fn main() -> ExitCode {
         Err(Failure { code, error }) => {
             // Errors carry what agents and hooks said: shown, never interpreted.
             let text = format!("{error:#}");
-            eprintln!("hoist: {}", hoist_controller::output::escape::visible(&text));
+            eprintln!(
+                "hoist: {}",
+                hoist_controller::output::escape::visible(&text)
+            );
             ExitCode::from(code)
         }
     }

@@ -401,7 +401,9 @@ pub async fn connect_with(
     pki: &Pki,
     identity: Option<(PathBuf, PathBuf)>,
 ) -> Result<AgentClient<Channel>, String> {
-    channel_with(addr, pki, identity).await.map(AgentClient::new)
+    channel_with(addr, pki, identity)
+        .await
+        .map(AgentClient::new)
 }
 
 async fn channel_with(

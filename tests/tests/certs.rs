@@ -38,7 +38,10 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
     leaky.get_info(GetInfoRequest {}).await.expect("allowed");
 
     let out = hoist_ok(&["ca", "revoke", "--ca", ca_s, "leaky"]);
-    assert!(out.contains("crl.pem") && out.contains("1 revoked"), "{out}");
+    assert!(
+        out.contains("crl.pem") && out.contains("1 revoked"),
+        "{out}"
+    );
     // Idempotent, and the same certificate by its serial.
     let again = hoist_ok(&["ca", "revoke", "--ca", ca_s, "leaky"]);
     assert!(again.contains("already revoked"), "{again}");
@@ -60,9 +63,11 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
     assert_eq!(agent.pid(), pid);
     let refused = match connect_with(&agent.grpc, &pki, pair(&pki, "leaky")).await {
         Err(err) => Some(err),
-        Ok(mut client) => client.get_info(GetInfoRequest {}).await.err().map(|s| {
-            format!("{}: {}", s.message(), hoist_tests::harness::error_chain(&s))
-        }),
+        Ok(mut client) => client
+            .get_info(GetInfoRequest {})
+            .await
+            .err()
+            .map(|s| format!("{}: {}", s.message(), hoist_tests::harness::error_chain(&s))),
     };
     let refused = refused.expect("a revoked certificate must be refused at the handshake");
     assert!(!refused.is_empty());
@@ -75,7 +80,10 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
     // Everyone else is unaffected.
     for who in [Who::Deployer, Who::Viewer] {
         let mut client = agent.connect(&pki, who).await.unwrap();
-        client.get_info(GetInfoRequest {}).await.expect("still allowed");
+        client
+            .get_info(GetInfoRequest {})
+            .await
+            .expect("still allowed");
     }
     // The CLI names the reason and the fix.
     let fleet = tempfile::tempdir().unwrap();
@@ -84,11 +92,7 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
         .fleet_tls(Who::Deployer)
         .replace("dana.pem", "leaky.pem")
         .replace("dana.key", "leaky.key");
-    std::fs::write(
-        &fleet_toml,
-        format!("{tls}{}", agent.fleet_entry("web-1")),
-    )
-    .unwrap();
+    std::fs::write(&fleet_toml, format!("{tls}{}", agent.fleet_entry("web-1"))).unwrap();
     let (status, out, err) = hoist(&["--fleet", fleet_toml.to_str().unwrap(), "status"]);
     assert!(!status.success(), "{out}{err}");
     let text = format!("{out}{err}");
@@ -113,19 +117,22 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
 
 /// A user certificate signed by the CA in `ca_dir` valid from `from` to `until` days
 /// from now (negative: in the past), written as NAME.pem/NAME.key into `dir`.
-fn issue_window(ca_dir: &std::path::Path, dir: &std::path::Path, name: &str, from: i64, until: i64) {
-    use rcgen::{
-        CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType,
-    };
+fn issue_window(
+    ca_dir: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    from: i64,
+    until: i64,
+) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
     let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names = vec![SanType::URI(
-        "hoist://role/viewer".try_into().unwrap(),
-    )];
+    params.subject_alt_names = vec![SanType::URI("hoist://role/viewer".try_into().unwrap())];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.not_before = now + time::Duration::days(from);
@@ -193,7 +200,11 @@ async fn lifetimes_fit_their_use_and_the_agent_exposes_its_expiry() {
         .unwrap()
         .as_secs() as i64;
     let days = |out: &str| {
-        let date = out.rsplit("valid until ").next().unwrap().trim_end_matches([')', '\n']);
+        let date = out
+            .rsplit("valid until ")
+            .next()
+            .unwrap()
+            .trim_end_matches([')', '\n']);
         date.to_string()
     };
     let user = hoist_ok(&[

@@ -10,8 +10,7 @@ use hoist_tests::{
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const VECTOR: &str =
-    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.001"]}]}}"#;
+const VECTOR: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.001"]}]}}"#;
 
 /// Answers every request with a one-sample vector; records each request head.
 async fn prometheus() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -79,14 +78,25 @@ async fn gate_userinfo_is_redacted_and_sent_as_basic_auth() {
     let fl = fleet_file(&format!("http://ops:s3cr%40t@{addr}"));
 
     for extra in [&[][..], &["--json"][..]] {
-        let mut args = vec!["deploy", "web", "--ref", "main", "--fleet", &fl, "--dry-run"];
+        let mut args = vec![
+            "deploy",
+            "web",
+            "--ref",
+            "main",
+            "--fleet",
+            &fl,
+            "--dry-run",
+        ];
         args.extend_from_slice(extra);
         let (status, out, err) = hoist(&args);
         assert!(status.success(), "{out}{err}");
         assert!(!out.contains("s3cr") && !err.contains("s3cr"), "{out}{err}");
         assert!(out.contains(&format!("ops:***@{addr}")), "{out}");
     }
-    assert!(heads.lock().unwrap().is_empty(), "a dry run queries nothing");
+    assert!(
+        heads.lock().unwrap().is_empty(),
+        "a dry run queries nothing"
+    );
 
     let (status, out, err) = hoist(&["deploy", "web", "--ref", "main", "--fleet", &fl]);
     assert!(status.success(), "{out}{err}");
@@ -112,5 +122,8 @@ async fn gate_userinfo_is_redacted_and_sent_as_basic_auth() {
     let (status, out, err) = hoist(&["deploy", "web", "--ref", "main", "--fleet", &fl]);
     assert!(!status.success(), "{out}{err}");
     assert!(!out.contains("s3cr") && !err.contains("s3cr"), "{out}{err}");
-    assert!(format!("{out}{err}").contains(&format!("ops:***@{dead}")), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(&format!("ops:***@{dead}")),
+        "{out}{err}"
+    );
 }

@@ -43,9 +43,7 @@ async fn a_lock_reason_with_escapes_is_printed_visibly() {
     .unwrap();
     let fleet_s = fleet.to_str().unwrap();
     // Another lock is refused; the refusal quotes the holder's reason.
-    let (status, out, err) = hoist(&[
-        "--fleet", fleet_s, "lock", "shop", "--reason", "mine",
-    ]);
+    let (status, out, err) = hoist(&["--fleet", fleet_s, "lock", "shop", "--reason", "mine"]);
     assert!(!status.success(), "{out}{err}");
     let text = format!("{out}{err}");
     assert!(
@@ -63,8 +61,13 @@ async fn a_lock_reason_with_escapes_is_printed_visibly() {
         !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{9b}'),
         "{text:?}"
     );
-    assert!(text.contains("maint \\e[2J\\e]0;pwned\\x07 \\u{9b}31m done"), "{text}");
+    assert!(
+        text.contains("maint \\e[2J\\e]0;pwned\\x07 \\u{9b}31m done"),
+        "{text}"
+    );
     // JSON output is escaped by JSON itself.
-    let (_, out, _) = hoist(&["--fleet", fleet_s, "--json", "lock", "shop", "--reason", "x"]);
+    let (_, out, _) = hoist(&[
+        "--fleet", fleet_s, "--json", "lock", "shop", "--reason", "x",
+    ]);
     assert!(!out.contains('\u{1b}'), "{out:?}");
 }

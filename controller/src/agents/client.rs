@@ -156,12 +156,11 @@ fn check_own_certificate(ca_path: &Path, ca_pem: &[u8], cert_pem: &[u8]) -> Resu
         .map(|iter| iter.flatten().collect())
         .unwrap_or_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let Ok(verifier) = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider,
-    )
-    .with_crls(crls)
-    .build() else {
+    let Ok(verifier) =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .with_crls(crls)
+            .build()
+    else {
         // An unusable CA file is reported by the handshake itself.
         return Ok(not_after);
     };
@@ -172,12 +171,16 @@ fn check_own_certificate(ca_path: &Path, ca_pem: &[u8], cert_pem: &[u8]) -> Resu
                 "is revoked (listed in {}); the agents refuse it",
                 crl_path.display()
             ),
-            rustls::CertificateError::UnknownIssuer
-            | rustls::CertificateError::BadSignature => format!(
-                "is signed by another CA than the fleet CA {}",
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature => {
+                format!(
+                    "is signed by another CA than the fleet CA {}",
+                    ca_path.display()
+                )
+            }
+            other => format!(
+                "is refused by the fleet CA {}: {other:?}",
                 ca_path.display()
             ),
-            other => format!("is refused by the fleet CA {}: {other:?}", ca_path.display()),
         }),
         Err(_) => Ok(not_after),
     }

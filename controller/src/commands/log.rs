@@ -93,7 +93,11 @@ pub fn render_recent(answers: &[Answer<Vec<JobSummary>>], colour: bool) -> Strin
                 let _ = writeln!(
                     text,
                     "{}",
-                    table::paint(&format!("  {}", visible(&err.to_string())), Tone::Bad, colour)
+                    table::paint(
+                        &format!("  {}", visible(&err.to_string())),
+                        Tone::Bad,
+                        colour
+                    )
                 );
                 continue;
             }

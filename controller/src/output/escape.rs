@@ -55,7 +55,10 @@ mod tests {
     fn controls_are_shown() {
         assert_eq!(visible("plain text"), "plain text");
         assert!(matches!(visible("plain"), Cow::Borrowed(_)));
-        assert_eq!(visible("\u{1b}[2J\u{1b}]0;pwned\u{7}"), "\\e[2J\\e]0;pwned\\x07");
+        assert_eq!(
+            visible("\u{1b}[2J\u{1b}]0;pwned\u{7}"),
+            "\\e[2J\\e]0;pwned\\x07"
+        );
         assert_eq!(visible("a\tb\nc\rd\u{7f}"), "a\tb\nc\\rd\\x7f");
         assert_eq!(visible("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(visible("abc\u{202e}fed"), "abc\\u{202e}fed");

@@ -176,11 +176,7 @@ pub fn step_finished_text(step: &StepFinished, colour: bool) -> String {
     let took = human_duration(step.duration_ms);
     let (name, error) = (one_line(&step.step), visible(&step.error));
     if step.ok {
-        return format!(
-            "  {} {}  {took}\n",
-            paint("✓", Tone::Good, colour),
-            name
-        );
+        return format!("  {} {}  {took}\n", paint("✓", Tone::Good, colour), name);
     }
     let how = if step.timed_out {
         format!("timed out after {took}")
@@ -281,7 +277,11 @@ pub fn event_text(host: &str, event: &JobEvent, colour: bool) -> String {
     match &event.kind {
         Some(Kind::Started(s)) => format!("{}\n", started_line(host, s)),
         Some(Kind::StepStarted(s)) if s.description.is_empty() => {
-            format!("  {} {}\n", paint("▶", Tone::Dim, colour), one_line(&s.step))
+            format!(
+                "  {} {}\n",
+                paint("▶", Tone::Dim, colour),
+                one_line(&s.step)
+            )
         }
         Some(Kind::StepStarted(s)) => {
             format!(

@@ -108,7 +108,10 @@ impl Url {
             Some((info, rest)) => (Some(info), rest),
             None => (None, written),
         };
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
             return Err(HttpError::NoHost(shown()));
         }
@@ -178,8 +181,7 @@ fn percent_decode(text: &str) -> Vec<u8> {
 
 /// Standard base64 with padding (RFC 4648), for the Basic credentials.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
