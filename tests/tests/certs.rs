@@ -112,7 +112,11 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
     let (status, out, err) = hoist(&["--fleet", fleet_toml.to_str().unwrap(), "status"]);
     assert!(!status.success(), "{out}{err}");
     let text = format!("{out}{err}");
-    assert!(text.contains("refused your certificate"), "{text}");
+    assert!(
+        text.contains("the agent refused your certificate")
+            && text.contains("leaky.pem: it is revoked"),
+        "{text}"
+    );
 }
 
 /// A user certificate signed by the CA in `ca_dir` valid from `from` to `until` days

@@ -52,10 +52,18 @@ pub enum ConnectError {
 pub struct Credentials {
     ca: Certificate,
     identity: Identity,
+    /// The same material as PEM, for [`diagnose_refusal`]'s own handshake.
+    pem: Arc<Pem>,
     /// The client certificate file (named in errors).
     pub cert_path: PathBuf,
     /// When the client certificate expires (Unix seconds).
     pub not_after: i64,
+}
+
+struct Pem {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
 }
 
 /// How early `hoist status` warns that the operator's certificate expires.
@@ -84,8 +92,9 @@ impl Credentials {
             }
         })?;
         Ok(Credentials {
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
+            ca: Certificate::from_pem(&ca),
+            identity: Identity::from_pem(&cert, &key),
+            pem: Arc::new(Pem { ca, cert, key }),
             cert_path: tls.cert.clone(),
             not_after,
         })
@@ -184,6 +193,79 @@ fn check_own_certificate(ca_path: &Path, ca_pem: &[u8], cert_pem: &[u8]) -> Resu
         }),
         Err(_) => Ok(not_after),
     }
+}
+
+/// After a call failed without an answer ("broken pipe", "operation was canceled"):
+/// a TLS handshake of our own with the agent at `address`, reading its first bytes, to
+/// learn whether it refused our certificate and why (the alert it sends, which the
+/// gRPC stack loses). `None` when the agent accepts the certificate or cannot be asked.
+pub async fn diagnose_refusal(
+    address: &str,
+    creds: &Credentials,
+    timeout: Duration,
+) -> Option<String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+    use tokio::io::AsyncReadExt as _;
+    let pem = &creds.pem;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&pem.ca).flatten() {
+        let _ = roots.add(ca);
+    }
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&pem.cert)
+        .flatten()
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&pem.key).ok()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let host = address
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(address);
+    let name = ServerName::try_from(host.to_string()).ok()?;
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte).await {
+            Ok(_) => None,
+            Err(err) => {
+                let alert = err
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .and_then(|e| match e {
+                        rustls::Error::AlertReceived(alert) => Some(*alert),
+                        _ => None,
+                    })?;
+                Some(alert)
+            }
+        }
+    };
+    let alert = tokio::time::timeout(timeout, probe).await.ok().flatten()?;
+    let file = creds.cert_path.display();
+    let fix = "issue a new one with `hoist ca issue --ca CA_DIR --user NAME --role ROLE \
+               --force` and point [tls] cert/key of the fleet file at it";
+    use rustls::AlertDescription as A;
+    Some(match alert {
+        A::CertificateRevoked => {
+            format!("the agent refused your certificate {file}: it is revoked; {fix}")
+        }
+        A::CertificateExpired => {
+            format!("the agent refused your certificate {file}: it has expired; {fix}")
+        }
+        A::UnknownCA => format!(
+            "the agent refused your certificate {file}: it is not signed by the agent's CA; {fix}"
+        ),
+        other => format!("the agent refused your certificate {file} ({other:?}); {fix}"),
+    })
 }
 
 /// What a TLS failure in `text` (an error chain) means for the operator, when it is
