@@ -128,6 +128,18 @@ fn issue_window(
     from: i64,
     until: i64,
 ) {
+    issue_window_as(ca_dir, dir, name, from, until, false)
+}
+
+/// [`issue_window`]; `agent`: an agent (server) certificate for 127.0.0.1 instead.
+fn issue_window_as(
+    ca_dir: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    from: i64,
+    until: i64,
+    agent: bool,
+) {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
     let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
     let ca_key =
@@ -136,8 +148,16 @@ fn issue_window(
     let now = time::OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names = vec![SanType::URI("hoist://role/viewer".try_into().unwrap())];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if agent {
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    } else {
+        params.subject_alt_names = vec![SanType::URI("hoist://role/viewer".try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
     params.use_authority_key_identifier_extension = true;
     params.not_before = now + time::Duration::days(from);
     params.not_after = now + time::Duration::days(until);
@@ -254,4 +274,68 @@ fn civil(secs: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+#[tokio::test]
+async fn an_agent_certificate_from_another_ca_is_named() {
+    let ours = Pki::new();
+    let theirs = Pki::new();
+    let agent = AgentBuilder::new(&theirs).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_toml = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet_toml,
+        format!(
+            "{}{}",
+            ours.fleet_tls(Who::Deployer),
+            agent.fleet_entry("web-1")
+        ),
+    )
+    .unwrap();
+    let (status, out, err) = hoist(&["--fleet", fleet_toml.to_str().unwrap(), "status"]);
+    assert!(!status.success(), "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(
+        text.contains("the agent's certificate is not signed by the fleet CA"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_agent_certificate_is_named() {
+    let pki = Pki::new();
+    let ca = pki.ca_dir();
+    // The agent starts with a certificate that expired yesterday.
+    issue_window_as(&ca, &ca, "agent", -30, -1, true);
+    let agent = AgentBuilder::new(&pki).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_toml = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet_toml,
+        format!(
+            "{}{}",
+            pki.fleet_tls(Who::Viewer),
+            agent.fleet_entry("web-1")
+        ),
+    )
+    .unwrap();
+    let (status, out, err) = hoist(&["--fleet", fleet_toml.to_str().unwrap(), "status"]);
+    assert!(!status.success(), "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(
+        text.contains("the agent's certificate has expired; renew it with `hoist ca issue --agent"),
+        "{text}"
+    );
+    // Its own metric says so too.
+    let metrics = agent.scrape().await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("hoist_agent_certificate_expiry_timestamp_seconds "))
+        .unwrap();
+    let value: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(value < now, "{line}");
 }

@@ -163,6 +163,20 @@ pub fn server_config(tls: &TlsSection) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(certs, key)
         .map_err(identity_err)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    if let Some(expiry) = not_after {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let days_left = (expiry - now).div_euclid(86_400);
+        if days_left < 14 {
+            tracing::warn!(
+                cert = %tls.cert.display(),
+                days_left,
+                "this agent's certificate expires soon or has expired; controllers refuse an \
+                 expired one: renew it with `hoist ca issue --agent NAME --san ADDR --force`"
+            );
+        }
+    }
     CERT_NOT_AFTER.store(not_after.unwrap_or(0), Ordering::Relaxed);
     Ok(Arc::new(config))
 }

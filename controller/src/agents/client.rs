@@ -303,6 +303,11 @@ pub fn tls_hint(text: &str) -> Option<&'static str> {
              --san ADDR --force`, copy it to the host and `systemctl reload hoistd`",
         ),
         (
+            "invalid peer certificate: BadSignature",
+            "the agent's certificate is not signed by the fleet CA in [tls] ca; issue it from \
+             the fleet CA (`hoist ca issue --agent NAME --san ADDR`)",
+        ),
+        (
             "UnknownIssuer",
             "the agent's certificate is not signed by the fleet CA in [tls] ca; issue it from \
              the fleet CA (`hoist ca issue --agent NAME --san ADDR`)",
