@@ -473,7 +473,12 @@ fn serial_of(ca_dir: &Path, which: &str, ca: &LoadedCa) -> Result<SerialNumber, 
                 let der = first_certificate(&pem).map_err(invalid)?;
                 let (_, cert) = x509_parser::parse_x509_certificate(&der)
                     .map_err(|err| invalid(format!("cannot parse {}: {err}", path.display())))?;
-                if cert.issuer().as_raw() != ca.subject_der.as_slice() {
+                // Every hoist CA has the same name: the signature tells them apart.
+                let signed_by_us =
+                    x509_parser::parse_x509_certificate(&ca.cert_der).is_ok_and(|(_, ca_cert)| {
+                        cert.verify_signature(Some(ca_cert.public_key())).is_ok()
+                    });
+                if cert.issuer().as_raw() != ca.subject_der.as_slice() || !signed_by_us {
                     return Err(CaError::ForeignCertificate {
                         path,
                         dir: ca_dir.to_path_buf(),
@@ -523,7 +528,9 @@ fn read_crl(path: &Path, ca: &LoadedCa) -> Result<(Vec<RevokedCertParams>, u64),
         .map_err(|err| bad(format!("bad PEM: {err}")))?;
     let (_, crl) =
         x509_parser::parse_x509_crl(&der).map_err(|err| bad(format!("cannot parse it: {err}")))?;
-    if crl.issuer().as_raw() != ca.subject_der.as_slice() {
+    let signed_by_us = x509_parser::parse_x509_certificate(&ca.cert_der)
+        .is_ok_and(|(_, ca_cert)| crl.verify_signature(ca_cert.public_key()).is_ok());
+    if crl.issuer().as_raw() != ca.subject_der.as_slice() || !signed_by_us {
         return Err(bad("it was issued by another CA".into()));
     }
     let number = crl
@@ -561,6 +568,8 @@ struct LoadedCa {
     not_after: OffsetDateTime,
     /// The CA's subject, DER: the issuer of everything it signed.
     subject_der: Vec<u8>,
+    /// The CA certificate, DER (its key checks signatures).
+    cert_der: Vec<u8>,
 }
 
 fn load_ca(dir: &Path) -> Result<LoadedCa, CaError> {
@@ -618,6 +627,7 @@ fn load_ca(dir: &Path) -> Result<LoadedCa, CaError> {
         issuer,
         not_after,
         subject_der,
+        cert_der: der.clone(),
     })
 }
 
@@ -1097,5 +1107,69 @@ mod tests {
         fs::copy(&paths.key, leaf.path().join(CA_KEY_FILE)).unwrap();
         let err = issue_user(leaf.path(), "dave", Role::Viewer, 1, false).unwrap_err();
         assert!(matches!(err, CaError::BadCaCert { .. }), "{err}");
+    }
+
+    #[test]
+    fn revoked_certificates_are_refused_with_the_crl_and_others_are_not() {
+        let ca = ca_dir();
+        let alice = issue_user(ca.path(), "alice", Role::Deployer, 90, false).unwrap();
+        let bob = issue_user(ca.path(), "bob", Role::Viewer, 90, false).unwrap();
+        let first = revoke(ca.path(), "alice").unwrap();
+        assert!(!first.already);
+        assert_eq!(first.count, 1);
+        assert_eq!(mode(&first.crl) & 0o777, CERT_MODE);
+        assert_eq!(
+            first.serial,
+            serial_hex(&fs::read(&alice.cert).unwrap()).unwrap()
+        );
+        // By serial, with colons: the same entry.
+        let colons: Vec<String> = first
+            .serial
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        assert!(revoke(ca.path(), &colons.join(":")).unwrap().already);
+        let second = revoke(ca.path(), "bob").unwrap();
+        assert_eq!(second.count, 2);
+
+        use rustls::pki_types::pem::PemObject as _;
+        let crls: Vec<_> =
+            rustls::pki_types::CertificateRevocationListDer::pem_file_iter(&first.crl)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let verify = |cert: &Path| {
+            WebPkiClientVerifier::builder_with_provider(roots(ca.path()), default_provider().into())
+                .with_crls(crls.clone())
+                .build()
+                .unwrap()
+                .verify_client_cert(&der(cert), &[], UnixTime::now())
+                .map(drop)
+        };
+        for cert in [&alice.cert, &bob.cert] {
+            assert_eq!(
+                verify(cert).unwrap_err(),
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+            );
+        }
+        let carol = issue_user(ca.path(), "carol", Role::Viewer, 90, false).unwrap();
+        verify(&carol.cert).unwrap();
+
+        let err = revoke(ca.path(), "nobody").unwrap_err().to_string();
+        assert!(err.contains("names no certificate"), "{err}");
+        let other = ca_dir();
+        issue_user(other.path(), "mallory", Role::Viewer, 1, false).unwrap();
+        fs::copy(
+            other.path().join("mallory.pem"),
+            ca.path().join("mallory.pem"),
+        )
+        .unwrap();
+        let err = revoke(ca.path(), "mallory").unwrap_err().to_string();
+        assert!(err.contains("not issued by the CA"), "{err}");
+        revoke(other.path(), "mallory").unwrap();
+        fs::copy(other.path().join(CRL_FILE), ca.path().join(CRL_FILE)).unwrap();
+        let err = revoke(ca.path(), "carol").unwrap_err().to_string();
+        assert!(err.contains("issued by another CA"), "{err}");
     }
 }
