@@ -85,6 +85,34 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
             .await
             .expect("still allowed");
     }
+    // A configured CRL that cannot be read: the reload is refused and the running TLS
+    // config (with the CRL) stays.
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let key_line = config.lines().find(|l| l.starts_with("key = ")).unwrap();
+    std::fs::write(
+        &agent.config,
+        config.replace(
+            key_line,
+            &format!("{key_line}\ncrl = \"{}\"", ca.join("missing.pem").display()),
+        ),
+    )
+    .unwrap();
+    let refused_before = agent.log_text().matches("reload refused").count();
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while agent.log_text().matches("reload refused").count() == refused_before {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(agent.log_text().contains("missing.pem"), "{}", agent.log_text());
+    let mut viewer = agent.connect(&pki, Who::Viewer).await.unwrap();
+    viewer.get_info(GetInfoRequest {}).await.expect("still serving");
+    let still_refused = match connect_with(&agent.grpc, &pki, pair(&pki, "leaky")).await {
+        Err(_) => true,
+        Ok(mut client) => client.get_info(GetInfoRequest {}).await.is_err(),
+    };
+    assert!(still_refused, "the running CRL stays in force");
+    std::fs::write(&agent.config, config).unwrap();
     // The CLI names the reason and the fix.
     let fleet = tempfile::tempdir().unwrap();
     let fleet_toml = fleet.path().join("fleet.toml");
