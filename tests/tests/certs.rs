@@ -104,9 +104,16 @@ async fn a_revoked_certificate_is_refused_after_sighup_and_others_still_work() {
         assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(agent.log_text().contains("missing.pem"), "{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("missing.pem"),
+        "{}",
+        agent.log_text()
+    );
     let mut viewer = agent.connect(&pki, Who::Viewer).await.unwrap();
-    viewer.get_info(GetInfoRequest {}).await.expect("still serving");
+    viewer
+        .get_info(GetInfoRequest {})
+        .await
+        .expect("still serving");
     let still_refused = match connect_with(&agent.grpc, &pki, pair(&pki, "leaky")).await {
         Err(_) => true,
         Ok(mut client) => client.get_info(GetInfoRequest {}).await.is_err(),

@@ -39,8 +39,9 @@ pub struct LogArgs {
     /// Show this job's full log: each step's times, exit code and output.
     #[arg(long, value_name = "ID")]
     pub job: Option<String>,
-    /// How many recent jobs per host.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    /// How many recent jobs per host (1-1000, the agents' bound).
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
     /// Per-host limit for connecting and answering.
     #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
