@@ -32,7 +32,32 @@ pub enum CredentialsError {
          NAME --role ROLE --force` and point [tls] cert/key of the fleet file at it",
         path.display()
     )]
-    Unusable { path: PathBuf, why: String },
+    Unusable {
+        path: PathBuf,
+        why: CertificateProblem,
+    },
+}
+
+/// Why the agents would refuse the operator's certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateProblem {
+    #[error("holds no usable PEM certificate ({0})")]
+    NoPem(rustls::pki_types::pem::Error),
+    #[error("cannot be parsed ({0})")]
+    Unparsable(String),
+    #[error("expired on {0}")]
+    Expired(String),
+    #[error("is not valid before {0} (check this machine's clock)")]
+    NotYetValid(String),
+    #[error("is revoked (listed in {}); the agents refuse it", crl.display())]
+    Revoked { crl: PathBuf },
+    #[error("is signed by another CA than the fleet CA {}", ca.display())]
+    ForeignCa { ca: PathBuf },
+    #[error("is refused by the fleet CA {}: {error:?}", ca.display())]
+    Refused {
+        ca: PathBuf,
+        error: rustls::CertificateError,
+    },
 }
 
 /// No channel to an agent.
@@ -130,14 +155,17 @@ fn utc_date(secs: i64) -> String {
 }
 
 /// The certificate's `notAfter`, or why the agents would refuse it.
-fn check_own_certificate(ca_path: &Path, ca_pem: &[u8], cert_pem: &[u8]) -> Result<i64, String> {
+fn check_own_certificate(
+    ca_path: &Path,
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+) -> Result<i64, CertificateProblem> {
     use rustls::pki_types::{
         CertificateDer, CertificateRevocationListDer, UnixTime, pem::PemObject as _,
     };
-    let leaf = CertificateDer::from_pem_slice(cert_pem)
-        .map_err(|err| format!("holds no usable PEM certificate ({err})"))?;
+    let leaf = CertificateDer::from_pem_slice(cert_pem).map_err(CertificateProblem::NoPem)?;
     let (_, parsed) = x509_parser::parse_x509_certificate(&leaf)
-        .map_err(|err| format!("cannot be parsed ({err})"))?;
+        .map_err(|err| CertificateProblem::Unparsable(err.to_string()))?;
     let validity = parsed.validity();
     let (not_before, not_after) = (
         validity.not_before.timestamp(),
@@ -145,13 +173,10 @@ fn check_own_certificate(ca_path: &Path, ca_pem: &[u8], cert_pem: &[u8]) -> Resu
     );
     let now = unix_now();
     if now > not_after {
-        return Err(format!("expired on {}", utc_date(not_after)));
+        return Err(CertificateProblem::Expired(utc_date(not_after)));
     }
     if now < not_before {
-        return Err(format!(
-            "is not valid before {} (check this machine's clock)",
-            utc_date(not_before)
-        ));
+        return Err(CertificateProblem::NotYetValid(utc_date(not_before)));
     }
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem).flatten() {
@@ -176,20 +201,16 @@ fn check_own_certificate(ca_path: &Path, ca_pem: &[u8], cert_pem: &[u8]) -> Resu
     match verifier.verify_client_cert(&leaf, &[], UnixTime::now()) {
         Ok(_) => Ok(not_after),
         Err(rustls::Error::InvalidCertificate(err)) => Err(match err {
-            rustls::CertificateError::Revoked => format!(
-                "is revoked (listed in {}); the agents refuse it",
-                crl_path.display()
-            ),
+            rustls::CertificateError::Revoked => CertificateProblem::Revoked { crl: crl_path },
             rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature => {
-                format!(
-                    "is signed by another CA than the fleet CA {}",
-                    ca_path.display()
-                )
+                CertificateProblem::ForeignCa {
+                    ca: ca_path.to_path_buf(),
+                }
             }
-            other => format!(
-                "is refused by the fleet CA {}: {other:?}",
-                ca_path.display()
-            ),
+            error => CertificateProblem::Refused {
+                ca: ca_path.to_path_buf(),
+                error,
+            },
         }),
         Err(_) => Ok(not_after),
     }
