@@ -135,7 +135,10 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
         .layer(AuthzLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AgentServer::new(agent))
+        .add_service(
+            AgentServer::new(agent)
+                .max_decoding_message_size(crate::rpc::bounds::MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         });

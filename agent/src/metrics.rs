@@ -25,6 +25,14 @@ pub fn render(config: &Config, snap: &Snapshot) -> String {
         &[("version", crate::VERSION)],
         1.0,
     );
+    if let Some(expiry) = crate::rpc::tls::certificate_expiry() {
+        m.gauge(
+            "hoist_agent_certificate_expiry_timestamp_seconds",
+            "When the agent's TLS certificate in use expires (Unix time); alert well before.",
+            &[],
+            expiry as f64,
+        );
+    }
     let r = &snap.resources;
     m.gauge(
         "hoist_cpu_usage_ratio",

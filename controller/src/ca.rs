@@ -17,8 +17,10 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData as _, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData as _, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use rustls_pemfile::certs;
 use time::{Duration, OffsetDateTime};
@@ -28,6 +30,16 @@ use x509_parser::{certificate::X509Certificate, extensions::GeneralName};
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key inside the CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// File name of the certificate revocation list inside the CA directory (and, by
+/// default, beside `ca.pem` on every agent).
+pub const CRL_FILE: &str = "crl.pem";
+/// Default lifetime of an agent certificate: a year (rotated with the host's upkeep).
+pub const AGENT_DAYS: u32 = 365;
+/// Default lifetime of an operator certificate: 90 days (a person's credential is the
+/// one most likely to leak; short-lived and revocable).
+pub const USER_DAYS: u32 = 90;
+/// How long a CRL is declared current (`nextUpdate`); agents keep using an older one.
+const CRL_VALIDITY_DAYS: i64 = 365;
 
 const CA_COMMON_NAME: &str = "hoist fleet CA";
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -143,6 +155,15 @@ pub enum CaError {
     },
     #[error("not a usable certificate: {reason}")]
     InvalidCertificate { reason: String },
+    #[error(
+        "{given:?} names no certificate: expected a NAME with NAME.pem in {dir}, or a serial \
+         number in hex (as printed by `hoist ca revoke` and `openssl x509 -serial`)"
+    )]
+    UnknownCertificate { given: String, dir: PathBuf },
+    #[error("{path} was not issued by the CA in {dir}; only its own certificates can be revoked")]
+    ForeignCertificate { path: PathBuf, dir: PathBuf },
+    #[error("{path} is not a usable revocation list: {reason}; move it away to start a new one")]
+    BadCrl { path: PathBuf, reason: String },
 }
 
 /// The files `init` wrote.
@@ -355,10 +376,200 @@ fn issue_leaf(
     })
 }
 
+/// What `revoke` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The certificate's serial number, lowercase hex.
+    pub serial: String,
+    /// Whether it was already on the list.
+    pub already: bool,
+    pub crl: PathBuf,
+    /// How many certificates the list names now.
+    pub count: usize,
+}
+
+impl fmt::Display for Revoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.already {
+            "was already revoked"
+        } else {
+            "revoked"
+        };
+        write!(
+            f,
+            "serial {} {what}; wrote {} ({} revoked). Copy it to every agent beside its CA \
+             certificate (or where `[tls] crl` points) and reload them \
+             (`systemctl reload hoistd`): new connections with that certificate are refused",
+            self.serial,
+            self.crl.display(),
+            self.count
+        )
+    }
+}
+
+/// Revokes a certificate of the CA in `ca_dir`, named by `NAME` (its `NAME.pem` there)
+/// or by serial number (hex, colons allowed), and rewrites `crl.pem` signed by the CA:
+/// every certificate revoked so far plus this one. Idempotent.
+pub fn revoke(ca_dir: &Path, which: &str) -> Result<Revoked, CaError> {
+    let ca = load_ca(ca_dir)?;
+    let serial = serial_of(ca_dir, which, &ca)?;
+    let crl_path = ca_dir.join(CRL_FILE);
+    let (mut revoked, number) = read_crl(&crl_path, &ca)?;
+    let already = revoked.iter().any(|r| r.serial_number == serial);
+    let now = OffsetDateTime::now_utc();
+    if !already {
+        revoked.push(RevokedCertParams {
+            serial_number: serial.clone(),
+            revocation_time: now,
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+    }
+    let params = CertificateRevocationListParams {
+        this_update: now - CLOCK_SKEW,
+        next_update: now + Duration::days(CRL_VALIDITY_DAYS),
+        crl_number: SerialNumber::from(number.saturating_add(1)),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params
+        .signed_by(&ca.issuer)
+        .and_then(|crl| crl.pem())
+        .map_err(|source| CaError::Generate {
+            what: "revocation list",
+            source,
+        })?;
+    let staged = stage(ca_dir, &crl_path, crl.as_bytes(), CERT_MODE)?;
+    staged.persist(&crl_path).map_err(|err| CaError::Write {
+        path: crl_path.clone(),
+        source: err.error,
+    })?;
+    fs::File::open(ca_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| CaError::Write {
+            path: ca_dir.to_path_buf(),
+            source,
+        })?;
+    Ok(Revoked {
+        serial: hex(serial.as_ref()),
+        already,
+        crl: crl_path,
+        count: params.revoked_certs.len(),
+    })
+}
+
+/// The serial `which` names: NAME.pem's (checked to be this CA's), or a hex serial.
+fn serial_of(ca_dir: &Path, which: &str, ca: &LoadedCa) -> Result<SerialNumber, CaError> {
+    let unknown = || CaError::UnknownCertificate {
+        given: which.to_owned(),
+        dir: ca_dir.to_path_buf(),
+    };
+    if validate_name(which).is_ok() {
+        let path = ca_dir.join(format!("{which}.pem"));
+        match fs::read(&path) {
+            Ok(pem) => {
+                let invalid = |reason: String| CaError::InvalidCertificate { reason };
+                let der = first_certificate(&pem).map_err(invalid)?;
+                let (_, cert) = x509_parser::parse_x509_certificate(&der)
+                    .map_err(|err| invalid(format!("cannot parse {}: {err}", path.display())))?;
+                // Every hoist CA has the same name: the signature tells them apart.
+                let signed_by_us =
+                    x509_parser::parse_x509_certificate(&ca.cert_der).is_ok_and(|(_, ca_cert)| {
+                        cert.verify_signature(Some(ca_cert.public_key())).is_ok()
+                    });
+                if cert.issuer().as_raw() != ca.subject_der.as_slice() || !signed_by_us {
+                    return Err(CaError::ForeignCertificate {
+                        path,
+                        dir: ca_dir.to_path_buf(),
+                    });
+                }
+                return Ok(SerialNumber::from_slice(cert.raw_serial()));
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CaError::Read { path, source }),
+        }
+    }
+    let digits: String = which.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 40 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    let padded = if digits.len() % 2 == 1 {
+        format!("0{digits}")
+    } else {
+        digits
+    };
+    let bytes: Vec<u8> = (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).expect("hex digits checked"))
+        .collect();
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// The entries and number of the CA's current CRL (none and 0 when there is none yet).
+fn read_crl(path: &Path, ca: &LoadedCa) -> Result<(Vec<RevokedCertParams>, u64), CaError> {
+    let pem = match fs::read(path) {
+        Ok(pem) => pem,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(source) => {
+            return Err(CaError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let bad = |reason: String| CaError::BadCrl {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = rustls_pemfile::crls(&mut &pem[..])
+        .next()
+        .ok_or_else(|| bad("no PEM X509 CRL block found".into()))?
+        .map_err(|err| bad(format!("bad PEM: {err}")))?;
+    let (_, crl) =
+        x509_parser::parse_x509_crl(&der).map_err(|err| bad(format!("cannot parse it: {err}")))?;
+    let signed_by_us = x509_parser::parse_x509_certificate(&ca.cert_der)
+        .is_ok_and(|(_, ca_cert)| crl.verify_signature(ca_cert.public_key()).is_ok());
+    if crl.issuer().as_raw() != ca.subject_der.as_slice() || !signed_by_us {
+        return Err(bad("it was issued by another CA".into()));
+    }
+    let number = crl
+        .crl_number()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|r| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(r.raw_serial()),
+            revocation_time: r.revocation_date.to_datetime(),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        })
+        .collect();
+    Ok((revoked, number))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A certificate's serial number in lowercase hex, as `hoist ca revoke` takes it.
+pub fn serial_hex(cert_pem: &[u8]) -> Result<String, CaError> {
+    let invalid = |reason: String| CaError::InvalidCertificate { reason };
+    let der = first_certificate(cert_pem).map_err(invalid)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|err| invalid(format!("cannot parse it: {err}")))?;
+    Ok(hex(cert.raw_serial()))
+}
+
 /// A CA loaded from disk, checked to be a usable signer.
 struct LoadedCa {
     issuer: Issuer<'static, KeyPair>,
     not_after: OffsetDateTime,
+    /// The CA's subject, DER: the issuer of everything it signed.
+    subject_der: Vec<u8>,
+    /// The CA certificate, DER (its key checks signatures).
+    cert_der: Vec<u8>,
 }
 
 fn load_ca(dir: &Path) -> Result<LoadedCa, CaError> {
@@ -409,9 +620,15 @@ fn load_ca(dir: &Path) -> Result<LoadedCa, CaError> {
         });
     }
 
+    let subject_der = cert.subject().as_raw().to_vec();
     let issuer = Issuer::from_ca_cert_der(&der.as_slice().into(), key)
         .map_err(|err| bad_cert(format!("cannot use it to sign: {err}")))?;
-    Ok(LoadedCa { issuer, not_after })
+    Ok(LoadedCa {
+        issuer,
+        not_after,
+        subject_der,
+        cert_der: der.clone(),
+    })
 }
 
 fn read_ca_file(dir: &Path, path: &Path) -> Result<Vec<u8>, CaError> {
@@ -890,5 +1107,69 @@ mod tests {
         fs::copy(&paths.key, leaf.path().join(CA_KEY_FILE)).unwrap();
         let err = issue_user(leaf.path(), "dave", Role::Viewer, 1, false).unwrap_err();
         assert!(matches!(err, CaError::BadCaCert { .. }), "{err}");
+    }
+
+    #[test]
+    fn revoked_certificates_are_refused_with_the_crl_and_others_are_not() {
+        let ca = ca_dir();
+        let alice = issue_user(ca.path(), "alice", Role::Deployer, 90, false).unwrap();
+        let bob = issue_user(ca.path(), "bob", Role::Viewer, 90, false).unwrap();
+        let first = revoke(ca.path(), "alice").unwrap();
+        assert!(!first.already);
+        assert_eq!(first.count, 1);
+        assert_eq!(mode(&first.crl) & 0o777, CERT_MODE);
+        assert_eq!(
+            first.serial,
+            serial_hex(&fs::read(&alice.cert).unwrap()).unwrap()
+        );
+        // By serial, with colons: the same entry.
+        let colons: Vec<String> = first
+            .serial
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        assert!(revoke(ca.path(), &colons.join(":")).unwrap().already);
+        let second = revoke(ca.path(), "bob").unwrap();
+        assert_eq!(second.count, 2);
+
+        use rustls::pki_types::pem::PemObject as _;
+        let crls: Vec<_> =
+            rustls::pki_types::CertificateRevocationListDer::pem_file_iter(&first.crl)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let verify = |cert: &Path| {
+            WebPkiClientVerifier::builder_with_provider(roots(ca.path()), default_provider().into())
+                .with_crls(crls.clone())
+                .build()
+                .unwrap()
+                .verify_client_cert(&der(cert), &[], UnixTime::now())
+                .map(drop)
+        };
+        for cert in [&alice.cert, &bob.cert] {
+            assert_eq!(
+                verify(cert).unwrap_err(),
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+            );
+        }
+        let carol = issue_user(ca.path(), "carol", Role::Viewer, 90, false).unwrap();
+        verify(&carol.cert).unwrap();
+
+        let err = revoke(ca.path(), "nobody").unwrap_err().to_string();
+        assert!(err.contains("names no certificate"), "{err}");
+        let other = ca_dir();
+        issue_user(other.path(), "mallory", Role::Viewer, 1, false).unwrap();
+        fs::copy(
+            other.path().join("mallory.pem"),
+            ca.path().join("mallory.pem"),
+        )
+        .unwrap();
+        let err = revoke(ca.path(), "mallory").unwrap_err().to_string();
+        assert!(err.contains("not issued by the CA"), "{err}");
+        revoke(other.path(), "mallory").unwrap();
+        fs::copy(other.path().join(CRL_FILE), ca.path().join(CRL_FILE)).unwrap();
+        let err = revoke(ca.path(), "carol").unwrap_err().to_string();
+        assert!(err.contains("issued by another CA"), "{err}");
     }
 }

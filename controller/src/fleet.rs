@@ -395,9 +395,7 @@ impl Webhook {
 
 impl fmt::Display for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
-        let host = rest.split('/').next().unwrap_or_default();
-        write!(f, "{scheme}://{host}/…")
+        f.write_str(&crate::output::redact::host_only(&self.0))
     }
 }
 
@@ -415,18 +413,21 @@ impl<'de> Deserialize<'de> for Webhook {
 
 // === checked values ===
 
-/// An `http://` or `https://` URL with a host.
+/// An `http://` or `https://` URL with a host, as [`http::Uri`] parses it. The error
+/// never shows a password from the URL.
 fn de_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    let host = ["http://", "https://"]
-        .iter()
-        .find_map(|p| s.strip_prefix(p));
-    match host.and_then(|rest| rest.split('/').next()) {
-        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(s),
-        _ => Err(D::Error::custom(hinted(
-            format!("invalid URL {s:?}"),
+    let ok = s.parse::<http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some_and(|a| !a.host().is_empty())
+    });
+    if ok {
+        Ok(s)
+    } else {
+        Err(D::Error::custom(hinted(
+            format!("invalid URL {:?}", crate::output::redact::userinfo(&s)),
             "use http://HOST[:PORT]/... or https://..., e.g. \"http://127.0.0.1:9090\"",
-        ))),
+        )))
     }
 }
 

@@ -30,7 +30,12 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
-            eprintln!("hoist: {error:#}");
+            // Errors carry what agents and hooks said: shown, never interpreted.
+            let text = format!("{error:#}");
+            eprintln!(
+                "hoist: {}",
+                hoist_controller::output::escape::visible(&text)
+            );
             ExitCode::from(code)
         }
     }

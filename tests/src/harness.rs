@@ -475,11 +475,31 @@ pub async fn connect(addr: &str, pki: &Pki, who: Who) -> Result<AgentClient<Chan
 
 /// Opens an mTLS channel to `addr` as `who`.
 pub async fn channel(addr: &str, pki: &Pki, who: Who) -> Result<Channel, String> {
+    channel_with(addr, pki, pki.identity(who)).await
+}
+
+/// Opens an mTLS client to `addr` with the certificate and key in `identity` (e.g. one
+/// issued by a test into the fleet CA's directory).
+pub async fn connect_with(
+    addr: &str,
+    pki: &Pki,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> Result<AgentClient<Channel>, String> {
+    channel_with(addr, pki, identity)
+        .await
+        .map(AgentClient::new)
+}
+
+async fn channel_with(
+    addr: &str,
+    pki: &Pki,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> Result<Channel, String> {
     let ca = std::fs::read(pki.ca_dir().join("ca.pem")).map_err(|e| e.to_string())?;
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name("127.0.0.1");
-    if let Some((cert, key)) = pki.identity(who) {
+    if let Some((cert, key)) = identity {
         let cert = std::fs::read(cert).map_err(|e| e.to_string())?;
         let key = std::fs::read(key).map_err(|e| e.to_string())?;
         tls = tls.identity(Identity::from_pem(cert, key));

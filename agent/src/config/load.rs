@@ -145,6 +145,7 @@ impl RawConfig {
             ca: base.join(&self.tls.ca),
             cert: base.join(&self.tls.cert),
             key: base.join(&self.tls.key),
+            crl: self.tls.crl.as_ref().map(|crl| base.join(crl)),
         };
         let mut names: HashMap<String, Range<usize>> = HashMap::new();
         let mut roots: HashMap<PathBuf, String> = HashMap::new();

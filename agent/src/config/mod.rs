@@ -105,13 +105,38 @@ impl Default for AgentSection {
     }
 }
 
-/// `[tls]`: the fleet CA and this agent's certificate and key (PEM).
+/// `[tls]`: the fleet CA and this agent's certificate and key (PEM), and the CA's
+/// certificate revocation list.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The CRL from `hoist ca revoke`. Set: the file must exist. Unset: `crl.pem` beside
+    /// `ca` is loaded when it exists (see [`TlsSection::crl_path`]).
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// File name of the conventional CRL beside the CA certificate.
+    pub const DEFAULT_CRL: &'static str = "crl.pem";
+
+    /// The CRL to load and whether it must exist: the configured one (required), or
+    /// `crl.pem` beside `ca` (optional).
+    pub fn crl_path(&self) -> (PathBuf, bool) {
+        match &self.crl {
+            Some(path) => (path.clone(), true),
+            None => (
+                self.ca
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(Self::DEFAULT_CRL),
+                false,
+            ),
+        }
+    }
 }
 
 /// `[thresholds]`: warn / critical levels for resource usage, in percent.

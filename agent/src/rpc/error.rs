@@ -8,6 +8,7 @@ use crate::{
     apps::AppsError,
     config::UnknownApp,
     flows::events::InvalidJobId,
+    rpc::bounds::OutOfBounds,
     state::{
         envfile::{EnvError, EnvFileError},
         journal::JournalError,
@@ -33,6 +34,12 @@ impl From<AppsError> for Status {
             AppsError::OwnerStopped => Code::Unavailable,
         };
         status(code, &err)
+    }
+}
+
+impl From<OutOfBounds> for Status {
+    fn from(err: OutOfBounds) -> Status {
+        status(Code::InvalidArgument, &err)
     }
 }
 

@@ -2,6 +2,7 @@
 //! mutual TLS, and the one place domain errors become `tonic::Status`.
 
 pub mod authz;
+pub mod bounds;
 pub mod error;
 pub mod server;
 pub mod tls;

@@ -17,7 +17,10 @@ use crate::{
     flows::{self, events, events::Job},
     host::services::{self, Toggle},
     monitor,
-    rpc::tls::{Peer, Role},
+    rpc::{
+        bounds,
+        tls::{Peer, Role},
+    },
     state::{
         envfile,
         journal::{self, JobRecord},
@@ -32,9 +35,6 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Sen
 fn follow(job: &Arc<Job>) -> EventStream {
     Box::pin(job.follow().map(Ok))
 }
-
-/// Shortest WatchStatus interval a client may ask for.
-const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct AgentService {
@@ -158,6 +158,7 @@ impl Agent for AgentService {
         &self,
         request: Request<GetInfoRequest>,
     ) -> Result<Response<GetInfoResponse>, Status> {
+        let request = bounds::checked(request)?;
         let peer = request.extensions().get::<Peer>();
         let config = self.config.borrow().clone();
         Ok(Response::new(GetInfoResponse {
@@ -179,6 +180,7 @@ impl Agent for AgentService {
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        let request = bounds::checked(request)?;
         Ok(Response::new(
             self.status_now(&request.get_ref().app).await?,
         ))
@@ -190,6 +192,7 @@ impl Agent for AgentService {
         &self,
         request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let request = bounds::checked(request)?;
         let req = request.into_inner();
         known(&self.config.borrow(), &req.app)?;
         let (tx, rx) = mpsc::channel(2);
@@ -206,7 +209,7 @@ impl Agent for AgentService {
                     ms => Duration::from_millis(ms),
                 };
                 tokio::select! {
-                    _ = tokio::time::sleep(interval.max(MIN_WATCH_INTERVAL)) => {}
+                    _ = tokio::time::sleep(interval.max(bounds::MIN_WATCH_INTERVAL)) => {}
                     _ = tx.closed() => return,
                     _ = stopping.wait_for(|s| *s) => return,
                 }
@@ -220,6 +223,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         release::validate_ref(&req.r#ref)?;
@@ -243,6 +247,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         if !req.to_release.is_empty() {
@@ -274,6 +279,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RestartRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         self.check_service(&req.app, &req.service).await?;
@@ -294,6 +300,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::StopRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         self.toggle_job(&req.app, &req.service, &req.job_id, &who, Toggle::Stop)
@@ -305,6 +312,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::StartRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         self.toggle_job(&req.app, &req.service, &req.job_id, &who, Toggle::Start)
@@ -316,6 +324,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let role = request.extensions().get::<Peer>().and_then(|p| p.role);
         let req = request.into_inner();
@@ -375,6 +384,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::AttachRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let id = request.into_inner().job_id;
         events::validate_id(&id)?;
         let job = self.apps.registry().get(&id).ok_or_else(|| {
@@ -389,6 +399,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::JobLogRequest>,
     ) -> Result<Response<pb::JobLogResponse>, Status> {
+        let request = bounds::checked(request)?;
         let req = request.into_inner();
         known(&self.config.borrow(), &req.app)?;
         if req.app.is_empty() {
@@ -440,6 +451,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let request = bounds::checked(request)?;
         let req = request.into_inner();
         let config = self.config.borrow().clone();
         let app = find_app(&config, &req.app)?;
@@ -457,6 +469,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         let id = if req.deploy_id.is_empty() {
@@ -476,6 +489,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         let id = if req.deploy_id.is_empty() {
@@ -491,6 +505,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::EnvListRequest>,
     ) -> Result<Response<pb::EnvListResponse>, Status> {
+        let request = bounds::checked(request)?;
         let role = request.extensions().get::<Peer>().and_then(|p| p.role);
         let req = request.into_inner();
         if req.show && role != Some(Role::Deployer) {
@@ -517,6 +532,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::EnvSetRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         let set: Vec<(String, String)> = req.vars.into_iter().map(|v| (v.key, v.value)).collect();
@@ -529,6 +545,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::EnvUnsetRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         self.env_job(
@@ -545,6 +562,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RecordRefusalRequest>,
     ) -> Result<Response<pb::RecordRefusalResponse>, Status> {
+        let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
         events::validate_id(&req.job_id)?;

@@ -6,14 +6,17 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use rustls::{
     RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use tokio::{
@@ -46,6 +49,16 @@ pub enum TlsError {
     },
     #[error("cannot build the client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error(
+        "cannot read the revocation list {path}: {source}; copy crl.pem from the CA directory \
+         (`hoist ca revoke` writes it), or remove `crl` from [tls]"
+    )]
+    Crl {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{path} holds no revocation list; expected a PEM file with an X509 CRL block")]
+    NoCrl { path: PathBuf },
     #[error("certificate {cert} and key {key} do not make a usable identity: {source}")]
     Identity {
         cert: PathBuf,
@@ -127,9 +140,12 @@ pub fn server_config(tls: &TlsSection) -> Result<Arc<ServerConfig>, TlsError> {
             source,
         })?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let crls = read_crls(tls)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .build()?;
     let certs = read_certs(&tls.cert)?;
+    let not_after = certs.first().and_then(|leaf| not_after(leaf));
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|source| TlsError::Read {
         what: "private key",
         path: tls.key.clone(),
@@ -147,7 +163,55 @@ pub fn server_config(tls: &TlsSection) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(certs, key)
         .map_err(identity_err)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    if let Some(expiry) = not_after {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let days_left = (expiry - now).div_euclid(86_400);
+        if days_left < 14 {
+            tracing::warn!(
+                cert = %tls.cert.display(),
+                days_left,
+                "this agent's certificate expires soon or has expired; controllers refuse an \
+                 expired one: renew it with `hoist ca issue --agent NAME --san ADDR --force`"
+            );
+        }
+    }
+    CERT_NOT_AFTER.store(not_after.unwrap_or(0), Ordering::Relaxed);
     Ok(Arc::new(config))
+}
+
+/// `notAfter` (Unix seconds) of the certificate the listener last loaded (at start or a
+/// SIGHUP that applied), 0 before: for `hoist_agent_certificate_expiry_timestamp_seconds`.
+static CERT_NOT_AFTER: AtomicI64 = AtomicI64::new(0);
+
+/// When the agent's own certificate in use expires (Unix seconds), once loaded.
+pub fn certificate_expiry() -> Option<i64> {
+    Some(CERT_NOT_AFTER.load(Ordering::Relaxed)).filter(|t| *t != 0)
+}
+
+fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// The revocation lists `tls` names (see [`TlsSection::crl_path`]); none when the
+/// conventional file is absent. Read on every (re)load, so a SIGHUP applies a new CRL.
+fn read_crls(tls: &TlsSection) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let (path, required) = tls.crl_path();
+    if !required && !path.exists() {
+        return Ok(Vec::new());
+    }
+    let crls = CertificateRevocationListDer::pem_file_iter(&path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::Crl {
+            path: path.clone(),
+            source,
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl { path });
+    }
+    Ok(crls)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -133,7 +133,10 @@ impl AppLock {
             deploy_id: deploy_id.to_string(),
             reason: reason.to_string(),
             since_ms,
-            expires_ms: ttl.map(|t| now_ms + t.as_millis() as u64),
+            // Saturating, never wrapping: a wrapped expiry would lie before `since` and lock
+            // nothing (requests are bounded in rpc::bounds; this is the second line).
+            expires_ms: ttl
+                .map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
         };
         self.lease = Some(lease.clone());
         self.persist();

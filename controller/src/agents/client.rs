@@ -1,24 +1,63 @@
 //! Connections to agents: gRPC over mutual TLS with the operator's certificate.
 
-use std::{error::Error as _, path::Path, time::Duration};
+use std::{
+    error::Error as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use hoist_proto::v1::agent_client::AgentClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::fleet::FleetTls;
 
-/// The operator's TLS material could not be read.
+/// The operator's TLS material cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot read the {what} {} named in [tls] of the fleet file; make certificates with \
-     `hoist ca init` and `hoist ca issue --user NAME --role deployer`",
-    path.display()
-)]
-pub struct CredentialsError {
-    pub what: &'static str,
-    pub path: std::path::PathBuf,
-    #[source]
-    pub source: std::io::Error,
+pub enum CredentialsError {
+    #[error(
+        "cannot read the {what} {} named in [tls] of the fleet file: {source}; make \
+         certificates with `hoist ca init` and `hoist ca issue --user NAME --role deployer`",
+        path.display()
+    )]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate would be refused by every agent; `why` says why.
+    #[error(
+        "your certificate {} {why}; issue a new one with `hoist ca issue --ca CA_DIR --user \
+         NAME --role ROLE --force` and point [tls] cert/key of the fleet file at it",
+        path.display()
+    )]
+    Unusable {
+        path: PathBuf,
+        why: CertificateProblem,
+    },
+}
+
+/// Why the agents would refuse the operator's certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateProblem {
+    #[error("holds no usable PEM certificate ({0})")]
+    NoPem(rustls::pki_types::pem::Error),
+    #[error("cannot be parsed ({0})")]
+    Unparsable(String),
+    #[error("expired on {0}")]
+    Expired(String),
+    #[error("is not valid before {0} (check this machine's clock)")]
+    NotYetValid(String),
+    #[error("is revoked (listed in {}); the agents refuse it", crl.display())]
+    Revoked { crl: PathBuf },
+    #[error("is signed by another CA than the fleet CA {}", ca.display())]
+    ForeignCa { ca: PathBuf },
+    #[error("is refused by the fleet CA {}: {error:?}", ca.display())]
+    Refused {
+        ca: PathBuf,
+        error: rustls::CertificateError,
+    },
 }
 
 /// No channel to an agent.
@@ -38,12 +77,31 @@ pub enum ConnectError {
 pub struct Credentials {
     ca: Certificate,
     identity: Identity,
+    /// The same material as PEM, for [`diagnose_refusal`]'s own handshake.
+    pem: Arc<Pem>,
+    /// The client certificate file (named in errors).
+    pub cert_path: PathBuf,
+    /// When the client certificate expires (Unix seconds).
+    pub not_after: i64,
 }
 
+struct Pem {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// How early `hoist status` warns that the operator's certificate expires.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
 impl Credentials {
+    /// Reads the CA, certificate and key, and checks the certificate against the CA
+    /// (and the CA's `crl.pem` beside it, when present) the way the agents will: an
+    /// expired, not yet valid, foreign or revoked certificate is refused here with the
+    /// file and the reason instead of an opaque handshake failure.
     pub fn load(tls: &FleetTls) -> Result<Credentials, CredentialsError> {
         let read = |what: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|source| CredentialsError {
+            std::fs::read(path).map_err(|source| CredentialsError::Read {
                 what,
                 path: path.to_path_buf(),
                 source,
@@ -52,10 +110,257 @@ impl Credentials {
         let ca = read("CA certificate", &tls.ca)?;
         let cert = read("client certificate", &tls.cert)?;
         let key = read("client key", &tls.key)?;
+        let not_after = check_own_certificate(&tls.ca, &ca, &cert).map_err(|why| {
+            CredentialsError::Unusable {
+                path: tls.cert.clone(),
+                why,
+            }
+        })?;
         Ok(Credentials {
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
+            ca: Certificate::from_pem(&ca),
+            identity: Identity::from_pem(&cert, &key),
+            pem: Arc::new(Pem { ca, cert, key }),
+            cert_path: tls.cert.clone(),
+            not_after,
         })
+    }
+
+    /// A warning when the certificate expires within [`EXPIRY_WARNING`].
+    pub fn expiry_warning(&self) -> Option<String> {
+        let now = unix_now();
+        let left = self.not_after - now;
+        (left < EXPIRY_WARNING.as_secs() as i64).then(|| {
+            format!(
+                "warning: your certificate {} expires on {} (in {} day(s)); issue a new one \
+                 with `hoist ca issue --ca CA_DIR --user NAME --role ROLE --force`",
+                self.cert_path.display(),
+                utc_date(self.not_after),
+                left.max(0) / 86400
+            )
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `YYYY-MM-DD` of a Unix time, UTC.
+fn utc_date(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .map(|t| t.date().to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+/// The certificate's `notAfter`, or why the agents would refuse it.
+fn check_own_certificate(
+    ca_path: &Path,
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+) -> Result<i64, CertificateProblem> {
+    use rustls::pki_types::{
+        CertificateDer, CertificateRevocationListDer, UnixTime, pem::PemObject as _,
+    };
+    let leaf = CertificateDer::from_pem_slice(cert_pem).map_err(CertificateProblem::NoPem)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|err| CertificateProblem::Unparsable(err.to_string()))?;
+    let validity = parsed.validity();
+    let (not_before, not_after) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let now = unix_now();
+    if now > not_after {
+        return Err(CertificateProblem::Expired(utc_date(not_after)));
+    }
+    if now < not_before {
+        return Err(CertificateProblem::NotYetValid(utc_date(not_before)));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem).flatten() {
+        let _ = roots.add(ca);
+    }
+    let crl_path = ca_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(crate::ca::CRL_FILE);
+    let crls: Vec<_> = CertificateRevocationListDer::pem_file_iter(&crl_path)
+        .map(|iter| iter.flatten().collect())
+        .unwrap_or_default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(verifier) =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .with_crls(crls)
+            .build()
+    else {
+        // An unusable CA file is reported by the handshake itself.
+        return Ok(not_after);
+    };
+    match verifier.verify_client_cert(&leaf, &[], UnixTime::now()) {
+        Ok(_) => Ok(not_after),
+        Err(rustls::Error::InvalidCertificate(err)) => Err(match err {
+            rustls::CertificateError::Revoked => CertificateProblem::Revoked { crl: crl_path },
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature => {
+                CertificateProblem::ForeignCa {
+                    ca: ca_path.to_path_buf(),
+                }
+            }
+            error => CertificateProblem::Refused {
+                ca: ca_path.to_path_buf(),
+                error,
+            },
+        }),
+        Err(_) => Ok(not_after),
+    }
+}
+
+/// After a call failed without an answer ("broken pipe", "operation was canceled"):
+/// a TLS handshake of our own with the agent at `address`, reading its first bytes, to
+/// learn whether it refused our certificate and why (the alert it sends, which the
+/// gRPC stack loses). `None` when the agent accepts the certificate or cannot be asked.
+pub async fn diagnose_refusal(
+    address: &str,
+    creds: &Credentials,
+    timeout: Duration,
+) -> Option<String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+    use tokio::io::AsyncReadExt as _;
+    let pem = &creds.pem;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&pem.ca).flatten() {
+        let _ = roots.add(ca);
+    }
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&pem.cert)
+        .flatten()
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&pem.key).ok()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let host = address
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(address);
+    let name = ServerName::try_from(host.to_string()).ok()?;
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte).await {
+            Ok(_) => None,
+            Err(err) => {
+                let alert = err
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .and_then(|e| match e {
+                        rustls::Error::AlertReceived(alert) => Some(*alert),
+                        _ => None,
+                    })?;
+                Some(alert)
+            }
+        }
+    };
+    let alert = tokio::time::timeout(timeout, probe).await.ok().flatten()?;
+    let file = creds.cert_path.display();
+    let fix = "issue a new one with `hoist ca issue --ca CA_DIR --user NAME --role ROLE \
+               --force` and point [tls] cert/key of the fleet file at it";
+    use rustls::AlertDescription as A;
+    Some(match alert {
+        A::CertificateRevoked => {
+            format!("the agent refused your certificate {file}: it is revoked; {fix}")
+        }
+        A::CertificateExpired => {
+            format!("the agent refused your certificate {file}: it has expired; {fix}")
+        }
+        A::UnknownCA => format!(
+            "the agent refused your certificate {file}: it is not signed by the agent's CA; {fix}"
+        ),
+        other => format!("the agent refused your certificate {file} ({other:?}); {fix}"),
+    })
+}
+
+/// What a TLS failure in `text` (an error chain) means for the operator, when it is
+/// one a certificate explains; appended to connection errors.
+pub fn tls_hint(text: &str) -> Option<&'static str> {
+    const HINTS: &[(&str, &str)] = &[
+        (
+            "CertificateRevoked",
+            "the agent refused your certificate: it is revoked; issue a new one with \
+             `hoist ca issue --user NAME --role ROLE --force`",
+        ),
+        (
+            "CertificateExpired",
+            "the agent refused your certificate: it has expired; issue a new one with \
+             `hoist ca issue --user NAME --role ROLE --force`",
+        ),
+        (
+            "UnknownCA",
+            "the agent does not trust your certificate's CA; use a certificate from the fleet \
+             CA (`hoist ca issue --ca CA_DIR --user NAME --role ROLE`)",
+        ),
+        (
+            "BadCertificate",
+            "the agent refused your certificate; check it was issued by the fleet CA and has \
+             not expired or been revoked",
+        ),
+        (
+            "invalid peer certificate: Expired",
+            "the agent's certificate has expired; renew it with `hoist ca issue --agent NAME \
+             --san ADDR --force`, copy it to the host and `systemctl reload hoistd`",
+        ),
+        (
+            "certificate expired",
+            "the agent's certificate has expired; renew it with `hoist ca issue --agent NAME \
+             --san ADDR --force`, copy it to the host and `systemctl reload hoistd`",
+        ),
+        (
+            "invalid peer certificate: BadSignature",
+            "the agent's certificate is not signed by the fleet CA in [tls] ca; issue it from \
+             the fleet CA (`hoist ca issue --agent NAME --san ADDR`)",
+        ),
+        (
+            "UnknownIssuer",
+            "the agent's certificate is not signed by the fleet CA in [tls] ca; issue it from \
+             the fleet CA (`hoist ca issue --agent NAME --san ADDR`)",
+        ),
+        (
+            "NotValidForName",
+            "the agent's certificate does not name the address it was dialled at; reissue it \
+             with that address in --san",
+        ),
+        // Last: the alert was lost because the agent closed first.
+        (
+            "broken pipe",
+            "the agent closed the connection during the handshake, which usually means it \
+             refused your certificate (revoked, expired or from another CA); its log says why",
+        ),
+        (
+            "operation was canceled",
+            "the agent closed the connection during the handshake, which usually means it \
+             refused your certificate (revoked, expired or from another CA); its log says why",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
+/// `text` with the certificate hint, if any, appended.
+fn with_hint(text: String) -> String {
+    match tls_hint(&text) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
     }
 }
 
@@ -86,7 +391,7 @@ pub async fn connect(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| ConnectError::Transport(chain(&e)))?;
+        .map_err(|e| ConnectError::Transport(with_hint(chain(&e))))?;
     Ok(AgentClient::new(channel))
 }
 
@@ -112,7 +417,11 @@ pub fn status_error(status: &tonic::Status) -> String {
         tonic::Code::Unavailable | tonic::Code::Unknown
     ) && let Some(source) = status.source()
     {
-        return format!("{} ({})", status.message(), chain(source));
+        return with_hint(format!("{} ({})", status.message(), chain(source)));
     }
-    format!("{:?}: {}", status.code(), status.message())
+    let text = format!("{:?}: {}", status.code(), status.message());
+    if matches!(status.code(), tonic::Code::Cancelled) {
+        return with_hint(text);
+    }
+    text
 }

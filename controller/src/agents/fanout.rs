@@ -136,6 +136,9 @@ pub fn unanswered<T>(answers: &[Answer<T>], what: &str) -> Result<(), Unanswered
     }
 }
 
+/// How long [`ask_one`] waits for its diagnosis of a call that got no answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Calls `call` on `host`, bounded by `timeout` for connecting and answering.
 pub async fn ask_one<T, F, Fut>(
     host: &Host,
@@ -171,13 +174,30 @@ where
     let client = client::connect(&host.address, creds, timeout)
         .await
         .map_err(|e| CallError::Unreachable(e.to_string()))?;
-    call(client).await.map_err(|status| {
-        if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
-            CallError::Unreachable(format!("no answer within {timeout:?}"))
-        } else {
-            CallError::Status(status)
+    match call(client).await {
+        Ok(answer) => Ok(answer),
+        Err(status)
+            if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") =>
+        {
+            Err(CallError::Unreachable(format!(
+                "no answer within {timeout:?}"
+            )))
         }
-    })
+        // No answer at all: the agent may have refused our certificate after the
+        // handshake looked complete; ask it why, on a connection of our own.
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+            ) =>
+        {
+            match client::diagnose_refusal(&host.address, creds, timeout.min(PROBE_TIMEOUT)).await {
+                Some(why) => Err(CallError::Unreachable(why)),
+                None => Err(CallError::Status(status)),
+            }
+        }
+        Err(status) => Err(CallError::Status(status)),
+    }
 }
 
 /// Calls `call` on every host in `hosts` (at most [`CONCURRENCY`] at a time), each

@@ -504,7 +504,7 @@ impl Session<'_, '_> {
             let error = run.outcome.error().trim();
             if !error.is_empty() {
                 text.push_str(": ");
-                text.push_str(error);
+                text.push_str(&crate::output::escape::visible(error));
             }
             if let JobOutcome::Lost(_) = run.outcome {
                 text.push_str(&format!(

@@ -20,6 +20,7 @@ use crate::{
     commands::{Ctx, Failure, Global, QUERY_TIMEOUT, parse_duration, usage},
     fleet::Host,
     output::{
+        escape::one_line,
         render::{self, Output},
         table::{self, Tone},
     },
@@ -33,14 +34,14 @@ pub const MANUAL_PREFIX: &str = "lock-";
 pub fn describe(lock: &LockInfo) -> String {
     let mut text = String::new();
     if !lock.holder.is_empty() {
-        text.push_str(&format!("by {} ", lock.holder));
+        text.push_str(&format!("by {} ", one_line(&lock.holder)));
     }
     text.push_str(&format!("since {}", render::utc_time(lock.since.as_ref())));
     if !lock.deploy_id.is_empty() {
-        text.push_str(&format!(" ({})", lock.deploy_id));
+        text.push_str(&format!(" ({})", one_line(&lock.deploy_id)));
     }
     if !lock.reason.is_empty() {
-        text.push_str(&format!(": {}", lock.reason));
+        text.push_str(&format!(": {}", one_line(&lock.reason)));
     }
     text
 }
@@ -61,7 +62,10 @@ fn sorted<'h>(hosts: &[&'h Host]) -> Vec<&'h Host> {
     hosts
 }
 fn line(out: &mut Output<'_>, host: &str, text: &str, tone: Tone) {
-    let text = format!("{host}: {}\n", table::paint(text, tone, out.colour));
+    let text = format!(
+        "{host}: {}\n",
+        table::paint(&one_line(text), tone, out.colour)
+    );
     out.text(&text);
 }
 

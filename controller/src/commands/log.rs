@@ -23,6 +23,7 @@ use crate::{
     agents::client::Credentials,
     agents::fanout::{self, Answer},
     fleet::Host,
+    output::escape::{one_line, visible},
     output::render::{self, Output},
     output::table::{self, Cell, Tone},
 };
@@ -38,8 +39,9 @@ pub struct LogArgs {
     /// Show this job's full log: each step's times, exit code and output.
     #[arg(long, value_name = "ID")]
     pub job: Option<String>,
-    /// How many recent jobs per host.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    /// How many recent jobs per host (1-1000, the agents' bound).
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
     /// Per-host limit for connecting and answering (with --job: for each page).
     #[arg(long, default_value = QUERY_TIMEOUT, value_parser = parse_duration)]
@@ -92,7 +94,11 @@ pub fn render_recent(answers: &[Answer<Vec<JobSummary>>], colour: bool) -> Strin
                 let _ = writeln!(
                     text,
                     "{}",
-                    table::paint(&format!("  {err}"), Tone::Bad, colour)
+                    table::paint(
+                        &format!("  {}", visible(&err.to_string())),
+                        Tone::Bad,
+                        colour
+                    )
                 );
                 continue;
             }
@@ -141,7 +147,7 @@ pub fn render_recent(answers: &[Answer<Vec<JobSummary>>], colour: bool) -> Strin
         for job in jobs {
             if !job.error.is_empty() {
                 let first = job.error.lines().next().unwrap_or_default();
-                let note = format!("  ! {}: {first}", job.job_id);
+                let note = format!("  ! {}: {}", one_line(&job.job_id), one_line(first));
                 let _ = writeln!(
                     text,
                     "{}",
@@ -150,7 +156,12 @@ pub fn render_recent(answers: &[Answer<Vec<JobSummary>>], colour: bool) -> Strin
             }
             if job.forced || !job.reason.is_empty() {
                 let what = if job.forced { "forced" } else { "reason" };
-                let _ = writeln!(text, "  ! {}: {what}: {}", job.job_id, job.reason);
+                let _ = writeln!(
+                    text,
+                    "  ! {}: {what}: {}",
+                    one_line(&job.job_id),
+                    one_line(&job.reason)
+                );
             }
         }
     }

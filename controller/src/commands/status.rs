@@ -32,6 +32,9 @@ pub struct StatusArgs {
 /// `hoist status [APP]`.
 pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
     let ctx = Ctx::load(global)?;
+    if let Some(warning) = ctx.creds.expiry_warning() {
+        eprintln!("{warning}");
+    }
     let app = args.app.unwrap_or_default();
     let reports = fetch(
         &ctx.targets(),
@@ -399,8 +402,9 @@ fn lock_json(lock: &Option<LockInfo>) -> Value {
     })
 }
 
+/// A note is made of what agents said (errors, check output): shown on one line.
 fn paint_note(text: &str, tone: Tone, colour: bool) -> String {
-    table::paint(text, tone, colour)
+    table::paint(&crate::output::escape::one_line(text), tone, colour)
 }
 
 pub fn state_name(state: i32) -> &'static str {

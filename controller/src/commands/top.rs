@@ -63,6 +63,8 @@ use board::*;
 use watch::*;
 
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest `--interval` (the agent's bound on WatchStatus).
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// Redraws at most this often while data keeps changing.
 const REDRAW_EVERY: Duration = Duration::from_millis(250);
 /// The first wait before reconnecting a broken stream; it doubles up to [`BACKOFF_MAX`]
@@ -92,6 +94,12 @@ pub async fn run(global: &Global, args: TopArgs) -> Result<(), Failure> {
     if args.interval < MIN_INTERVAL {
         return Err(usage(format!(
             "--interval {:?} is too short: agents send at most every {MIN_INTERVAL:?}",
+            args.interval
+        )));
+    }
+    if args.interval > MAX_INTERVAL {
+        return Err(usage(format!(
+            "--interval {:?} is too long: agents send at least every {MAX_INTERVAL:?}",
             args.interval
         )));
     }

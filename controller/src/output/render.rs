@@ -24,7 +24,10 @@ use hoist_proto::v1::{
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 
-use crate::output::table::{Tone, paint};
+use crate::output::{
+    escape::{one_line, visible},
+    table::{Tone, paint},
+};
 
 // === names ===
 
@@ -131,19 +134,25 @@ pub fn timestamp_json(ts: Option<&Timestamp>) -> Value {
 /// `==> web-1: deploy carbex main (abc1234) as dana`.
 pub fn started_line(host: &str, started: &JobStarted) -> String {
     let kind = JobKind::try_from(started.kind).unwrap_or(JobKind::Unspecified);
-    let mut text = format!("==> {host}: {} {}", kind_name(started.kind), started.app);
+    let mut text = format!(
+        "==> {host}: {} {}",
+        kind_name(started.kind),
+        one_line(&started.app)
+    );
     match kind {
         JobKind::Rollback if !started.release.is_empty() => {
-            text.push_str(&format!(" to {}", started.release));
+            text.push_str(&format!(" to {}", one_line(&started.release)));
         }
-        _ if !started.r#ref.is_empty() => text.push_str(&format!(" {}", started.r#ref)),
+        _ if !started.r#ref.is_empty() => {
+            text.push_str(&format!(" {}", one_line(&started.r#ref)));
+        }
         _ => {}
     }
     if !started.commit.is_empty() {
-        text.push_str(&format!(" ({})", short_commit(&started.commit)));
+        text.push_str(&format!(" ({})", one_line(short_commit(&started.commit))));
     }
     if !started.who.is_empty() {
-        text.push_str(&format!(" as {}", started.who));
+        text.push_str(&format!(" as {}", one_line(&started.who)));
     }
     if started.migrate {
         text.push_str(", with migrations");
@@ -152,7 +161,7 @@ pub fn started_line(host: &str, started: &JobStarted) -> String {
         text.push_str(", forced");
     }
     if !started.reason.is_empty() {
-        text.push_str(&format!(" (reason: {})", started.reason));
+        text.push_str(&format!(" (reason: {})", one_line(&started.reason)));
     }
     text
 }
@@ -174,12 +183,9 @@ fn split_first_line(text: &str) -> (&str, Vec<&str>) {
 /// further lines, indented).
 pub fn step_finished_text(step: &StepFinished, colour: bool) -> String {
     let took = human_duration(step.duration_ms);
+    let (name, error) = (one_line(&step.step), visible(&step.error));
     if step.ok {
-        return format!(
-            "  {} {}  {took}\n",
-            paint("✓", Tone::Good, colour),
-            step.step
-        );
+        return format!("  {} {}  {took}\n", paint("✓", Tone::Good, colour), name);
     }
     let how = if step.timed_out {
         format!("timed out after {took}")
@@ -188,8 +194,8 @@ pub fn step_finished_text(step: &StepFinished, colour: bool) -> String {
     } else {
         format!("failed after {took}")
     };
-    let (first, rest) = split_first_line(&step.error);
-    let mut text = format!("  {} {}  {how}", paint("✗", Tone::Bad, colour), step.step);
+    let (first, rest) = split_first_line(&error);
+    let mut text = format!("  {} {name}  {how}", paint("✗", Tone::Bad, colour));
     if !first.is_empty() {
         text.push_str(": ");
         text.push_str(first);
@@ -203,7 +209,7 @@ pub fn step_finished_text(step: &StepFinished, colour: bool) -> String {
 
 /// `    │ line` for stdout, `    ! line` for stderr.
 pub fn output_text(output: &StepOutput, colour: bool) -> String {
-    let line = output.line.trim_end_matches(['\n', '\r']);
+    let line = one_line(output.line.trim_end_matches(['\n', '\r']));
     // A piece of a longer line, shown on its own: `…` says the line goes on.
     let more = if output.continued { "…" } else { "" };
     if output.stream == OutputStream::Stderr as i32 {
@@ -296,7 +302,8 @@ fn size(bytes: u64) -> String {
 
 /// `  ! text`, further lines indented under it.
 pub fn notice_text(message: &str, colour: bool) -> String {
-    let (first, rest) = split_first_line(message);
+    let message = visible(message);
+    let (first, rest) = split_first_line(&message);
     let mut text = format!("  {} {first}\n", paint("!", Tone::Warn, colour));
     for line in rest {
         text.push_str(&format!("    {line}\n"));
@@ -307,6 +314,11 @@ pub fn notice_text(message: &str, colour: bool) -> String {
 /// `==> web-1: succeeded: release R (was P) in 12.3s`, `rolled back` or `failed`.
 pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String {
     let took = human_duration(finished.duration_ms);
+    let (release, previous, error) = (
+        one_line(&finished.release),
+        one_line(&finished.previous_release),
+        visible(&finished.error),
+    );
     let result = JobResult::try_from(finished.result).unwrap_or(JobResult::Unspecified);
     let word = paint(
         result_name(finished.result),
@@ -317,11 +329,9 @@ pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String
     match result {
         JobResult::Succeeded => {
             if !finished.release.is_empty() {
-                text.push_str(&format!(": release {}", finished.release));
-                if !finished.previous_release.is_empty()
-                    && finished.previous_release != finished.release
-                {
-                    text.push_str(&format!(" (was {})", finished.previous_release));
+                text.push_str(&format!(": release {release}"));
+                if !previous.is_empty() && previous != release {
+                    text.push_str(&format!(" (was {previous})"));
                 }
             }
             text.push_str(&format!(" in {took}"));
@@ -329,21 +339,21 @@ pub fn finished_line(host: &str, finished: &JobFinished, colour: bool) -> String
         JobResult::RolledBack => {
             text.push_str(&format!(" after {took}"));
             if !finished.release.is_empty() {
-                text.push_str(&format!(": release {} failed its checks", finished.release));
+                text.push_str(&format!(": release {release} failed its checks"));
             }
-            if !finished.previous_release.is_empty() {
-                text.push_str(&format!("; {} serves again", finished.previous_release));
+            if !previous.is_empty() {
+                text.push_str(&format!("; {previous} serves again"));
             }
             // The reason goes underneath: the line above is long enough.
             text.push('\n');
-            for line in finished.error.trim_end().lines() {
+            for line in error.trim_end().lines() {
                 text.push_str(&format!("    {line}\n"));
             }
             return text;
         }
         _ => text.push_str(&format!(" after {took}")),
     }
-    let (first, rest) = split_first_line(&finished.error);
+    let (first, rest) = split_first_line(&error);
     if !first.is_empty() {
         text.push_str(&format!(": {first}"));
     }
@@ -363,14 +373,18 @@ pub fn event_text(host: &str, event: &JobEvent, colour: bool) -> String {
             paint(&job_id_line(&event.job_id), Tone::Dim, colour)
         ),
         Some(Kind::StepStarted(s)) if s.description.is_empty() => {
-            format!("  {} {}\n", paint("▶", Tone::Dim, colour), s.step)
+            format!(
+                "  {} {}\n",
+                paint("▶", Tone::Dim, colour),
+                one_line(&s.step)
+            )
         }
         Some(Kind::StepStarted(s)) => {
             format!(
                 "  {} {}  {}\n",
                 paint("▶", Tone::Dim, colour),
-                s.step,
-                s.description
+                one_line(&s.step),
+                one_line(&s.description)
             )
         }
         Some(Kind::Output(o)) => output_text(o, colour),

@@ -3,6 +3,8 @@
 
 use std::io::IsTerminal as _;
 
+use crate::output::escape::one_line;
+
 /// Whether to colour output: stdout is a terminal and `NO_COLOR` is not set.
 pub fn use_colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
@@ -58,7 +60,19 @@ pub fn paint(text: &str, tone: Tone, colour: bool) -> String {
 }
 
 /// Renders `rows` under `header`.
+///
+/// Cell text is shown through [`one_line`]: cells hold what agents and requests said
+/// (lock reasons, refs, check output), which must not reach the terminal raw.
 pub fn render(header: &[&str], rows: &[Vec<Cell>], colour: bool) -> String {
+    let shown: Vec<Vec<Cell>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| Cell::new(one_line(&cell.text).into_owned(), cell.tone))
+                .collect()
+        })
+        .collect();
+    let rows = &shown[..];
     let cols = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {

@@ -172,7 +172,7 @@ pub(crate) async fn bake_phase(setup: &Setup<'_>, state: &mut State<'_, '_, '_>,
         let app = setup.op.app();
         let interval = WATCH_EVERY
             .min(setup.bake / 2)
-            .max(Duration::from_millis(100));
+            .max(Duration::from_millis(200));
         let mut watchers: FuturesUnordered<_> = watched
             .iter()
             .map(|&i| {

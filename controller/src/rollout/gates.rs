@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::{
     fleet::Gate,
+    output::redact,
     rollout::httpc::{self, HttpError},
 };
 
@@ -75,7 +76,7 @@ pub fn validate(gates: &[Gate]) -> Result<(), GateError> {
     for (i, gate) in gates.iter().enumerate() {
         httpc::Url::parse(&query_url(gate)).map_err(|error| GateError {
             number: i + 1,
-            prometheus: gate.prometheus.clone(),
+            prometheus: redact::userinfo(&gate.prometheus),
             error,
         })?;
     }
@@ -99,7 +100,7 @@ pub async fn evaluate(gate: &Gate) -> Verdict {
     };
     match httpc::get(&url, QUERY_TIMEOUT).await {
         Ok(response) => judge(gate.max, response.status, &response.body),
-        Err(why) => Verdict::Error(format!("{}: {why}", gate.prometheus)),
+        Err(why) => Verdict::Error(format!("{}: {why}", redact::userinfo(&gate.prometheus))),
     }
 }
 

@@ -57,63 +57,146 @@ pub enum HttpError {
 /// Bytes of a response body read at most.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// A parsed `http[s]://host[:port]/path?query` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A parsed `http[s]://[user[:password]@]host[:port]/path?query` URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Url {
     /// `https://`: TLS to the server.
     pub tls: bool,
-    /// `host:port` as written (port 80 or 443 when absent), for the Host header.
+    /// `host:port` as written without userinfo (port 80 or 443 when absent), for the
+    /// Host header and messages.
     pub authority: String,
     pub host: String,
     pub port: u16,
     /// Path and query, at least `/`.
     pub path: String,
+    /// `Authorization: Basic …` from the URL's userinfo (percent-decoded), if any.
+    basic: Option<String>,
+}
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Url")
+            .field("tls", &self.tls)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("basic", &self.basic.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Url {
-    /// Parses an `http://` or `https://` URL; anything else is an error that says so.
+    /// Parses an `http://` or `https://` URL with [`http::Uri`]; anything else is an
+    /// error that says so. Userinfo becomes Basic authentication and never appears in
+    /// messages.
     pub fn parse(url: &str) -> Result<Url, HttpError> {
-        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-            (Some(rest), _) => (true, rest),
-            (None, Some(rest)) => (false, rest),
-            (None, None) => {
-                return Err(HttpError::NotHttp(redact(url)));
+        let shown = || redact(url);
+        let uri: http::Uri = url.parse().map_err(|_| {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                HttpError::NoHost(shown())
+            } else {
+                HttpError::NotHttp(shown())
             }
+        })?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(HttpError::NotHttp(shown())),
         };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
-            Some(i) => (&rest[..i], rest[i..].to_string()),
-            None => (rest, "/".to_string()),
+        let authority = uri.authority().ok_or_else(|| HttpError::NoHost(shown()))?;
+        let written = authority.as_str();
+        let (userinfo, host_port) = match written.rsplit_once('@') {
+            Some((info, rest)) => (Some(info), rest),
+            None => (None, written),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port.parse::<u16>().map_err(|_| HttpError::BadPort {
-                    url: redact(url),
-                    port: port.to_string(),
-                })?;
-                (host, port)
-            }
-            _ => (authority, if tls { 443 } else { 80 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
-            return Err(HttpError::NoHost(redact(url)));
+            return Err(HttpError::NoHost(shown()));
         }
+        // What follows the host: `:PORT`, or nothing.
+        let after_host = host_port.get(authority.host().len()..).unwrap_or_default();
+        let port = match authority.port() {
+            Some(port) => port.as_u16(),
+            None if !after_host.is_empty() => {
+                return Err(HttpError::BadPort {
+                    url: shown(),
+                    port: after_host.trim_start_matches(':').to_string(),
+                });
+            }
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+        };
+        let path = match uri.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
+            Some(pq) => format!("/{}", pq.as_str()),
+            None => "/".to_string(),
+        };
         Ok(Url {
             tls,
-            authority: authority.to_string(),
+            authority: host_port.to_string(),
             host: host.to_string(),
             port,
             path,
+            basic: userinfo.map(|info| format!("Basic {}", base64(&percent_decode(info)))),
         })
     }
 }
 
-/// A URL for messages: scheme and host only, since webhook paths are secrets.
+/// A URL for messages: scheme and host only (webhook paths are secrets), userinfo
+/// redacted.
 pub fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    format!("{scheme}://{host}/…")
+    crate::output::redact::host_only(url)
+}
+
+/// `%XX` sequences decoded (userinfo may encode `:` and `@`).
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic credentials.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A response: status code and body.
@@ -219,6 +302,12 @@ where
             concat!("hoist/", env!("CARGO_PKG_VERSION")),
         )
         .header(http::header::ACCEPT, "application/json");
+    if let Some(basic) = &url.basic {
+        let mut value = http::HeaderValue::from_str(basic)
+            .map_err(|_| HttpError::Protocol("the URL's user name is not usable".into()))?;
+        value.set_sensitive(true);
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
     if body.is_some() {
         request = request.header(http::header::CONTENT_TYPE, "application/json");
     }
@@ -356,6 +445,19 @@ pub(crate) mod tests {
         );
         assert!(Url::parse("ftp://h/").is_err());
         assert_eq!(redact("http://h:1/a/b?c"), "http://h:1/…");
+        let url = Url::parse("http://user:p%40ss@prom:9090/x").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.authority.as_str()),
+            ("prom", 9090, "prom:9090")
+        );
+        assert_eq!(url.basic.as_deref(), Some("Basic dXNlcjpwQHNz"));
+        assert!(!format!("{url:?}").contains("p%40ss"));
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(redact("http://u:pw@h:1/a"), "http://u:***@h:1/…");
+        let err = Url::parse("http://u:pw@h:x/").unwrap_err().to_string();
+        assert!(!err.contains("pw"), "{err}");
         assert_eq!(
             encode("up{job=\"x\"} > 0"),
             "up%7Bjob%3D%22x%22%7D%20%3E%200"
@@ -380,6 +482,16 @@ pub(crate) mod tests {
         );
         assert!(requests[1].starts_with("POST /api?q=1 HTTP/1.1\r\n"));
         assert!(requests[1].ends_with("{\"text\":\"hi\"}"), "{requests:?}");
+
+        let with_user = server.url.replacen("http://", "http://ops:s3cr%40t@", 1);
+        let url = Url::parse(&format!("{with_user}/q")).unwrap();
+        get(&url, Duration::from_secs(5)).await.unwrap();
+        let requests = server.requests.lock().unwrap().clone();
+        assert!(
+            requests[2].contains("authorization: Basic b3BzOnMzY3JAdA==\r\n"),
+            "{requests:?}"
+        );
+        assert!(!requests[2].contains("ops:"), "{requests:?}");
 
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead = Url::parse(&format!("http://{}/", closed.local_addr().unwrap())).unwrap();

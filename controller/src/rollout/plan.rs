@@ -202,7 +202,13 @@ impl<'h> Plan<'h> {
 pub fn gate_lines(gates: &[Gate]) -> Vec<String> {
     gates
         .iter()
-        .map(|g| format!("{} ({})", gates::describe(g), g.prometheus))
+        .map(|g| {
+            format!(
+                "{} ({})",
+                gates::describe(g),
+                crate::output::redact::userinfo(&g.prometheus)
+            )
+        })
         .collect()
 }
 

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::{
     agents::follow::Update,
     output::{
+        escape::one_line,
         render::{self, Output},
         table::{Tone, paint},
     },
@@ -99,7 +100,7 @@ impl<'a, 'o> Progress<'a, 'o> {
             let bar = live.multi.add(ProgressBar::new_spinner());
             bar.set_style(live.waiting.clone());
             bar.set_prefix(host.clone());
-            bar.set_message(message.clone());
+            bar.set_message(one_line(message).into_owned());
             live.bars.push(bar);
         }
     }
@@ -107,7 +108,7 @@ impl<'a, 'o> Progress<'a, 'o> {
     /// A remark for the operator on stderr, outside the rollout's output (stdout stays
     /// its text or JSON lines): `hoist: TEXT`.
     pub fn warn(&self, text: &str) {
-        eprintln!("hoist: {text}");
+        eprintln!("hoist: {}", crate::output::escape::visible(text));
     }
 
     /// A rollout message: text (lines and live views) and its JSON form.
@@ -151,7 +152,7 @@ impl<'a, 'o> Progress<'a, 'o> {
                 bar.set_style(style);
             }
             bar.reset_elapsed();
-            bar.set_message(what.to_string());
+            bar.set_message(one_line(what).into_owned());
             bar.enable_steady_tick(TICK);
         }
     }
@@ -159,7 +160,7 @@ impl<'a, 'o> Progress<'a, 'o> {
     /// A host's line shows `message` (still ticking if it was).
     pub fn state(&mut self, host: usize, message: &str) {
         if let Some(bar) = self.bar(host) {
-            bar.set_message(message.to_string());
+            bar.set_message(one_line(message).into_owned());
         }
     }
 
@@ -169,7 +170,7 @@ impl<'a, 'o> Progress<'a, 'o> {
         if let (Some(bar), Some(style)) = (self.bar(host), waiting) {
             bar.disable_steady_tick();
             bar.set_style(style);
-            bar.set_message(message.to_string());
+            bar.set_message(one_line(message).into_owned());
             bar.tick();
         }
     }

@@ -107,7 +107,9 @@ impl Notifier {
                                 "hoist: webhook {name} answered HTTP {} to the {} message: {}",
                                 r.status,
                                 event.key(),
-                                r.body.trim().chars().take(200).collect::<String>()
+                                crate::output::escape::one_line(
+                                    &r.body.trim().chars().take(200).collect::<String>()
+                                )
                             ),
                             Err(why) => eprintln!(
                                 "hoist: webhook {name} missed the {} message: {why}",

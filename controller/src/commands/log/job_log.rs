@@ -10,6 +10,7 @@ use hoist_proto::v1::{
 use prost_types::Timestamp;
 
 use crate::output::{
+    escape::{one_line, visible},
     render,
     table::{self, Tone},
 };
@@ -190,7 +191,7 @@ fn title(kind: i32) -> &'static str {
 }
 
 fn step_line(step: &StepLog, width: usize, colour: bool) -> String {
-    let name = format!("{:width$}", step.name);
+    let name = format!("{:width$}", one_line(step.name));
     let start = render::utc_clock(step.started);
     let Some(f) = step.finished else {
         let state = table::paint("did not finish", Tone::Bad, colour);
@@ -211,7 +212,8 @@ fn step_line(step: &StepLog, width: usize, colour: bool) -> String {
         table::paint("FAILED", Tone::Bad, colour)
     };
     let mut line = format!("  {name}  {start} → {end}  {took:>6}  {exit:<9}  {state}");
-    let mut lines = f.error.trim_end().lines();
+    let error = visible(&f.error);
+    let mut lines = error.trim_end().lines();
     if let Some(first) = lines.next() {
         let _ = write!(line, ": {first}");
     }
@@ -233,7 +235,7 @@ fn render_entries(entries: &[Entry], width: usize, colour: bool, text: &mut Stri
                     let _ = writeln!(
                         text,
                         "    {}",
-                        table::paint(step.description, Tone::Dim, colour)
+                        table::paint(&one_line(step.description), Tone::Dim, colour)
                     );
                 }
                 let mut lines = render::LineJoiner::default();
@@ -280,9 +282,9 @@ pub fn render_job(
     } else {
         started.app.as_str()
     };
-    let mut text = format!("{}: {app} on {host}\n", title(started.kind));
+    let mut text = format!("{}: {} on {host}\n", title(started.kind), one_line(app));
     let mut field = |key: &str, value: &str| {
-        let _ = writeln!(text, "  {key:<10} {value}");
+        let _ = writeln!(text, "  {key:<10} {}", one_line(value));
     };
     field("job", job_id);
     if !started.who.is_empty() {
@@ -362,7 +364,8 @@ pub fn render_job(
                 format!("after {took}")
             };
             let _ = write!(text, "Result: {word} {when}");
-            let mut lines = f.error.trim_end().lines();
+            let error = visible(&f.error);
+            let mut lines = error.trim_end().lines();
             if let Some(first) = lines.next() {
                 let _ = write!(text, ": {first}");
             }

@@ -365,3 +365,53 @@ fn pieces_of_a_long_line_are_joined_and_omissions_said() {
     );
     assert_eq!(json["continued"], true);
 }
+
+#[test]
+fn text_from_agents_and_hooks_is_shown_not_interpreted() {
+    let evil = "x\u{1b}[2J\u{1b}]0;t\u{7}\u{9b}1m";
+    let shown = "x\\e[2J\\e]0;t\\x07\\u{9b}1m";
+    let started = JobStarted {
+        app: "web".into(),
+        r#ref: evil.into(),
+        who: evil.into(),
+        reason: evil.into(),
+        ..Default::default()
+    };
+    let line = started_line("web-1", &started);
+    assert!(
+        !line.contains('\u{1b}') && line.matches(shown).count() == 3,
+        "{line}"
+    );
+    for colour in [false, true] {
+        let out = output_text(
+            &StepOutput {
+                step: "build".into(),
+                stream: OutputStream::Stdout as i32,
+                line: evil.into(),
+                continued: false,
+            },
+            colour,
+        );
+        assert!(out.contains(shown), "{out:?}");
+        let finished = step_finished_text(
+            &StepFinished {
+                step: evil.into(),
+                error: format!("{evil}\nsecond {evil}"),
+                exit_code: 1,
+                ..Default::default()
+            },
+            colour,
+        );
+        assert_eq!(finished.matches(shown).count(), 3, "{finished:?}");
+        let notice = notice_text(evil, colour);
+        assert!(notice.contains(shown), "{notice:?}");
+        // Only our own colour codes remain.
+        for text in [&out, &finished, &notice] {
+            let stripped = text.replace("\u{1b}[2m", "").replace("\u{1b}[0m", "");
+            let stripped = stripped
+                .replace("\u{1b}[1;31m", "")
+                .replace("\u{1b}[33m", "");
+            assert!(!stripped.contains('\u{1b}'), "{text:?}");
+        }
+    }
+}
