@@ -32,18 +32,19 @@ fn main() -> ExitCode {
         None => {}
     }
 
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = hoist_config::log_filter("HOIST_LOG", tracing::Level::INFO);
     let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(!journal && std::io::stderr().is_terminal());
-    match (cli.log_format, journal) {
-        // journald stamps every line itself.
-        (LogFormat::Human, true) => builder.without_time().init(),
-        (LogFormat::Human, false) => builder.init(),
-        (LogFormat::Json, _) => builder.json().init(),
+    {
+        use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+        match (cli.log_format, journal) {
+            // journald stamps every line itself.
+            (LogFormat::Human, true) => builder.without_time().finish().with(filter).init(),
+            (LogFormat::Human, false) => builder.finish().with(filter).init(),
+            (LogFormat::Json, _) => builder.json().finish().with(filter).init(),
+        }
     }
 
     // Config errors are printed once, as they are (file:line:column lines), and end

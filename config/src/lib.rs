@@ -431,3 +431,36 @@ mod tests {
         }
     }
 }
+
+/// The log filter both binaries read from `var` (e.g. `HOIST_LOG=debug` or
+/// `HOIST_LOG=warn,hoist_agent=debug`: a default level and `target=level` pairs),
+/// `default` when unset. A value that does not parse is said on stderr, once, and the
+/// default is used. (`Targets`, not `EnvFilter`: no regex engine in the binaries.)
+pub fn log_filter(var: &str, default: tracing::Level) -> tracing_subscriber::filter::Targets {
+    let fallback = || tracing_subscriber::filter::Targets::new().with_default(default);
+    match std::env::var(var) {
+        Err(_) => fallback(),
+        Ok(text) => parse_log_filter(&text).unwrap_or_else(|err| {
+            eprintln!("{var}={text:?} is not a log filter ({err}); using {default}. E.g. {var}=debug or {var}=info,hoist_agent=debug");
+            fallback()
+        }),
+    }
+}
+
+fn parse_log_filter(text: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    text.parse().map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use tracing::Level;
+
+    #[test]
+    fn levels_and_targets_parse_and_nonsense_does_not() {
+        let f = super::parse_log_filter("warn,hoist_agent=debug").unwrap();
+        assert!(f.would_enable("hoist_agent::daemon", &Level::DEBUG));
+        assert!(!f.would_enable("h2", &Level::INFO));
+        assert!(f.would_enable("h2", &Level::WARN));
+        assert!(super::parse_log_filter("hoist_agent=loud").is_err());
+    }
+}
