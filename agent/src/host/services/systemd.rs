@@ -49,26 +49,35 @@ pub(super) fn systemctl_field<'a>(out: &'a str, key: &str) -> &'a str {
 
 // --- systemd ---
 
-pub(super) async fn restart_systemd(
-    run: &Runner<'_>,
-    unit: &str,
-    action: SystemdAction,
-) -> Result<String, RestartError> {
-    let show = [
+/// `systemctl show` of what a restart, stop or start waits on.
+fn show_argv(unit: &str) -> [&str; 5] {
+    [
         "systemctl",
         "show",
         "--property=ActiveState,SubState,MainPID",
         "--",
         unit,
-    ];
-    let status = [
+    ]
+}
+
+/// `systemctl status`, quoted when the unit does not come back.
+fn status_argv(unit: &str) -> [&str; 6] {
+    [
         "systemctl",
         "status",
         "--no-pager",
         "--lines=10",
         "--",
         unit,
-    ];
+    ]
+}
+
+pub(super) async fn restart_systemd(
+    run: &Runner<'_>,
+    unit: &str,
+    action: SystemdAction,
+) -> Result<String, RestartError> {
+    let (show, status) = (show_argv(unit), status_argv(unit));
     let (verb, done) = match action {
         SystemdAction::Reload => ("reload-or-restart", "reloaded"),
         SystemdAction::Restart => ("restart", "restarted"),
@@ -117,21 +126,7 @@ pub(super) async fn start_stop_systemd(
     unit: &str,
     toggle: Toggle,
 ) -> Result<String, RestartError> {
-    let show = [
-        "systemctl",
-        "show",
-        "--property=ActiveState,SubState,MainPID",
-        "--",
-        unit,
-    ];
-    let status = [
-        "systemctl",
-        "status",
-        "--no-pager",
-        "--lines=10",
-        "--",
-        unit,
-    ];
+    let (show, status) = (show_argv(unit), status_argv(unit));
     let argv = [
         "systemctl",
         "--no-ask-password",
