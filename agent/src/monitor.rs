@@ -43,19 +43,7 @@ pub fn current_release(app: &App) -> (String, String) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // REVISION is in the release, which the app's user owns: read without following a
-    // link, and shown only if it is a commit id.
-    let commit = crate::state::release::validate_release_id(&release)
-        .ok()
-        .and_then(|()| {
-            crate::state::release::Layout::new(&app.deploy_to)
-                .release_dir(&release)
-                .ok()
-        })
-        .and_then(|dir| dir.read("REVISION", 128).ok().flatten())
-        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-        .filter(|c| (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or_default();
+    let commit = crate::state::release::Layout::new(&app.deploy_to).revision(&release);
     (release, commit)
 }
 

@@ -35,7 +35,7 @@ pub(super) async fn env_change(
         .filter(|_| nix::unistd::Uid::effective().is_root())
         .map(|r| (r.uid(), r.gid()));
     // A fresh host has had no deploy yet: `shared/` is made for the app's user.
-    let fresh = !ctx.layout.shared().exists();
+    let fresh = std::fs::symlink_metadata(ctx.layout.shared()).is_err();
     let result = ctx
         .layout
         .ensure()
@@ -68,9 +68,7 @@ pub(super) async fn env_change(
     if restart_services {
         if !current.is_empty() {
             let dir = ctx.layout.release(&current);
-            let commit = std::fs::read_to_string(dir.join("REVISION"))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
+            let commit = ctx.layout.revision(&current);
             ctx.set_release_vars(&current, &commit, "");
             let steps = &ctx.app.steps;
             let command = steps

@@ -29,9 +29,7 @@ pub(super) async fn task(ctx: &mut Ctx, name: &str) -> Outcome {
         return failed_outcome(&current, error);
     };
     let dir = ctx.layout.release(&current);
-    let commit = std::fs::read_to_string(dir.join("REVISION"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let commit = ctx.layout.revision(&current);
     ctx.set_release_vars(&current, &commit, "");
     match ctx.hook(&step, &task.command, &dir).await {
         Ok(()) => Outcome {

@@ -150,6 +150,20 @@ impl Layout {
         Ok(())
     }
 
+    /// The commit in release `id`'s `REVISION`, or `""`. The release is the app user's:
+    /// the file is read beneath it without following a link, and kept only if it is a
+    /// commit id (so nothing else a planted file holds reaches a status or a hook's
+    /// environment).
+    pub fn revision(&self, id: &str) -> String {
+        validate_release_id(id)
+            .ok()
+            .and_then(|()| self.release_dir(id).ok())
+            .and_then(|dir| dir.read("REVISION", 128).ok().flatten())
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+            .filter(|c| (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_default()
+    }
+
     /// `deploy_to`, opened (the config names it: trusted).
     pub fn root_dir(&self) -> Result<Dir, BeneathError> {
         Dir::open_trusted(&self.deploy_to)
@@ -329,6 +343,28 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // plants the link the agent must not follow
+    fn revision_is_read_beneath_the_release_never_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::new(&root.path().join("app"));
+        let outside = root.path().join("secret");
+        // Looks like a commit: only the link must stop it.
+        std::fs::write(&outside, "deadbeefcafe1234\n").unwrap();
+        let id = "20261202T080000Z-abc1234";
+        let release = root.path().join("app/releases").join(id);
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::write(release.join("REVISION"), "abc1234def\n").unwrap();
+        assert_eq!(layout.revision(id), "abc1234def");
+        std::fs::remove_file(release.join("REVISION")).unwrap();
+        std::os::unix::fs::symlink(&outside, release.join("REVISION")).unwrap();
+        assert_eq!(layout.revision(id), "", "read through a planted link");
+        std::fs::remove_file(release.join("REVISION")).unwrap();
+        std::fs::write(release.join("REVISION"), "not a commit\n").unwrap();
+        assert_eq!(layout.revision(id), "");
+        assert_eq!(layout.revision("../../etc"), "");
+    }
     use super::*;
 
     #[test]
