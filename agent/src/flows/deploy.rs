@@ -336,7 +336,7 @@ const BACKUP_FILE_MODE: u32 = 0o600;
 /// `LAST_SUCCESS`: the app's group may read it.
 const LAST_SUCCESS_MODE: u32 = 0o640;
 /// `backups/`: the app's user and group only.
-const BACKUPS_DIR_MODE: u32 = 0o750;
+const BACKUPS_DIR_MODE: u32 = release::Layout::APP_DIR_MODE;
 
 /// Makes the dump at `name` 0600 again (a hook may have recreated it under its umask),
 /// through a descriptor opened without following links.
@@ -410,7 +410,12 @@ pub(super) async fn deploy(
     migrate: bool,
     allow_missing_env: bool,
 ) -> Outcome {
-    if let Err(e) = ctx.layout.ensure() {
+    let owner = ctx
+        .run_as
+        .as_ref()
+        .filter(|_| nix::unistd::Uid::effective().is_root())
+        .map(|r| (r.uid(), r.gid()));
+    if let Err(e) = ctx.layout.ensure(owner) {
         return failed(
             Failed {
                 step: "prepare".into(),

@@ -11,10 +11,6 @@ pub(super) fn env_summary(set: &[(String, String)], unset: &[String]) -> String 
     parts.join(", ")
 }
 
-/// Mode of a `shared/` the env flow creates: the app's user reads and writes, its group
-/// reads, nobody else.
-const SHARED_DIR_MODE: u32 = 0o750;
-
 pub(super) async fn env_change(
     ctx: &mut Ctx,
     set: &[(String, String)],
@@ -35,17 +31,10 @@ pub(super) async fn env_change(
         .filter(|_| nix::unistd::Uid::effective().is_root())
         .map(|r| (r.uid(), r.gid()));
     // A fresh host has had no deploy yet: `shared/` is made for the app's user.
-    let fresh = std::fs::symlink_metadata(ctx.layout.shared()).is_err();
     let result = ctx
         .layout
-        .ensure()
+        .ensure(owner)
         .and_then(|()| ctx.layout.shared_dir())
-        .and_then(|shared| {
-            if fresh {
-                shared.set_owner_and_mode(owner, SHARED_DIR_MODE)?;
-            }
-            Ok(shared)
-        })
         .map_err(crate::state::envfile::EnvFileError::from)
         .and_then(|shared| crate::state::envfile::edit(&shared, ".env", set, unset, group))
         .or_else(|e| ctx.fail(step, e.to_string()));

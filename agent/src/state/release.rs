@@ -9,6 +9,8 @@ use std::{
     time::SystemTime,
 };
 
+use nix::unistd::{Gid, Uid};
+
 use crate::state::beneath::{BeneathError, Dir, Kind, Root};
 
 /// A name from a request that cannot be used.
@@ -135,17 +137,19 @@ impl Layout {
         self.deploy_to.join("current")
     }
 
-    /// Creates `deploy_to` and its `releases/`, `shared/` and `backups/` (root's,
-    /// 0755, when new); any of them that is a link is an error.
-    pub fn ensure(&self) -> Result<(), BeneathError> {
+    /// Creates `deploy_to` and its `releases/` (root's, 0755), `shared/` and `backups/`
+    /// (the app user's, `owner`, 0750), each only when new; any of them that is a link
+    /// is an error.
+    pub fn ensure(&self, owner: Option<(Uid, Gid)>) -> Result<(), BeneathError> {
         std::fs::create_dir_all(&self.deploy_to).map_err(|source| BeneathError::Io {
             op: "create",
             name: format!("`{}`", self.deploy_to.display()),
             source,
         })?;
         let root = self.root_dir()?;
-        for dir in ["releases", "shared", "backups"] {
-            root.mkdir_all(dir, 0o755, None)?;
+        root.mkdir_all("releases", 0o755, None)?;
+        for dir in ["shared", "backups"] {
+            root.mkdir_all(dir, Self::APP_DIR_MODE, owner)?;
         }
         Ok(())
     }
@@ -163,6 +167,10 @@ impl Layout {
             .filter(|c| (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
             .unwrap_or_default()
     }
+
+    /// The app user's directories under `deploy_to` (`shared/`, `backups/`): its group
+    /// reads, nobody else.
+    pub const APP_DIR_MODE: u32 = 0o750;
 
     /// `deploy_to`, opened (the config names it: trusted).
     pub fn root_dir(&self) -> Result<Dir, BeneathError> {
@@ -403,7 +411,7 @@ mod tests {
     fn switch_prune_and_shared() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        layout.ensure().unwrap();
+        layout.ensure(None).unwrap();
         for id in ["r1", "r2", "r3", "r4"] {
             std::fs::create_dir_all(layout.release(id)).unwrap();
         }
