@@ -223,13 +223,36 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
     ctx.finish(step, started, result)
 }
 
-/// Backup before migrating: the file is recorded on the release that is current now.
-pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<String>> {
+/// Why a backup is taken, and so its name in `backups/` (`CURRENT.WHY.backup`).
+pub(super) enum BackupWhy<'a> {
+    /// Before `.0` migrates (a deploy): `CURRENT.before-NEW`.
+    Deploy(&'a str),
+    /// Before a `--migrate` rollback reverses migrations: `CURRENT.rollback-MS`.
+    Rollback,
+    /// `hoist backup`: `CURRENT.manual-MS`.
+    Manual,
+}
+
+/// Takes a backup with the app's `backup` step, run in `cwd`; `None` when the app
+/// declares none. A deploy's is recorded on the release that is current now (what
+/// `rollback --restore-db` to it restores); every one is in the journal's backups.
+pub(super) async fn backup(
+    ctx: &mut Ctx,
+    cwd: &std::path::Path,
+    why: BackupWhy<'_>,
+) -> StepResult<Option<String>> {
     let Some(cmd) = ctx.app.steps.backup.clone() else {
         return Ok(None);
     };
-    let current = ctx.layout.current().unwrap_or_else(|| "initial".into());
-    let name = format!("{current}.before-{new_id}.backup");
+    let serving = ctx.layout.current();
+    let current = serving.clone().unwrap_or_else(|| "initial".into());
+    let taken_at_ms = journal::now_ms();
+    let (reason, before, id) = match why {
+        BackupWhy::Deploy(new_id) => ("deploy", new_id, format!("{current}.before-{new_id}")),
+        BackupWhy::Rollback => ("rollback", "", format!("{current}.rollback-{taken_at_ms}")),
+        BackupWhy::Manual => ("manual", "", format!("{current}.manual-{taken_at_ms}")),
+    };
+    let name = format!("{id}.backup");
     let file = ctx.layout.backups().join(&name);
     let owner = ctx
         .run_as
@@ -255,7 +278,7 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
     };
     ctx.vars
         .insert("HOIST_BACKUP_FILE".into(), file.display().to_string());
-    if let Err(f) = ctx.hook("backup", &cmd, &ctx.layout.release(new_id)).await {
+    if let Err(f) = ctx.hook("backup", &cmd, cwd).await {
         // Not a backup: do not leave it looking like one.
         let _ = backups.remove(&name);
         return Err(f);
@@ -316,16 +339,20 @@ pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<Str
             "cannot record the backup in backups/{LAST_SUCCESS}: {e}"
         ));
     }
-    ctx.notice(format!("backup {} ({} bytes)", file.display(), size));
-    if ctx.layout.current().is_some() {
-        let change = Change::Backup {
-            release: current.clone(),
-            file: file.display().to_string(),
-        };
-        ctx.journal
-            .record(change, "the backup in the journal")
-            .await;
-    }
+    ctx.notice(format!("backup {id}: {} ({} bytes)", file.display(), size));
+    let change = Change::Backup(journal::BackupRecord {
+        id,
+        file: file.display().to_string(),
+        size,
+        taken_at_ms,
+        release: serving.unwrap_or_default(),
+        reason: reason.into(),
+        before: before.into(),
+        job_id: ctx.job.id.clone(),
+    });
+    ctx.journal
+        .record(change, "the backup in the journal")
+        .await;
     Ok(Some(file.display().to_string()))
 }
 
@@ -376,14 +403,21 @@ fn fix_backup_mode(backups: &Dir, name: &str) -> Result<(), BeneathError> {
     })
 }
 
-/// Keeps backups recorded on releases still on disk, the newest `keep` of the rest.
+/// Keeps backups recorded on releases still on disk (and the ones taken before their
+/// migrations), the newest `keep_backups` of the rest.
 pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
     let on_disk = ctx.layout.list();
     let keep: Vec<String> = journal
         .releases
         .iter()
         .filter(|r| on_disk.contains(&r.id))
-        .filter_map(|r| r.backup_file.clone())
+        .flat_map(|r| {
+            let before_migrations = match &r.migrations {
+                journal::Migrations::Applied { backup, .. } => backup.clone(),
+                _ => None,
+            };
+            r.backup_file.clone().into_iter().chain(before_migrations)
+        })
         .collect();
     let Ok(backups) = ctx.layout.backups_dir() else {
         return;
@@ -398,7 +432,7 @@ pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
         .filter(|name| !keep.contains(&ctx.layout.backups().join(name).display().to_string()))
         .collect();
     others.sort();
-    let excess = others.len().saturating_sub(ctx.app.keep_releases as usize);
+    let excess = others.len().saturating_sub(ctx.app.keep_backups as usize);
     for name in others.into_iter().take(excess) {
         let _ = backups.remove(&name);
     }
@@ -451,21 +485,32 @@ pub(super) async fn deploy(
 
     let dir = ctx.layout.release(&id);
     let mut maintenance = false;
+    let mut migrated: Option<Option<String>> = None;
     let before_switch: StepResult = async {
         materialise(ctx, &commit, &id).await?;
         link_shared(ctx, &id, allow_missing_env)?;
         ctx.maybe_hook("build", ctx.app.steps.build.as_ref(), &dir)
             .await?;
-        if migrate {
-            backup(ctx, &id).await?;
+        let pending = !migrate || pending(ctx, &dir).await?;
+        if !pending {
+            // Nothing to migrate: no dump, no maintenance window, no migrate step.
+            return Ok(());
         }
+        let taken = if migrate {
+            backup(ctx, &dir, BackupWhy::Deploy(&id)).await?
+        } else {
+            None
+        };
         if let Some(cmd) = &ctx.app.steps.maintenance_on {
             maintenance = true;
             ctx.hook("maintenance_on", cmd, &dir).await?;
         }
         if migrate {
             match &ctx.app.steps.migrate {
-                Some(cmd) => ctx.hook("migrate", cmd, &dir).await?,
+                Some(cmd) => {
+                    ctx.hook("migrate", cmd, &dir).await?;
+                    migrated = Some(taken);
+                }
                 None => ctx.notice("migrations requested, but this app declares no migrate step"),
             }
         }
@@ -510,6 +555,15 @@ pub(super) async fn deploy(
         return failed(f, &id, &previous, &commit);
     }
     record_release(ctx, &id, &commit, r#ref).await;
+    if let Some(backup) = migrated.clone() {
+        let change = Change::Migrated {
+            release: id.clone(),
+            backup,
+        };
+        ctx.journal
+            .record(change, "the migrations in the journal")
+            .await;
+    }
 
     let after: StepResult = async {
         ctx.activate(&dir).await?;
@@ -537,7 +591,7 @@ pub(super) async fn deploy(
             error: String::new(),
         },
         Err(f) => {
-            let migrated = migrate && ctx.app.steps.migrate.is_some();
+            let migrated = migrated.is_some();
             super::rollback::auto_rollback(ctx, f, &id, &previous, &commit, migrated, maintenance)
                 .await
         }
@@ -546,13 +600,52 @@ pub(super) async fn deploy(
         ctx.note_current(&id, &previous).await;
     }
     let journal = ctx.journal.snapshot().await;
-    let protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
+    let mut protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
+    // Never a release whose migrations are still applied past the serving one: its
+    // `migrate_rollback` is the one that can reverse them.
+    let serving = ctx.layout.current().unwrap_or_default();
+    protect.extend(journal.schema_ahead(&serving));
     let removed = ctx.layout.prune(ctx.app.keep_releases as usize, &protect);
     if !removed.is_empty() {
         ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
     }
     prune_backups(ctx, &journal);
     outcome
+}
+
+/// Whether this deploy has migrations to run: `migrate_status` (when declared) shows
+/// the operator what the schema looks like, then `migrate_pending` (when declared)
+/// answers by its exit status: 0 pending, 1 nothing pending, anything else fails the
+/// deploy (nothing has changed yet). Without `migrate_pending`, migrations are assumed
+/// pending, as before.
+async fn pending(ctx: &Ctx, dir: &std::path::Path) -> StepResult<bool> {
+    if let Some(cmd) = &ctx.app.steps.migrate_status
+        && let Err(f) = ctx.hook("migrate_status", cmd, dir).await
+    {
+        ctx.notice(format!(
+            "migrate_status did not succeed ({}); going on",
+            f.error
+        ));
+    }
+    let Some(cmd) = &ctx.app.steps.migrate_pending else {
+        return Ok(true);
+    };
+    match ctx.hook_exit("migrate_pending", cmd, dir, &[1]).await {
+        Ok(1) => {
+            ctx.notice(
+                "nothing to migrate (migrate_pending exited 1): no backup, no maintenance, no migrate",
+            );
+            Ok(false)
+        }
+        Ok(_) => Ok(true),
+        Err(f) => Err(Failed {
+            step: f.step,
+            error: format!(
+                "{} (exit 0 means migrations are pending, 1 nothing pending; anything else is an error)",
+                f.error
+            ),
+        }),
+    }
 }
 
 pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
@@ -565,6 +658,7 @@ pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &st
             deployed_at_ms: journal::now_ms(),
             job_id: ctx.job.id.clone(),
             backup_file: None,
+            migrations: journal::Migrations::None,
         },
         on_disk: ctx.layout.list(),
     };

@@ -19,7 +19,10 @@ pub fn required_role(path: &str) -> Option<Role> {
     match service {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
-            | "EnvList" => Some(Role::Viewer),
+            | "EnvList" | "ListBackups" => Some(Role::Viewer),
+            // Runs the app's commands (read-only by contract) as its user.
+            "PendingMigrations" => Some(Role::Deployer),
+            "Backup" | "Restore" => Some(Role::Deployer),
             // The agent checks each task's own role against the caller's.
             "RunTask" => Some(Role::Viewer),
             "Deploy" | "Rollback" | "Restart" | "Stop" | "Start" | "Lock" | "Unlock" | "EnvSet"

@@ -33,7 +33,70 @@ pub struct ReleaseRecord {
     /// A database backup taken while this release was current (before the next
     /// release migrated): what `rollback --restore-db` to this release restores.
     pub backup_file: Option<String>,
+    /// Whether this release ran migrations on this host, and whether they were
+    /// reversed since ([`Migrations`]).
+    #[serde(default)]
+    pub migrations: Migrations,
 }
+
+/// What a release did to the schema on this host: the bookkeeping `rollback --migrate`
+/// reads to reverse the migrations of the releases it leaves, from the release that
+/// introduced them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Migrations {
+    /// Recorded before hoist kept this bookkeeping: leaving the release with
+    /// `--migrate` runs its `migrate_rollback`, as hoist did then.
+    #[default]
+    Unknown,
+    /// It ran no migrations here (another host migrated, nothing was pending, or the
+    /// deploy did not ask).
+    None,
+    /// Its migrations ran here and are still applied; `backup` is the dump taken just
+    /// before them.
+    Applied { backup: Option<String>, at_ms: u64 },
+    /// Its migrations were reversed (`rollback --migrate`) or undone by a restore of a
+    /// backup taken before them.
+    Reversed { at_ms: u64 },
+}
+
+impl Migrations {
+    pub fn applied(&self) -> bool {
+        matches!(self, Migrations::Applied { .. })
+    }
+
+    /// `applied`, `reversed`, `none` or `unknown`: how `hoist releases` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Migrations::Unknown => "unknown",
+            Migrations::None => "none",
+            Migrations::Applied { .. } => "applied",
+            Migrations::Reversed { .. } => "reversed",
+        }
+    }
+}
+
+/// A database dump in `backups/`, as the agent took it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BackupRecord {
+    /// The file name without `.backup`: what `hoist restore --backup ID` names.
+    pub id: String,
+    pub file: String,
+    pub size: u64,
+    pub taken_at_ms: u64,
+    /// The release serving when it was taken (empty: none yet).
+    pub release: String,
+    /// Why: `deploy` (before `before` migrated), `rollback` (before a `--migrate`
+    /// rollback reversed migrations) or `manual` (`hoist backup`).
+    pub reason: String,
+    /// The release whose migrations it was taken before (deploys only).
+    #[serde(default)]
+    pub before: String,
+    pub job_id: String,
+}
+
+/// Backup records kept in the journal (the files themselves follow `keep_backups`).
+pub const KEEP_BACKUP_RECORDS: usize = 200;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobRecord {
@@ -78,6 +141,9 @@ pub struct Journal {
     /// rollback), oldest first. "Previous" is read from here, not from id order.
     #[serde(default)]
     pub history: Vec<String>,
+    /// Backups taken by this agent, oldest first ([`BackupRecord`]).
+    #[serde(default)]
+    pub backups: Vec<BackupRecord>,
 }
 
 pub fn now_ms() -> u64 {
@@ -111,6 +177,8 @@ pub fn kind_name(kind: JobKind) -> &'static str {
         JobKind::Task => "task",
         JobKind::Stop => "stop",
         JobKind::Start => "start",
+        JobKind::Backup => "backup",
+        JobKind::Restore => "restore",
         JobKind::Unspecified => "unknown",
     }
 }
@@ -193,6 +261,56 @@ impl Journal {
         self.releases.iter().find(|r| r.id == id)
     }
 
+    /// Releases deployed after `release` whose migrations are still applied here,
+    /// newest first: the schema changes a return to `release` leaves behind unless
+    /// they are reversed. A release the journal does not know counts as the oldest.
+    pub fn applied_after(&self, release: &str) -> Vec<&ReleaseRecord> {
+        let since = self.release(release).map_or(0, |r| r.deployed_at_ms);
+        let mut after: Vec<&ReleaseRecord> = self
+            .releases
+            .iter()
+            .filter(|r| r.id != release && r.migrations.applied())
+            .filter(|r| (r.deployed_at_ms, r.id.as_str()) > (since, release))
+            .collect();
+        after.sort_by(|a, b| (b.deployed_at_ms, &b.id).cmp(&(a.deployed_at_ms, &a.id)));
+        after
+    }
+
+    /// The release ids whose directories must stay on disk: those deployed after the
+    /// serving release whose migrations are still applied (their `migrate_rollback` is
+    /// the only one that knows how to reverse them). A condition of its own in the prune
+    /// eligibility, next to "never current, never previous".
+    pub fn schema_ahead(&self, current: &str) -> Vec<String> {
+        self.applied_after(current)
+            .into_iter()
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// The backup `hoist restore` restores when no `--backup` is named: the one taken
+    /// just before the newest release deployed after the serving one (a release that
+    /// failed and was rolled back, whose migrations ran), else the newest backup.
+    /// Only backups whose file is in `on_disk` (names in `backups/`) count.
+    pub fn default_backup(&self, current: &str, on_disk: &[String]) -> Option<&BackupRecord> {
+        let present = |b: &&BackupRecord| on_disk.iter().any(|n| *n == format!("{}.backup", b.id));
+        let since = self.release(current).map_or(0, |r| r.deployed_at_ms);
+        let mut left: Vec<&ReleaseRecord> = self
+            .releases
+            .iter()
+            .filter(|r| r.id != current && r.deployed_at_ms > since)
+            .collect();
+        left.sort_by_key(|r| std::cmp::Reverse(r.deployed_at_ms));
+        left.iter()
+            .find_map(|r| {
+                self.backups
+                    .iter()
+                    .rev()
+                    .filter(present)
+                    .find(|b| b.reason == "deploy" && b.before == r.id)
+            })
+            .or_else(|| self.backups.iter().rev().find(present))
+    }
+
     /// Records a job (replacing an earlier record of the same id, e.g. its `running`
     /// one), newest last. A deploy counts once, when it first gets a final result.
     pub fn record_job(&mut self, record: JobRecord) {
@@ -255,9 +373,52 @@ impl Journal {
                     current: id == current,
                     previous: id == previous,
                     has_backup: rec.backup_file.is_some(),
+                    migrations: rec.migrations.name().into(),
+                    schema_ahead: id != current
+                        && rec.migrations.applied()
+                        && self
+                            .release(current)
+                            .is_none_or(|c| rec.deployed_at_ms > c.deployed_at_ms),
                 }
             })
             .collect()
+    }
+}
+
+impl Journal {
+    /// The dumps in `backups/` (`files`: name and size), newest first, with what the
+    /// journal knows of each; `is_default` marks what `hoist restore` picks.
+    pub fn list_backups(
+        &self,
+        files: &[(String, u64)],
+        current: &str,
+    ) -> Vec<hoist_proto::v1::Backup> {
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let default = self.default_backup(current, &names).map(|b| b.id.clone());
+        let mut list: Vec<hoist_proto::v1::Backup> = files
+            .iter()
+            .map(|(name, size)| {
+                let id = name.trim_end_matches(".backup").to_string();
+                let rec = self.backups.iter().rev().find(|b| b.id == id);
+                hoist_proto::v1::Backup {
+                    size_bytes: *size,
+                    taken_at: rec.map(|r| timestamp(r.taken_at_ms)),
+                    release: rec.map_or_else(
+                        || id.split('.').next().unwrap_or_default().to_string(),
+                        |r| r.release.clone(),
+                    ),
+                    reason: rec.map_or("unknown".into(), |r| r.reason.clone()),
+                    before: rec.map(|r| r.before.clone()).unwrap_or_default(),
+                    is_default: default.as_deref() == Some(id.as_str()),
+                    id,
+                }
+            })
+            .collect();
+        let taken = |b: &hoist_proto::v1::Backup| {
+            b.taken_at.as_ref().map_or((0, 0), |t| (t.seconds, t.nanos))
+        };
+        list.sort_by(|a, b| taken(b).cmp(&taken(a)).then(b.id.cmp(&a.id)));
+        list
     }
 }
 
@@ -280,8 +441,19 @@ pub enum Change {
         record: ReleaseRecord,
         on_disk: Vec<String>,
     },
-    /// A backup was taken while `release` was current.
-    Backup { release: String, file: String },
+    /// A backup was taken while `record.release` was current (before `record.before`
+    /// migrated, for a deploy's).
+    Backup(BackupRecord),
+    /// `release` ran its migrations here; `backup` was taken just before.
+    Migrated {
+        release: String,
+        backup: Option<String>,
+    },
+    /// The migrations of `release` were reversed.
+    Reversed { release: String },
+    /// A backup taken at `taken_at_ms` was restored: the migrations run after it are
+    /// gone from the database.
+    Restored { taken_at_ms: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,14 +534,43 @@ impl JournalFile {
                 journal.releases.push(record);
                 journal.releases.retain(|r| on_disk.contains(&r.id));
             }
-            Change::Backup { release, file } => {
-                match journal.releases.iter_mut().find(|r| r.id == release) {
-                    Some(r) => r.backup_file = Some(file),
-                    None => journal.releases.push(ReleaseRecord {
-                        id: release,
-                        backup_file: Some(file),
-                        ..Default::default()
-                    }),
+            Change::Backup(record) => {
+                if record.reason == "deploy" && !record.release.is_empty() {
+                    let (release, file) = (record.release.clone(), record.file.clone());
+                    match journal.releases.iter_mut().find(|r| r.id == release) {
+                        Some(r) => r.backup_file = Some(file),
+                        None => journal.releases.push(ReleaseRecord {
+                            id: release,
+                            backup_file: Some(file),
+                            ..Default::default()
+                        }),
+                    }
+                }
+                journal.backups.retain(|b| b.id != record.id);
+                journal.backups.push(record);
+                let excess = journal.backups.len().saturating_sub(KEEP_BACKUP_RECORDS);
+                journal.backups.drain(..excess);
+            }
+            Change::Migrated { release, backup } => {
+                if let Some(r) = journal.releases.iter_mut().find(|r| r.id == release) {
+                    r.migrations = Migrations::Applied {
+                        backup,
+                        at_ms: now_ms(),
+                    };
+                }
+            }
+            Change::Reversed { release } => {
+                if let Some(r) = journal.releases.iter_mut().find(|r| r.id == release) {
+                    r.migrations = Migrations::Reversed { at_ms: now_ms() };
+                }
+            }
+            Change::Restored { taken_at_ms } => {
+                for r in &mut journal.releases {
+                    if let Migrations::Applied { at_ms, .. } = r.migrations
+                        && at_ms > taken_at_ms
+                    {
+                        r.migrations = Migrations::Reversed { at_ms: now_ms() };
+                    }
                 }
             }
         }
@@ -400,6 +601,8 @@ fn kind_from_name(name: &str) -> JobKind {
         JobKind::Task,
         JobKind::Stop,
         JobKind::Start,
+        JobKind::Backup,
+        JobKind::Restore,
     ]
     .into_iter()
     .find(|k| kind_name(*k) == name)
