@@ -95,20 +95,19 @@ pub(super) async fn restore(ctx: &mut Ctx, backup_id: &str) -> Outcome {
     let files = ctx.layout.backup_files();
     let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
     let id = if backup_id.is_empty() {
+        // Only a backup the journal recorded as complete is a default; a file it does
+        // not know (older than the record, or left by a killed job) is named explicitly.
         match journal.default_backup(&current, &names) {
             Some(b) => b.id.clone(),
-            None => match names.last() {
-                Some(n) => n.trim_end_matches(".backup").to_string(),
-                None => {
-                    return fail(
-                        "restore",
-                        format!(
-                            "there is no backup on this host; take one with `hoist backup {}`",
-                            ctx.app.name
-                        ),
-                    );
-                }
-            },
+            None => {
+                return fail(
+                    "restore",
+                    format!(
+                        "no backup is recorded on this host; name one with --backup ID (`hoist backups {app}`), or take one with `hoist backup {app}`",
+                        app = ctx.app.name
+                    ),
+                );
+            }
         }
     } else {
         backup_id.to_string()

@@ -431,7 +431,18 @@ pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
         .filter(|name| name.ends_with(".backup"))
         .filter(|name| !keep.contains(&ctx.layout.backups().join(name).display().to_string()))
         .collect();
-    others.sort();
+    // Oldest first: by when the journal says each was taken (unknown ones first), then
+    // by name (names start with the release id, which sorts by time).
+    let taken = |name: &String| {
+        let id = name.trim_end_matches(".backup");
+        journal
+            .backups
+            .iter()
+            .rev()
+            .find(|b| b.id == id)
+            .map_or(0, |b| b.taken_at_ms)
+    };
+    others.sort_by(|a, b| (taken(a), a).cmp(&(taken(b), b)));
     let excess = others.len().saturating_sub(ctx.app.keep_backups as usize);
     for name in others.into_iter().take(excess) {
         let _ = backups.remove(&name);
@@ -485,7 +496,7 @@ pub(super) async fn deploy(
 
     let dir = ctx.layout.release(&id);
     let mut maintenance = false;
-    let mut migrated: Option<Option<String>> = None;
+    let mut migrated: Option<(Option<String>, u64)> = None;
     let before_switch: StepResult = async {
         materialise(ctx, &commit, &id).await?;
         link_shared(ctx, &id, allow_missing_env)?;
@@ -509,7 +520,7 @@ pub(super) async fn deploy(
             match &ctx.app.steps.migrate {
                 Some(cmd) => {
                     ctx.hook("migrate", cmd, &dir).await?;
-                    migrated = Some(taken);
+                    migrated = Some((taken, journal::now_ms()));
                 }
                 None => ctx.notice("migrations requested, but this app declares no migrate step"),
             }
@@ -555,10 +566,11 @@ pub(super) async fn deploy(
         return failed(f, &id, &previous, &commit);
     }
     record_release(ctx, &id, &commit, r#ref).await;
-    if let Some(backup) = migrated.clone() {
+    if let Some((backup, at_ms)) = migrated.clone() {
         let change = Change::Migrated {
             release: id.clone(),
             backup,
+            at_ms,
         };
         ctx.journal
             .record(change, "the migrations in the journal")

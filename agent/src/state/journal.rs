@@ -444,10 +444,12 @@ pub enum Change {
     /// A backup was taken while `record.release` was current (before `record.before`
     /// migrated, for a deploy's).
     Backup(BackupRecord),
-    /// `release` ran its migrations here; `backup` was taken just before.
+    /// `release` ran its migrations here (they ended at `at_ms`); `backup` was taken
+    /// just before.
     Migrated {
         release: String,
         backup: Option<String>,
+        at_ms: u64,
     },
     /// The migrations of `release` were reversed.
     Reversed { release: String },
@@ -551,12 +553,13 @@ impl JournalFile {
                 let excess = journal.backups.len().saturating_sub(KEEP_BACKUP_RECORDS);
                 journal.backups.drain(..excess);
             }
-            Change::Migrated { release, backup } => {
+            Change::Migrated {
+                release,
+                backup,
+                at_ms,
+            } => {
                 if let Some(r) = journal.releases.iter_mut().find(|r| r.id == release) {
-                    r.migrations = Migrations::Applied {
-                        backup,
-                        at_ms: now_ms(),
-                    };
+                    r.migrations = Migrations::Applied { backup, at_ms };
                 }
             }
             Change::Reversed { release } => {
@@ -713,6 +716,113 @@ mod tests {
             "a running record is never pruned"
         );
         assert_eq!(journal.deploys.get("interrupted"), Some(&2));
+    }
+
+    #[test]
+    fn migrations_ahead_of_the_serving_release_and_the_default_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = JournalFile::open(dir.path(), "web");
+        let ids = ["r1", "r2", "r3"];
+        let on_disk: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            j.apply(Change::Release {
+                record: ReleaseRecord {
+                    id: id.to_string(),
+                    deployed_at_ms: 1000 * (i as u64 + 1),
+                    migrations: Migrations::None,
+                    ..Default::default()
+                },
+                on_disk: on_disk.clone(),
+            })
+            .unwrap();
+        }
+        let backup = |id: &str, release: &str, before: &str, at: u64| {
+            Change::Backup(BackupRecord {
+                id: id.into(),
+                file: format!("/b/{id}.backup"),
+                size: 10,
+                taken_at_ms: at,
+                release: release.into(),
+                reason: if before.is_empty() {
+                    "manual"
+                } else {
+                    "deploy"
+                }
+                .into(),
+                before: before.into(),
+                job_id: "j".into(),
+            })
+        };
+        j.apply(backup("r1.before-r2", "r1", "r2", 1500)).unwrap();
+        j.apply(backup("r2.before-r3", "r2", "r3", 2500)).unwrap();
+        j.apply(backup("r2.manual-1", "r2", "", 2600)).unwrap();
+        assert_eq!(
+            j.get().release("r1").unwrap().backup_file.as_deref(),
+            Some("/b/r1.before-r2.backup"),
+            "a deploy's backup belongs to the release it was taken under"
+        );
+        for (id, at_ms) in [("r2", 2000), ("r3", 3000)] {
+            j.apply(Change::Migrated {
+                release: id.into(),
+                backup: Some(format!("/b/{id}")),
+                at_ms,
+            })
+            .unwrap();
+        }
+        // r3 failed and r2 serves again: r3's migrations are ahead; r2's are not.
+        assert_eq!(j.get().schema_ahead("r2"), ["r3"]);
+        assert_eq!(j.get().schema_ahead("r1"), ["r3", "r2"], "newest first");
+        assert!(j.get().schema_ahead("r3").is_empty());
+        let files: Vec<String> = ["r1.before-r2", "r2.before-r3", "r2.manual-1"]
+            .iter()
+            .map(|n| format!("{n}.backup"))
+            .collect();
+        let listed = j.get().list(&on_disk, "r2", "r1");
+        assert!(
+            listed
+                .iter()
+                .any(|r| r.id == "r3" && r.schema_ahead && r.migrations == "applied")
+        );
+        assert!(listed.iter().any(|r| r.id == "r2" && !r.schema_ahead));
+        // The restore default: the backup taken before the release that was left.
+        let default = j.get().default_backup("r2", &files).unwrap();
+        assert_eq!(default.id, "r2.before-r3");
+        // Without a release after the serving one: the newest backup.
+        assert_eq!(
+            j.get().default_backup("r3", &files).unwrap().id,
+            "r2.manual-1"
+        );
+        // A recorded backup whose file is gone is never the default.
+        assert_eq!(
+            j.get().default_backup("r2", &files[2..]).unwrap().id,
+            "r2.manual-1"
+        );
+        let listing = j.get().list_backups(
+            &files.iter().map(|n| (n.clone(), 10)).collect::<Vec<_>>(),
+            "r2",
+        );
+        assert_eq!(listing[0].id, "r2.manual-1", "newest first");
+        assert!(
+            listing
+                .iter()
+                .filter(|b| b.is_default)
+                .all(|b| b.id == "r2.before-r3")
+        );
+
+        // Restoring the backup taken before r3 undoes r3's migrations, not r2's.
+        j.apply(Change::Restored { taken_at_ms: 2500 }).unwrap();
+        let get = |j: &JournalFile, id: &str| j.get().release(id).unwrap().migrations.clone();
+        assert!(matches!(get(&j, "r3"), Migrations::Reversed { .. }));
+        assert!(get(&j, "r2").applied(), "migrated before the backup");
+        assert!(j.get().schema_ahead("r2").is_empty());
+        j.apply(Change::Reversed {
+            release: "r2".into(),
+        })
+        .unwrap();
+        assert_eq!(get(&j, "r2").name(), "reversed");
+        // A journal written before the bookkeeping reads as `unknown`.
+        let old: ReleaseRecord = serde_json::from_str(r#"{"id":"r0","commit":"","ref":"","who":"","deployed_at_ms":1,"job_id":"","backup_file":null}"#).unwrap();
+        assert_eq!(old.migrations, Migrations::Unknown);
     }
 
     #[test]

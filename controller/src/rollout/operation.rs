@@ -750,6 +750,52 @@ mod tests {
     }
 
     #[test]
+    fn of_release_reverses_one_release_and_keeps_current() {
+        let base = |migrate, to: Option<&str>, restore_db| RollbackOptions {
+            app: "carbex".into(),
+            to_release: to.map(str::to_string),
+            migrate,
+            restore_db,
+            yes: restore_db,
+            ..Default::default()
+        };
+        let err = base(false, None, false).of(Some("r3".into())).unwrap_err();
+        assert!(err.to_string().contains("add --migrate"), "{err}");
+        for bad in [base(true, Some("r1"), false), base(true, None, true)] {
+            let err = bad.of(Some("r3".into())).unwrap_err().to_string();
+            assert!(
+                err.contains("does not go with --to or --restore-db"),
+                "{err}"
+            );
+        }
+        let err = base(true, None, false).of(Some("-x".into())).unwrap_err();
+        assert!(err.to_string().contains("not a release id"), "{err}");
+        let options = base(true, None, false).of(Some("r3".into())).unwrap();
+        assert!(!options.asks_for_ahead(), "--of names the release itself");
+        assert!(base(true, None, false).asks_for_ahead());
+        assert!(!base(true, Some("r1"), false).asks_for_ahead());
+        let all = hosts();
+        let JobRequest::Rollback(r) = &options.requests(&[&all[0]], "rb")[0].1 else {
+            panic!("not a rollback")
+        };
+        assert_eq!(
+            (r.of_release.as_str(), r.migrate, r.ahead_only),
+            ("r3", true, false)
+        );
+        assert!(
+            RestoreOptions::new("carbex".into(), None, false)
+                .unwrap_err()
+                .to_string()
+                .contains("add --yes")
+        );
+        let restore = RestoreOptions::new("carbex".into(), None, true).unwrap();
+        let JobRequest::Restore(r) = &restore.request(&all[1], "r2.before-r3", "rs")[0].1 else {
+            panic!("not a restore")
+        };
+        assert!(r.confirm && r.backup_id == "r2.before-r3" && r.job_id == "rs-web-2");
+    }
+
+    #[test]
     fn restart_requests() {
         let all = hosts();
         let options = RestartOptions {
