@@ -65,10 +65,12 @@ struct Setup {
     root: tempfile::TempDir,
     pg: Postgres,
     repo: AppRepo,
-    _agent: Agent,
+    _agents: Vec<Agent>,
     _pki: Pki,
     fleet: String,
+    /// web-1's; `deploy_tos` has every host's.
     deploy_to: PathBuf,
+    deploy_tos: Vec<PathBuf>,
     /// Every hook that matters appends a line here: `on`, `off`, `down <release dir>`,
     /// `restore`.
     marks: PathBuf,
@@ -76,7 +78,8 @@ struct Setup {
     restore_fails: PathBuf,
 }
 
-async fn setup(test: &str) -> Option<Setup> {
+/// `hosts` agents `web-1`, `web-2`, ... with the app (one database for all).
+async fn setup(test: &str, hosts: usize) -> Option<Setup> {
     if !require_postgres(test) || pg_bin("pg_dump").is_none() {
         return None;
     }
@@ -90,7 +93,6 @@ async fn setup(test: &str) -> Option<Setup> {
     std::fs::set_permissions(&notes, std::fs::Permissions::from_mode(0o777)).unwrap();
     let marks = notes.join("marks.log");
     let restore_fails = notes.join("restore-fails");
-    let deploy_to = root.path().join("web");
 
     let repo = AppRepo::new_static(&[
         ("bin/db.sh", DB_SH),
@@ -103,8 +105,9 @@ async fn setup(test: &str) -> Option<Setup> {
     repo.commit_version("1", &[]);
 
     let conn = format!("-h 127.0.0.1 -p {} -U postgres", pg.port());
-    let app = format!(
-        r#"
+    let app = |deploy_to: &std::path::Path| {
+        format!(
+            r#"
 [[app]]
 name = "web"
 repo = "{repo}"
@@ -133,36 +136,38 @@ name = "not-broken"
 command = "! grep -q broken VERSION"
 retries = 1
 "#,
-        repo = repo.url(),
-        deploy_to = deploy_to.display(),
-        run_as = run_as(),
-        psql = pg_bin("psql").unwrap().display(),
-        port = pg.port(),
-        pg_dump = pg_bin("pg_dump").unwrap().display(),
-        pg_restore = pg_bin("pg_restore").unwrap().display(),
-        marks = marks.display(),
-        restore_fails = restore_fails.display(),
-    );
+            repo = repo.url(),
+            deploy_to = deploy_to.display(),
+            run_as = run_as(),
+            psql = pg_bin("psql").unwrap().display(),
+            port = pg.port(),
+            pg_dump = pg_bin("pg_dump").unwrap().display(),
+            pg_restore = pg_bin("pg_restore").unwrap().display(),
+            marks = marks.display(),
+            restore_fails = restore_fails.display(),
+        )
+    };
     let pki = Pki::new();
-    let agent = AgentBuilder::new(&pki).apps(&app).start().await;
+    let mut fleet_text = pki.fleet_tls(Who::Deployer);
+    let (mut agents, mut deploy_tos) = (Vec::new(), Vec::new());
+    for i in 1..=hosts {
+        let deploy_to = root.path().join(format!("web-{i}"));
+        let agent = AgentBuilder::new(&pki).apps(&app(&deploy_to)).start().await;
+        fleet_text.push_str(&agent.fleet_entry(&format!("web-{i}")));
+        agents.push(agent);
+        deploy_tos.push(deploy_to);
+    }
     let fleet = root.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "{}{}",
-            pki.fleet_tls(Who::Deployer),
-            agent.fleet_entry("web-1")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&fleet, fleet_text).unwrap();
     Some(Setup {
         fleet: fleet.display().to_string(),
         root,
         pg,
         repo,
-        _agent: agent,
+        _agents: agents,
         _pki: pki,
-        deploy_to,
+        deploy_to: deploy_tos[0].clone(),
+        deploy_tos,
         marks,
         restore_fails,
     })
@@ -190,7 +195,12 @@ impl Setup {
     }
 
     fn current(&self) -> String {
-        let target = std::fs::read_link(self.deploy_to.join("current")).expect("a current release");
+        self.current_on(0)
+    }
+
+    fn current_on(&self, host: usize) -> String {
+        let target =
+            std::fs::read_link(self.deploy_tos[host].join("current")).expect("a current release");
         target.file_name().unwrap().to_string_lossy().into_owned()
     }
 
@@ -277,7 +287,11 @@ fn contains_in_order(lines: &[String], wanted: &[&str]) -> bool {
 /// schema back", with hoist commands alone.
 #[tokio::test]
 async fn a_failed_release_s_migrations_are_reversed_from_its_own_release() {
-    let Some(s) = setup("a_failed_release_s_migrations_are_reversed_from_its_own_release").await
+    let Some(s) = setup(
+        "a_failed_release_s_migrations_are_reversed_from_its_own_release",
+        1,
+    )
+    .await
     else {
         return;
     };
@@ -403,7 +417,7 @@ async fn a_failed_release_s_migrations_are_reversed_from_its_own_release() {
 /// nothing pending skips backup, maintenance and migrate; pending shown in a dry run.
 #[tokio::test]
 async fn backups_restore_and_pending_migrations() {
-    let Some(s) = setup("backups_restore_and_pending_migrations").await else {
+    let Some(s) = setup("backups_restore_and_pending_migrations", 1).await else {
         return;
     };
     let _keep = &s.root;
@@ -556,4 +570,58 @@ async fn backups_restore_and_pending_migrations() {
         "{text}"
     );
     assert_eq!(s.marks().len(), marks_before);
+}
+
+/// In a fleet only the host that migrated reverses, and a plain `rollback --migrate`
+/// after an automatic rollback keeps every host on its release: web-1 (the migrator)
+/// undoes v3's schema from v3, web-2 (which never got v3) has nothing to reverse and
+/// does not move back to v1 either.
+#[tokio::test]
+async fn in_a_fleet_the_migrator_reverses_and_no_host_moves_back() {
+    let Some(s) = setup("in_a_fleet_the_migrator_reverses_and_no_host_moves_back", 2).await else {
+        return;
+    };
+    let _keep = &s.root;
+    s.ok(&["deploy", "web", "--ref", "main", "--strategy", "all"]);
+    s.repo.commit_version("2", &[]);
+    s.ok(&["deploy", "web", "--ref", "main", "--strategy", "all"]);
+    let (v2_1, v2_2) = (s.current_on(0), s.current_on(1));
+    s.repo.commit_version(
+        "3-broken",
+        &[
+            (
+                "migrations/003_notes.up.sql",
+                "CREATE TABLE notes (body text);",
+            ),
+            ("migrations/003_notes.down.sql", "DROP TABLE notes;"),
+        ],
+    );
+    let (ok, _, text) = s.hoist(&["deploy", "web", "--ref", "main"]);
+    assert!(!ok && s.table_exists("notes"), "{text}");
+    assert_eq!(
+        (s.current_on(0), s.current_on(1)),
+        (v2_1.clone(), v2_2.clone()),
+        "{text}"
+    );
+
+    let marks_before = s.marks().len();
+    let text = s.ok(&["rollback", "web", "--migrate"]);
+    assert!(
+        !s.table_exists("notes") && s.table_exists("items"),
+        "{text}"
+    );
+    assert_eq!(
+        (s.current_on(0), s.current_on(1)),
+        (v2_1, v2_2),
+        "no host moved back: {text}"
+    );
+    let downs = s.marks()[marks_before..]
+        .iter()
+        .filter(|m| m.starts_with("down "))
+        .count();
+    assert_eq!(downs, 1, "reversed once, on the migrator: {:?}", s.marks());
+    assert!(
+        text.contains("nothing to reverse here"),
+        "web-2 says so: {text}"
+    );
 }
