@@ -391,6 +391,10 @@ async fn a_failed_release_s_migrations_are_reversed_from_its_own_release() {
         &[],
     );
     assert!(!ok && s.table_exists("logs"), "{text}");
+    // v3's migrations are reversed: it may be pruned now (keep_releases = 2), v4's
+    // directory stays while its migrations are applied.
+    assert!(!s.releases().contains(&v3), "{:?}", s.releases());
+    assert!(s.releases().contains(&v4), "{:?}", s.releases());
     // The current release is not "the failed release": refused, nothing changed.
     let (ok, code, text) = s.hoist(&["rollback", "web", "--migrate", "--of", &v2]);
     assert!(!ok && code == Some(1), "{text}");
@@ -410,6 +414,21 @@ async fn a_failed_release_s_migrations_are_reversed_from_its_own_release() {
         "{:?}",
         s.marks()
     );
+    // The runbook's "full rollback, including the database": back to v1 with the backup
+    // taken before v2 migrated, the restore inside maintenance; v2's migration is then
+    // recorded as undone (nothing left for a later `--migrate` to reverse twice).
+    let marks_before = s.marks().len();
+    let text = s.ok(&["rollback", "web", "--restore-db", "--yes"]);
+    assert_eq!(s.current(), v1, "{text}");
+    assert!(!s.table_exists("tags") && s.table_exists("items"), "{text}");
+    assert_eq!(
+        s.marks()[marks_before..],
+        ["on", "restore", "off"],
+        "{text}"
+    );
+    let releases = s.json(&["releases", "web"]);
+    assert_eq!(release_json(&releases, &v2)["migrations"], "reversed");
+    assert_eq!(release_json(&releases, &v2)["schema_ahead"], false);
 }
 
 /// Problems 2 and 4: restore the backup taken before the failed release while the good

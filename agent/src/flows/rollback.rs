@@ -304,8 +304,17 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
             let Some(cmd) = ctx.app.steps.restore.clone() else {
                 return ctx.fail("restore", "this app declares no restore step");
             };
-            ctx.vars.insert("HOIST_BACKUP_FILE".into(), file);
+            ctx.vars.insert("HOIST_BACKUP_FILE".into(), file.clone());
             ctx.hook("restore", &cmd, &target_dir).await?;
+            // The migrations run after that backup are gone from the database now.
+            if let Some(b) = journal.backups.iter().rev().find(|b| b.file == file) {
+                let change = Change::Restored {
+                    taken_at_ms: b.taken_at_ms,
+                };
+                ctx.journal
+                    .record(change, "the restore in the journal")
+                    .await;
+            }
         }
         let started = ctx.start("switch", format!("current -> releases/{target}"));
         let r = ctx
