@@ -602,7 +602,17 @@ async fn in_a_fleet_the_migrator_reverses_and_no_host_moves_back() {
     };
     let _keep = &s.root;
     s.ok(&["deploy", "web", "--ref", "main", "--strategy", "all"]);
-    s.repo.commit_version("2", &[]);
+    let (v1_1, v1_2) = (s.current_on(0), s.current_on(1));
+    s.repo.commit_version(
+        "2",
+        &[
+            (
+                "migrations/002_tags.up.sql",
+                "CREATE TABLE tags (label text);",
+            ),
+            ("migrations/002_tags.down.sql", "DROP TABLE tags;"),
+        ],
+    );
     s.ok(&["deploy", "web", "--ref", "main", "--strategy", "all"]);
     let (v2_1, v2_2) = (s.current_on(0), s.current_on(1));
     s.repo.commit_version(
@@ -643,4 +653,24 @@ async fn in_a_fleet_the_migrator_reverses_and_no_host_moves_back() {
         text.contains("nothing to reverse here"),
         "web-2 says so: {text}"
     );
+
+    // --restore-db restores once, on the host holding the backup taken before v2
+    // migrated; the other host switches code only, and both return to v1.
+    let marks_before = s.marks().len();
+    let text = s.ok(&[
+        "rollback",
+        "web",
+        "--restore-db",
+        "--yes",
+        "--strategy",
+        "all",
+    ]);
+    assert_eq!((s.current_on(0), s.current_on(1)), (v1_1, v1_2), "{text}");
+    assert!(!s.table_exists("tags") && s.table_exists("items"), "{text}");
+    let restores = s.marks()[marks_before..]
+        .iter()
+        .filter(|m| *m == "restore")
+        .count();
+    assert_eq!(restores, 1, "{:?}", s.marks());
+    assert!(text.contains("switching code only here"), "{text}");
 }

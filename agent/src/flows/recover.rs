@@ -254,8 +254,14 @@ mod tests {
 
     #[test]
     fn maintenance_left_on_is_told() {
-        assert!(!maintenance_left_on(&[started("backup"), started("restore")]));
-        assert!(maintenance_left_on(&[started("maintenance_on"), started("restore")]));
+        assert!(!maintenance_left_on(&[
+            started("backup"),
+            started("restore")
+        ]));
+        assert!(maintenance_left_on(&[
+            started("maintenance_on"),
+            started("restore")
+        ]));
         assert!(!maintenance_left_on(&[
             started("maintenance_on"),
             started("restore"),

@@ -294,13 +294,25 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
         if stay {
             return Ok(());
         }
-        if ask.restore_db {
-            let Some(file) = record.backup_file.clone() else {
+        let backup_file = match record.backup_file.clone() {
+            Some(file) if ask.restore_db => Some(file),
+            // A host that never took a backup does not hold the database's dumps (it did
+            // not migrate): the host that did restores; this one only switches.
+            None if ask.restore_db && journal.backups.is_empty() => {
+                ctx.notice(format!(
+                    "this host took no backups (another host migrated): the database is restored where the backup of {target} is; switching code only here"
+                ));
+                None
+            }
+            None if ask.restore_db => {
                 return ctx.fail(
                     "restore",
                     format!("no backup is recorded for release {target}; nothing to restore"),
                 );
-            };
+            }
+            _ => None,
+        };
+        if let Some(file) = backup_file {
             let Some(cmd) = ctx.app.steps.restore.clone() else {
                 return ctx.fail("restore", "this app declares no restore step");
             };

@@ -208,6 +208,9 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<(), Failure
     .map_err(usage)?;
     let mut ctx = Ctx::load(global)?;
     let options = schema_ahead(&ctx, options, args.timeout).await;
+    if options.restore_db {
+        any_backup(&ctx, &options.app, args.timeout).await?;
+    }
     let shape = args
         .rollout
         .shape(&ctx.fleet.deploy, Some(Duration::ZERO), MigrateOn::None);
@@ -252,6 +255,39 @@ async fn schema_ahead(
         .flatten()
         .any(|r| r.schema_ahead);
     options
+}
+
+/// `--restore-db` restores on the host that holds the backup (the one that migrated);
+/// the others switch code only. So at least one selected host must hold a backup, or
+/// nothing would be restored anywhere.
+async fn any_backup(ctx: &Ctx, app: &str, timeout: Duration) -> Result<(), Failure> {
+    let request = crate::rollout::operation::BackupOptions {
+        app: app.to_string(),
+    }
+    .list_request();
+    let hosts: Vec<_> = ctx.hosts.iter().collect();
+    let answers = crate::agents::fanout::ask_all(&hosts, &ctx.creds, timeout, |mut client| {
+        let request = request.clone();
+        async move {
+            client
+                .list_backups(request)
+                .await
+                .map(|r| r.into_inner().backups)
+        }
+    })
+    .await;
+    let answered = answers.iter().any(|a| a.result.is_ok());
+    let any = answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().ok())
+        .any(|b| !b.is_empty());
+    if answered && !any {
+        return Err(Failure::failed(anyhow::anyhow!(
+            "no selected host holds a backup of {app}: --restore-db would restore nothing; \
+             `hoist backups {app}` lists them"
+        )));
+    }
+    Ok(())
 }
 
 async fn run(
