@@ -157,5 +157,13 @@ mod tests {
         assert!(authorize(Some(&viewer), "/hoist.v1.Agent/RunTask").is_ok());
         assert!(authorize(Some(&viewer), "/hoist.v1.Agent/Stop").is_err());
         assert!(authorize(Some(&deployer), "/hoist.v1.Agent/Start").is_ok());
+        // Backups: a viewer lists them; taking, restoring and running the app's
+        // migration status commands need a deployer.
+        assert!(authorize(Some(&viewer), "/hoist.v1.Agent/ListBackups").is_ok());
+        for method in ["Backup", "Restore", "PendingMigrations"] {
+            let path = format!("/hoist.v1.Agent/{method}");
+            assert!(authorize(Some(&viewer), &path).is_err(), "{method}");
+            assert!(authorize(Some(&deployer), &path).is_ok(), "{method}");
+        }
     }
 }
