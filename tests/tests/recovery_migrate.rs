@@ -581,6 +581,29 @@ async fn backups_restore_and_pending_migrations() {
     assert_eq!(release_json(&releases, &v4)["migrations"], "reversed");
     assert_eq!(release_json(&releases, &v4)["schema_ahead"], false);
 
+    // A migrate step that fails part way: the release is kept (never switched to) with
+    // its migrations recorded, and its own migrate_rollback undoes what it applied.
+    let (ok, v5, text) = s.deploy(
+        "5",
+        &[
+            ("migrations/005_five.up.sql", "CREATE TABLE five (x int);"),
+            ("migrations/005_five.down.sql", "DROP TABLE five;"),
+            ("migrations/006_bad.up.sql", "THIS IS NOT SQL;"),
+            ("migrations/006_bad.down.sql", "SELECT 1;"),
+        ],
+        &[],
+    );
+    assert!(!ok && s.current() == v3 && s.table_exists("five"), "{text}");
+    assert!(
+        text.contains(&format!("hoist rollback web --migrate --of {v5}")),
+        "{text}"
+    );
+    let releases = s.json(&["releases", "web"]);
+    assert_eq!(release_json(&releases, &v5)["schema_ahead"], true);
+    let text = s.ok(&["rollback", "web", "--migrate"]);
+    assert!(!s.table_exists("five") && s.table_exists("items"), "{text}");
+    assert_eq!(s.current(), v3, "{text}");
+
     // An unknown backup id: a clear error, nothing ran.
     let marks_before = s.marks().len();
     let (ok, _, text) = s.hoist(&["restore", "web", "--backup", "nosuch", "--yes"]);

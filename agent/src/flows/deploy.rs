@@ -1,6 +1,8 @@
 //! The deploy flow (SPEC §4): fetch, materialise, link shared, build, backup,
 //! maintenance, migrate, switch, restart, check; before the switch a failure removes the
-//! new release, after it the previous release is put back ([`super::rollback`]).
+//! new release (unless its migrate step ran: then it stays, recorded with its
+//! migrations, for its own migrate_rollback), after it the previous release is put back
+//! ([`super::rollback`]).
 
 use std::collections::BTreeMap;
 
@@ -519,6 +521,9 @@ pub(super) async fn deploy(
         if migrate {
             match &ctx.app.steps.migrate {
                 Some(cmd) => {
+                    // Set before it runs: a migrate step that fails may have applied
+                    // part of its migrations.
+                    migrated = Some((taken.clone(), journal::now_ms()));
                     ctx.hook("migrate", cmd, &dir).await?;
                     migrated = Some((taken, journal::now_ms()));
                 }
@@ -538,17 +543,35 @@ pub(super) async fn deploy(
                 )
                 .await;
         }
+        let serving = if previous.is_empty() {
+            "no release yet"
+        } else {
+            &previous
+        };
+        if let Some((backup, at_ms)) = migrated {
+            // Its migrate step failed part way: the release stays (never switched to),
+            // recorded with its migrations, so its own migrate_rollback can undo them.
+            record_release(ctx, &id, &commit, r#ref).await;
+            let change = Change::Migrated {
+                release: id.clone(),
+                backup,
+                at_ms,
+            };
+            ctx.journal
+                .record(change, "the migrations in the journal")
+                .await;
+            ctx.notice(format!(
+                "release {id} stays on disk: its migrate step failed and may have applied some migrations; current is untouched ({serving}); reverse them from {id} with `hoist rollback {app} --migrate --of {id}`, or restore the backup taken before them with `hoist restore {app} --yes`",
+                app = ctx.app.name
+            ));
+            return failed(f, &id, &previous, &commit);
+        }
         if let Ok(releases) = ctx.layout.releases_dir() {
             let _ = releases.remove(&id);
             let _ = releases.remove(&format!("{id}.tmp"));
         }
         ctx.notice(format!(
-            "release {id} removed; current is untouched ({})",
-            if previous.is_empty() {
-                "no release yet"
-            } else {
-                &previous
-            }
+            "release {id} removed; current is untouched ({serving})"
         ));
         return failed(f, &id, &previous, &commit);
     }
