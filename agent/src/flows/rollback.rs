@@ -265,7 +265,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
                     "this app declares no backup step; reversing migrations without a backup",
                 );
             }
-            super::deploy::backup(ctx, &cur_dir, super::deploy::BackupWhy::Rollback).await?;
+            super::backup::backup(ctx, &cur_dir, super::backup::BackupWhy::Rollback).await?;
         }
         if needs_maintenance && let Some(cmd) = &ctx.app.steps.maintenance_on {
             maintenance = true;
