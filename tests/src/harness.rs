@@ -542,3 +542,12 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     }
     Ok(body.to_string())
 }
+
+/// A `deploy_to` that a release was switched to (`releases/1`, `current` → it), for
+/// tests of background checks, which the agent runs only once an app is deployed.
+pub fn deployed_dir() -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("releases/1")).expect("releases/1");
+    std::os::unix::fs::symlink("releases/1", dir.path().join("current")).expect("current");
+    dir
+}
