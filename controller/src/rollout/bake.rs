@@ -290,7 +290,8 @@ pub(crate) async fn evaluate_gates(
             Some(json!({
                 "kind": "gate",
                 "phase": phase,
-                "prometheus": gate.prometheus,
+                "name": described,
+                "prometheus": crate::output::redact::userinfo(&gate.prometheus),
                 "query": gate.query,
                 "max": gate.max,
                 "value": verdict.value(),

@@ -198,14 +198,20 @@ impl<'h> Plan<'h> {
     }
 }
 
-/// The gates as plan lines: `up <= 1 (http://...)`.
+/// The gates as plan lines: `up <= 1 (http://...)`, or with a name
+/// `Error rate < 1%: QUERY <= 0.01 (http://...)` (the plan is where the query is shown).
 pub fn gate_lines(gates: &[Gate]) -> Vec<String> {
     gates
         .iter()
         .map(|g| {
+            let name = g.name.as_ref().map_or(String::new(), |n| format!("{n}: "));
+            let empty = match g.on_empty {
+                crate::fleet::OnEmpty::Pass => ", no data passes",
+                crate::fleet::OnEmpty::Fail => "",
+            };
             format!(
-                "{} ({})",
-                gates::describe(g),
+                "{name}{} ({}{empty})",
+                gates::rule(g),
                 crate::output::redact::userinfo(&g.prometheus)
             )
         })
