@@ -175,7 +175,7 @@ fn journal(fleet: &str, host: &str) -> Vec<Value> {
         &["log", "web", "--json", "--fleet", fleet, "--hosts", host],
     );
     let json: Value = serde_json::from_str(&out).unwrap();
-    let entry = json
+    let entry = json["hosts"]
         .as_array()
         .and_then(|hosts| hosts.iter().find(|h| h["host"] == host))
         .unwrap_or_else(|| panic!("no {host} in {json}"))

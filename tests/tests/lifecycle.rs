@@ -239,6 +239,9 @@ async fn hoist_status_table_json_and_unreachable_hosts() {
     let (status, out, _) = hoist(&["status", "--fleet", fleet_s, "--json", "--hosts", "web-2"]);
     assert!(status.success());
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["kind"], "status");
+    assert_eq!(json["v"], 1);
+    let json = &json["hosts"];
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["host"], "web-2");
     assert_eq!(json[0]["reachable"], true);

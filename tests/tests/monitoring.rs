@@ -324,7 +324,7 @@ async fn monitor_only_checks_never_roll_back_and_fresh_hosts_are_not_deployed() 
     );
     let (_, out, _) = hoist(&["status", "--fleet", fl, "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let apps = &json[0]["apps"][0];
+    let apps = &json["hosts"][0]["apps"][0];
     assert_eq!(apps["deployed"], true, "{apps}");
     assert_eq!(apps["checks"][1]["gate"], false, "{apps}");
 

@@ -188,7 +188,8 @@ async fn top_once_shows_hosts_resources_and_the_unreachable_host() {
     let (status, out, err) = hoist(&["top", "--once", "--json", "--fleet", f, "--timeout", "3s"]);
     assert_eq!(status.code(), Some(1), "{out}{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let hosts = json.as_array().unwrap();
+    assert_eq!((&json["kind"], &json["v"]), (&"status".into(), &1.into()));
+    let hosts = json["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 3);
     for (i, name) in ["web-1", "web-2"].into_iter().enumerate() {
         assert_eq!(hosts[i]["host"], name);

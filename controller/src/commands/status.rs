@@ -44,9 +44,10 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
     )
     .await;
     if global.json {
-        let text = serde_json::to_string_pretty(&to_json(&reports))
-            .map_err(|e| Failure::failed(anyhow::Error::new(e).context("encoding JSON")))?;
-        println!("{text}");
+        println!(
+            "{}",
+            crate::output::render::document("status", to_json(&reports))
+        );
     } else {
         print!("{}", render(&reports, table::use_colour()));
     }
