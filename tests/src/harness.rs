@@ -460,6 +460,18 @@ impl Agent {
             self.grpc
         )
     }
+
+    /// Writes `dir/fleet.toml`: `[tls]` as `who` and this agent as `web-1`; returns its
+    /// path.
+    pub fn one_host_fleet(&self, pki: &Pki, who: Who, dir: &Path) -> String {
+        let fleet = dir.join("fleet.toml");
+        std::fs::write(
+            &fleet,
+            format!("{}{}", pki.fleet_tls(who), self.fleet_entry("web-1")),
+        )
+        .expect("write fleet.toml");
+        fleet.display().to_string()
+    }
 }
 
 impl Drop for Agent {

@@ -67,17 +67,8 @@ async fn every_json_command_prints_versioned_kinds() {
         ))
         .start()
         .await;
-    let fleet = root.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "{}{}",
-            pki.fleet_tls(Who::Deployer),
-            agent.fleet_entry("web-1")
-        ),
-    )
-    .unwrap();
-    let fl = fleet.to_str().unwrap();
+    let fleet = agent.one_host_fleet(&pki, Who::Deployer, root.path());
+    let fl = fleet.as_str();
     use Shape::*;
 
     // Jobs: JSON lines.

@@ -4,40 +4,23 @@
 //! deployed" instead of failing its checks; the metrics a deploy dashboard reads,
 //! through promtool.
 
-use std::{convert::Infallible, path::Path, sync::Arc, time::Duration};
+use std::{convert::Infallible, path::Path, time::Duration};
 
 use hoist_proto::v1::{CheckStatus, StatusRequest};
 use hoist_tests::{
     e2e,
     harness::{Agent, AgentBuilder, Pki, Who, deployed_dir, hoist},
-    services::{git::AppRepo, promtool},
+    services::{git::AppRepo, promtool, tls},
 };
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-};
 use tokio_rustls::TlsAcceptor;
 
 /// An https health endpoint on loopback answering `{"status":"ok"}` with `cert`.
 /// Returns its port; serves until the test's runtime ends.
 async fn tls_health(cert: &Path, key: &Path) -> u16 {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = TlsAcceptor::from(tls::server_config(cert, key));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -59,27 +42,6 @@ async fn tls_health(cert: &Path, key: &Path) -> u16 {
         }
     });
     port
-}
-
-/// A server certificate for 127.0.0.1 signed by the fleet CA that expired yesterday
-/// (`hoist ca issue` refuses to make one).
-fn issue_expired(ca_dir: &Path, name: &str) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
-    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now - time::Duration::days(30);
-    params.not_after = now - time::Duration::days(1);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(ca_dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    std::fs::write(ca_dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
 }
 
 async fn checks(agent: &Agent, pki: &Pki) -> Vec<CheckStatus> {
@@ -113,7 +75,8 @@ async fn https_checks_verify_the_server_against_system_roots_and_ca() {
     let pki = Pki::new();
     let ca_dir = pki.ca_dir();
     pki.issue_agent("site", &["127.0.0.1"]);
-    issue_expired(&ca_dir, "stale");
+    // Expired yesterday (`hoist ca issue` refuses to make one).
+    tls::issue_window(&ca_dir, &ca_dir, "stale", -30, -1, true);
     let good = tls_health(&ca_dir.join("site.pem"), &ca_dir.join("site.key")).await;
     let expired = tls_health(&ca_dir.join("stale.pem"), &ca_dir.join("stale.key")).await;
     let ca = ca_dir.join("ca.pem");
@@ -246,17 +209,8 @@ async fn monitor_only_checks_never_roll_back_and_fresh_hosts_are_not_deployed() 
         .apps(&app(&repo, &deploy_to))
         .start()
         .await;
-    let fleet = root.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "{}{}",
-            pki.fleet_tls(Who::Deployer),
-            agent.fleet_entry("web-1")
-        ),
-    )
-    .unwrap();
-    let fl = fleet.to_str().unwrap();
+    let fleet = agent.one_host_fleet(&pki, Who::Deployer, root.path());
+    let fl = fleet.as_str();
 
     // Fresh host: several monitor rounds pass (counted by their sample times), and no
     // check runs, none fails, nothing is logged, no check series is exported.
