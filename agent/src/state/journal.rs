@@ -382,6 +382,15 @@ impl JournalFile {
 
     /// Applies `change` and writes the journal.
     pub fn apply(&mut self, change: Change) -> Result<(), JournalError> {
+        // A running job's release and the new current are always followed by another
+        // write of the journal in the same job (the release record, the job's end),
+        // which makes them durable; a job's records and releases are durable at once.
+        let durability = match change {
+            Change::Progress { .. } | Change::Current { .. } => atomic::Durability::Ordered,
+            Change::Job(_) | Change::Release { .. } | Change::Backup { .. } => {
+                atomic::Durability::Durable
+            }
+        };
         let journal = &mut self.journal;
         match change {
             Change::Job(record) => journal.record_job(record),
@@ -421,16 +430,16 @@ impl JournalFile {
                 }
             }
         }
-        self.save()
+        self.save(durability)
     }
 
-    fn save(&self) -> Result<(), JournalError> {
+    fn save(&self, durability: atomic::Durability) -> Result<(), JournalError> {
         let write = || {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let bytes = serde_json::to_vec_pretty(&self.journal).map_err(io::Error::other)?;
-            atomic::write_file(&self.path, &bytes)
+            atomic::replace_file(&self.path, &bytes, durability)
         };
         write().map_err(|source| JournalError {
             path: self.path.clone(),
