@@ -351,4 +351,31 @@ mod tests {
         let rollback = plan.json(false, json!({}));
         assert_eq!(rollback["migrates"], Value::Null);
     }
+
+    #[test]
+    fn gate_lines_show_the_name_the_rule_and_on_empty() {
+        use crate::fleet::OnEmpty;
+        let plain = Gate {
+            name: None,
+            prometheus: "http://ops:s3cret@prom:9090".into(),
+            query: "up".into(),
+            max: 1.0,
+            on_empty: OnEmpty::Fail,
+        };
+        let named = Gate {
+            name: Some("Error rate < 1%".into()),
+            query: "sum(rate(e[5m])) / sum(rate(r[5m]))".into(),
+            max: 0.01,
+            on_empty: OnEmpty::Pass,
+            ..plain.clone()
+        };
+        assert_eq!(
+            gate_lines(&[plain, named]),
+            [
+                "up <= 1 (http://ops:***@prom:9090)",
+                "Error rate < 1%: sum(rate(e[5m])) / sum(rate(r[5m])) <= 0.01 \
+                 (http://ops:***@prom:9090, no data passes)",
+            ]
+        );
+    }
 }
