@@ -1110,13 +1110,13 @@ async fn status_thousand(pki: &Pki, plan: &Plan, report: &mut Report) -> anyhow:
         let began = Instant::now();
         let out = cmd.output().context("run hoist status")?;
         let wall = began.elapsed();
-        let hosts: Vec<serde_json::Value> =
-            serde_json::from_slice(&out.stdout).with_context(|| {
-                format!(
-                    "hoist status --json: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "hoist status --json: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let hosts = doc["hosts"].as_array().cloned().unwrap_or_default();
         let up = hosts.iter().filter(|h| h["reachable"] == true).count();
         ensure!(up == n, "only {up} of {n} agents answered hoist status");
         if run == 0 {
