@@ -270,7 +270,7 @@ impl Setup {
 }
 
 fn release_json<'a>(releases: &'a Value, id: &str) -> &'a Value {
-    releases[0]["releases"]
+    releases["hosts"][0]["releases"]
         .as_array()
         .unwrap()
         .iter()
@@ -361,7 +361,7 @@ async fn a_failed_release_s_migrations_are_reversed_from_its_own_release() {
     );
     // A backup was taken before the down-migration, and is listed as such.
     let backups = s.json(&["backups", "web"]);
-    let list = backups[0]["backups"].as_array().unwrap();
+    let list = backups["hosts"][0]["backups"].as_array().unwrap();
     let before_rollback = list
         .iter()
         .find(|b| b["reason"] == "rollback")
@@ -534,7 +534,7 @@ async fn backups_restore_and_pending_migrations() {
 
     // The default backup is the one taken before v4 migrated.
     let backups = s.json(&["backups", "web"]);
-    let default = backups[0]["backups"]
+    let default = backups["hosts"][0]["backups"]
         .as_array()
         .unwrap()
         .iter()

@@ -190,7 +190,7 @@ pub async fn backups(global: &Global, args: BackupsArgs) -> Result<(), Failure> 
     let mut ctx = Ctx::load(global)?;
     let answers = ask(&ctx, &args.app, args.timeout).await;
     if ctx.out.json {
-        ctx.out.json_document(&to_json(&answers));
+        ctx.out.json_document("backups", to_json(&answers));
     } else {
         let text = render(&answers, ctx.out.colour, SystemTime::now());
         ctx.out.text(&text);
