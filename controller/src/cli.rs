@@ -4,7 +4,7 @@
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{
-    Failure, Global, attach, ca, completions, demo, deploy, env, lock, log, releases, run,
+    Failure, Global, attach, backup, ca, completions, demo, deploy, env, lock, log, releases, run,
     services, status, targets, top,
 };
 
@@ -46,6 +46,14 @@ pub enum Command {
     Run(run::RunArgs),
     /// An app's releases on each host: current, previous, backups.
     Releases(releases::ReleasesArgs),
+    /// Take a database backup now with the app's backup step (on the first selected
+    /// host).
+    Backup(backup::BackupArgs),
+    /// An app's database backups on each host: id, size, age, release, why.
+    Backups(backup::BackupsArgs),
+    /// Restore the database from a backup (default: the one taken before the release
+    /// that was rolled back), inside maintenance_on/off; code stays. Needs --yes.
+    Restore(backup::RestoreArgs),
     /// An app's recent jobs, or one job's full deployment log (--job).
     Log(log::LogArgs),
     /// Follow a job (running or finished) from its first event.
@@ -79,6 +87,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Start(args) => services::run(&global, args, true).await,
         Command::Run(args) => run::run(&global, args).await,
         Command::Releases(args) => releases::run(&global, args).await,
+        Command::Backup(args) => backup::backup(&global, args).await,
+        Command::Backups(args) => backup::backups(&global, args).await,
+        Command::Restore(args) => backup::restore(&global, args).await,
         Command::Log(args) => log::run(&global, args).await,
         Command::Attach(args) => attach::run(&global, args).await,
         Command::Env(args) => env::run(&global, args).await,

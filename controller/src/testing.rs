@@ -214,6 +214,32 @@ impl Agent for Fake {
     async fn rollback(&self, _: Request<RollbackRequest>) -> Result<Response<EventStream>, Status> {
         not_in_the_fake()
     }
+    type BackupStream = EventStream;
+    async fn backup(
+        &self,
+        _: Request<hoist_proto::v1::BackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn list_backups(
+        &self,
+        _: Request<hoist_proto::v1::ListBackupsRequest>,
+    ) -> Result<Response<hoist_proto::v1::ListBackupsResponse>, Status> {
+        not_in_the_fake()
+    }
+    type RestoreStream = EventStream;
+    async fn restore(
+        &self,
+        _: Request<hoist_proto::v1::RestoreRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn pending_migrations(
+        &self,
+        _: Request<hoist_proto::v1::PendingMigrationsRequest>,
+    ) -> Result<Response<hoist_proto::v1::PendingMigrationsResponse>, Status> {
+        not_in_the_fake()
+    }
     async fn restart(&self, _: Request<RestartRequest>) -> Result<Response<EventStream>, Status> {
         not_in_the_fake()
     }

@@ -115,6 +115,9 @@ async fn every_json_command_prints_versioned_kinds() {
     assert_eq!(status[0]["hosts"][0]["host"], "web-1", "{status:?}");
     json(&["top", "--once", "--fleet", fl], 0, Document("status"));
     json(&["releases", "web", "--fleet", fl], 0, Document("releases"));
+    json(&["backups", "web", "--fleet", fl], 0, Document("backups"));
+    // No backup step declared: the job fails, still as JSON lines.
+    json(&["backup", "web", "--fleet", fl], 1, Lines);
     json(&["log", "web", "--fleet", fl], 0, Document("log"));
     json(
         &["log", "web", "--job", &job, "--fleet", fl],

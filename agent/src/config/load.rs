@@ -116,6 +116,7 @@ struct RawApp {
     group: Option<Account>,
     #[serde(default)]
     keep_releases: KeepReleases,
+    keep_backups: Option<KeepBackups>,
     #[serde(default)]
     shared_files: Vec<SharedPath>,
     #[serde(default)]
@@ -281,6 +282,7 @@ impl RawApp {
             user: self.user.map(|a| a.0),
             group: self.group.map(|a| a.0),
             keep_releases: self.keep_releases.0,
+            keep_backups: self.keep_backups.map_or(self.keep_releases.0, |k| k.0),
             shared_files: self.shared_files.into_iter().map(|p| p.0).collect(),
             shared_dirs: self.shared_dirs.into_iter().map(|p| p.0).collect(),
             env: self.env.into_iter().map(|(k, v)| (k.0, v)).collect(),

@@ -187,6 +187,10 @@ pub struct App {
     pub group: Option<String>,
     /// Releases kept on disk, at least 2: the current one and one to roll back to.
     pub keep_releases: u32,
+    /// Backups kept in `backups/` besides the ones releases on disk still need (the
+    /// backup of each, and the one taken before each's migrations); default
+    /// `keep_releases`.
+    pub keep_backups: u32,
     /// Relative to `shared/`; linked into every release.
     pub shared_files: Vec<String>,
     pub shared_dirs: Vec<String>,
@@ -302,6 +306,9 @@ pub struct Steps {
     pub maintenance_on: Option<Command>,
     pub migrate: Option<Command>,
     pub migrate_status: Option<Command>,
+    /// Answers by its exit status whether migrations are pending: 0 yes, 1 no,
+    /// anything else is an error.
+    pub migrate_pending: Option<Command>,
     pub migrate_rollback: Option<Command>,
     pub restore: Option<Command>,
     pub after_switch: Option<Command>,

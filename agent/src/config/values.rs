@@ -288,6 +288,22 @@ impl<'de> Deserialize<'de> for KeepReleases {
     }
 }
 
+/// `keep_backups`: at least 1 (the backup a restore would use).
+pub(super) struct KeepBackups(pub(super) u32);
+
+impl<'de> Deserialize<'de> for KeepBackups {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u32::try_from(n) {
+            Ok(n @ 1..) => Ok(KeepBackups(n)),
+            _ => Err(D::Error::custom(hinted(
+                format!("keep_backups = {n} is too few"),
+                "keep at least 1; leave it out to keep as many as keep_releases",
+            ))),
+        }
+    }
+}
+
 fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         hinted(

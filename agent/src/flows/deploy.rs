@@ -1,6 +1,8 @@
 //! The deploy flow (SPEC §4): fetch, materialise, link shared, build, backup,
 //! maintenance, migrate, switch, restart, check; before the switch a failure removes the
-//! new release, after it the previous release is put back ([`super::rollback`]).
+//! new release (unless its migrate step ran: then it stays, recorded with its
+//! migrations, for its own migrate_rollback), after it the previous release is put back
+//! ([`super::rollback`]).
 
 use std::collections::BTreeMap;
 
@@ -10,14 +12,16 @@ use tokio::sync::mpsc;
 use crate::{
     host::process,
     state::{
-        beneath::{self, BeneathError, Dir},
         envfile,
-        journal::{self, Change, Journal, ReleaseRecord},
+        journal::{self, Change, ReleaseRecord},
         release,
     },
 };
 
-use super::*;
+use super::{
+    backup::{BackupWhy, backup, prune_backups},
+    *,
+};
 
 /// Free space required on top of the expected release size before materialising.
 pub(super) const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
@@ -223,187 +227,6 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
     ctx.finish(step, started, result)
 }
 
-/// Backup before migrating: the file is recorded on the release that is current now.
-pub(super) async fn backup(ctx: &mut Ctx, new_id: &str) -> StepResult<Option<String>> {
-    let Some(cmd) = ctx.app.steps.backup.clone() else {
-        return Ok(None);
-    };
-    let current = ctx.layout.current().unwrap_or_else(|| "initial".into());
-    let name = format!("{current}.before-{new_id}.backup");
-    let file = ctx.layout.backups().join(&name);
-    let owner = ctx
-        .run_as
-        .as_ref()
-        .filter(|_| nix::unistd::Uid::effective().is_root())
-        .map(|r| (r.uid(), r.gid()));
-    // The agent makes the dump's file itself, private to the app's user, before the
-    // hook writes into it; and checks LAST_SUCCESS can be replaced, before anything.
-    let prepared = (|| {
-        let backups = ctx.layout.backups_dir()?;
-        backups.set_owner_and_mode(owner, BACKUPS_DIR_MODE)?;
-        backups.check_writable(LAST_SUCCESS)?;
-        backups.create_new(&name, BACKUP_FILE_MODE, owner)?;
-        Ok::<_, BeneathError>(backups)
-    })();
-    let backups = match prepared {
-        Ok(b) => b,
-        Err(e) => {
-            let started = ctx.start("backup", file.display().to_string());
-            let r = ctx.fail("backup", format!("cannot prepare the backup file: {e}"));
-            return ctx.finish("backup", started, r).map(|()| None);
-        }
-    };
-    ctx.vars
-        .insert("HOIST_BACKUP_FILE".into(), file.display().to_string());
-    if let Err(f) = ctx.hook("backup", &cmd, &ctx.layout.release(new_id)).await {
-        // Not a backup: do not leave it looking like one.
-        let _ = backups.remove(&name);
-        return Err(f);
-    }
-    // The hook may have replaced the file: it must still be a non-empty regular file
-    // of its own (not a link), and private again.
-    let checked = backups.lstat(&name).and_then(|st| match st {
-        None => Ok(0),
-        Some(st) => {
-            backups.expect_file(&name, &st)?;
-            if st.len > 0 {
-                fix_backup_mode(&backups, &name)?;
-            }
-            Ok(st.len)
-        }
-    });
-    if !matches!(checked, Ok(size) if size > 0) {
-        let _ = backups.remove(&name);
-    }
-    let size = match checked {
-        Ok(size) => size,
-        Err(e) => {
-            let started = ctx.start("backup check", file.display().to_string());
-            let r = ctx.fail(
-                "backup check",
-                format!("{e}; refusing to migrate without a backup"),
-            );
-            return ctx.finish("backup check", started, r).map(|()| None);
-        }
-    };
-    if size == 0 {
-        let started = ctx.start("backup check", file.display().to_string());
-        let r = ctx.fail(
-            "backup check",
-            format!(
-                "the backup step left {} missing or empty; refusing to migrate without a backup",
-                file.display()
-            ),
-        );
-        return ctx.finish("backup check", started, r);
-    }
-    let marker = format!(
-        "{}\n{}\n{}\n",
-        file.display(),
-        release::utc_stamp(journal::now_ms() / 1000),
-        size
-    );
-    let written = backups.write_atomic(LAST_SUCCESS, marker.as_bytes(), |f| {
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(f, Some(uid.as_raw()), Some(gid.as_raw()))?;
-        }
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-            LAST_SUCCESS_MODE,
-        ))
-    });
-    if let Err(e) = written {
-        ctx.notice(format!(
-            "cannot record the backup in backups/{LAST_SUCCESS}: {e}"
-        ));
-    }
-    ctx.notice(format!("backup {} ({} bytes)", file.display(), size));
-    if ctx.layout.current().is_some() {
-        let change = Change::Backup {
-            release: current.clone(),
-            file: file.display().to_string(),
-        };
-        ctx.journal
-            .record(change, "the backup in the journal")
-            .await;
-    }
-    Ok(Some(file.display().to_string()))
-}
-
-/// The marker naming the last good backup, its size and time.
-const LAST_SUCCESS: &str = "LAST_SUCCESS";
-/// A database dump: only the app's user reads it.
-const BACKUP_FILE_MODE: u32 = 0o600;
-/// `LAST_SUCCESS`: the app's group may read it.
-const LAST_SUCCESS_MODE: u32 = 0o640;
-/// `backups/`: the app's user and group only.
-const BACKUPS_DIR_MODE: u32 = release::Layout::APP_DIR_MODE;
-
-/// Makes the dump at `name` 0600 again (a hook may have recreated it under its umask),
-/// through a descriptor opened without following links.
-fn fix_backup_mode(backups: &Dir, name: &str) -> Result<(), BeneathError> {
-    let fd = nix::fcntl::openat(
-        backups.as_fd(),
-        name,
-        nix::fcntl::OFlag::O_RDONLY
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_NONBLOCK
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| BeneathError::Io {
-        op: "open",
-        name: backups.name(name),
-        source: e.into(),
-    })?;
-    let st = nix::sys::stat::fstat(&fd).map_err(|e| BeneathError::Io {
-        op: "stat",
-        name: backups.name(name),
-        source: e.into(),
-    })?;
-    if st.st_nlink != 1 || (st.st_mode & nix::libc::S_IFMT) != nix::libc::S_IFREG {
-        return Err(BeneathError::NotFile {
-            name: backups.name(name),
-        });
-    }
-    nix::sys::stat::fchmod(
-        &fd,
-        nix::sys::stat::Mode::from_bits_truncate(BACKUP_FILE_MODE),
-    )
-    .map_err(|e| BeneathError::Io {
-        op: "change the mode of",
-        name: backups.name(name),
-        source: e.into(),
-    })
-}
-
-/// Keeps backups recorded on releases still on disk, the newest `keep` of the rest.
-pub(super) fn prune_backups(ctx: &Ctx, journal: &Journal) {
-    let on_disk = ctx.layout.list();
-    let keep: Vec<String> = journal
-        .releases
-        .iter()
-        .filter(|r| on_disk.contains(&r.id))
-        .filter_map(|r| r.backup_file.clone())
-        .collect();
-    let Ok(backups) = ctx.layout.backups_dir() else {
-        return;
-    };
-    let mut others: Vec<String> = backups
-        .entries()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, kind)| *kind != beneath::Kind::Dir)
-        .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| name.ends_with(".backup"))
-        .filter(|name| !keep.contains(&ctx.layout.backups().join(name).display().to_string()))
-        .collect();
-    others.sort();
-    let excess = others.len().saturating_sub(ctx.app.keep_releases as usize);
-    for name in others.into_iter().take(excess) {
-        let _ = backups.remove(&name);
-    }
-}
-
 pub(super) async fn deploy(
     ctx: &mut Ctx,
     r#ref: &str,
@@ -451,21 +274,35 @@ pub(super) async fn deploy(
 
     let dir = ctx.layout.release(&id);
     let mut maintenance = false;
+    let mut migrated: Option<(Option<String>, u64)> = None;
     let before_switch: StepResult = async {
         materialise(ctx, &commit, &id).await?;
         link_shared(ctx, &id, allow_missing_env)?;
         ctx.maybe_hook("build", ctx.app.steps.build.as_ref(), &dir)
             .await?;
-        if migrate {
-            backup(ctx, &id).await?;
+        let pending = !migrate || pending(ctx, &dir).await?;
+        if !pending {
+            // Nothing to migrate: no dump, no maintenance window, no migrate step.
+            return Ok(());
         }
+        let taken = if migrate {
+            backup(ctx, &dir, BackupWhy::Deploy(&id)).await?
+        } else {
+            None
+        };
         if let Some(cmd) = &ctx.app.steps.maintenance_on {
             maintenance = true;
             ctx.hook("maintenance_on", cmd, &dir).await?;
         }
         if migrate {
             match &ctx.app.steps.migrate {
-                Some(cmd) => ctx.hook("migrate", cmd, &dir).await?,
+                Some(cmd) => {
+                    // Set before it runs: a migrate step that fails may have applied
+                    // part of its migrations.
+                    migrated = Some((taken.clone(), journal::now_ms()));
+                    ctx.hook("migrate", cmd, &dir).await?;
+                    migrated = Some((taken, journal::now_ms()));
+                }
                 None => ctx.notice("migrations requested, but this app declares no migrate step"),
             }
         }
@@ -482,17 +319,35 @@ pub(super) async fn deploy(
                 )
                 .await;
         }
+        let serving = if previous.is_empty() {
+            "no release yet"
+        } else {
+            &previous
+        };
+        if let Some((backup, at_ms)) = migrated {
+            // Its migrate step failed part way: the release stays (never switched to),
+            // recorded with its migrations, so its own migrate_rollback can undo them.
+            record_release(ctx, &id, &commit, r#ref).await;
+            let change = Change::Migrated {
+                release: id.clone(),
+                backup,
+                at_ms,
+            };
+            ctx.journal
+                .record(change, "the migrations in the journal")
+                .await;
+            ctx.notice(format!(
+                "release {id} stays on disk: its migrate step failed and may have applied some migrations; current is untouched ({serving}); reverse them from {id} with `hoist rollback {app} --migrate --of {id}`, or restore the backup taken before them with `hoist restore {app} --yes`",
+                app = ctx.app.name
+            ));
+            return failed(f, &id, &previous, &commit);
+        }
         if let Ok(releases) = ctx.layout.releases_dir() {
             let _ = releases.remove(&id);
             let _ = releases.remove(&format!("{id}.tmp"));
         }
         ctx.notice(format!(
-            "release {id} removed; current is untouched ({})",
-            if previous.is_empty() {
-                "no release yet"
-            } else {
-                &previous
-            }
+            "release {id} removed; current is untouched ({serving})"
         ));
         return failed(f, &id, &previous, &commit);
     }
@@ -510,6 +365,16 @@ pub(super) async fn deploy(
         return failed(f, &id, &previous, &commit);
     }
     record_release(ctx, &id, &commit, r#ref).await;
+    if let Some((backup, at_ms)) = migrated.clone() {
+        let change = Change::Migrated {
+            release: id.clone(),
+            backup,
+            at_ms,
+        };
+        ctx.journal
+            .record(change, "the migrations in the journal")
+            .await;
+    }
 
     let after: StepResult = async {
         ctx.activate(&dir).await?;
@@ -537,7 +402,7 @@ pub(super) async fn deploy(
             error: String::new(),
         },
         Err(f) => {
-            let migrated = migrate && ctx.app.steps.migrate.is_some();
+            let migrated = migrated.is_some();
             super::rollback::auto_rollback(ctx, f, &id, &previous, &commit, migrated, maintenance)
                 .await
         }
@@ -546,13 +411,52 @@ pub(super) async fn deploy(
         ctx.note_current(&id, &previous).await;
     }
     let journal = ctx.journal.snapshot().await;
-    let protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
+    let mut protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
+    // Never a release whose migrations are still applied past the serving one: its
+    // `migrate_rollback` is the one that can reverse them.
+    let serving = ctx.layout.current().unwrap_or_default();
+    protect.extend(journal.schema_ahead(&serving));
     let removed = ctx.layout.prune(ctx.app.keep_releases as usize, &protect);
     if !removed.is_empty() {
         ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
     }
     prune_backups(ctx, &journal);
     outcome
+}
+
+/// Whether this deploy has migrations to run: `migrate_status` (when declared) shows
+/// the operator what the schema looks like, then `migrate_pending` (when declared)
+/// answers by its exit status: 0 pending, 1 nothing pending, anything else fails the
+/// deploy (nothing has changed yet). Without `migrate_pending`, migrations are assumed
+/// pending, as before.
+async fn pending(ctx: &Ctx, dir: &std::path::Path) -> StepResult<bool> {
+    if let Some(cmd) = &ctx.app.steps.migrate_status
+        && let Err(f) = ctx.hook("migrate_status", cmd, dir).await
+    {
+        ctx.notice(format!(
+            "migrate_status did not succeed ({}); going on",
+            f.error
+        ));
+    }
+    let Some(cmd) = &ctx.app.steps.migrate_pending else {
+        return Ok(true);
+    };
+    match ctx.hook_exit("migrate_pending", cmd, dir, &[1]).await {
+        Ok(1) => {
+            ctx.notice(
+                "nothing to migrate (migrate_pending exited 1): no backup, no maintenance, no migrate",
+            );
+            Ok(false)
+        }
+        Ok(_) => Ok(true),
+        Err(f) => Err(Failed {
+            step: f.step,
+            error: format!(
+                "{} (exit 0 means migrations are pending, 1 nothing pending; anything else is an error)",
+                f.error
+            ),
+        }),
+    }
 }
 
 pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &str) {
@@ -565,6 +469,7 @@ pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &st
             deployed_at_ms: journal::now_ms(),
             job_id: ctx.job.id.clone(),
             backup_file: None,
+            migrations: journal::Migrations::None,
         },
         on_disk: ctx.layout.list(),
     };

@@ -5,9 +5,11 @@
 //! automatically ([`rollback`]). Flows never write the app's journal: they send their
 //! changes to the app's owner task through a [`JournalHandle`].
 
+mod backup;
 mod deploy;
 mod env;
 pub mod events;
+pub mod pending;
 mod recover;
 mod restart;
 mod rollback;
@@ -104,6 +106,16 @@ pub enum Request {
         migrate: bool,
         restore_db: bool,
         reason: String,
+        /// `--of RELEASE`: reverse that release's migrations only.
+        of_release: String,
+        /// Reverse the migrations of releases after the current one only.
+        ahead_only: bool,
+    },
+    /// `hoist backup`: a database backup now.
+    Backup,
+    /// `hoist restore`: the database from one backup (empty: the default one).
+    Restore {
+        backup_id: String,
     },
     Restart {
         service: String,
@@ -130,6 +142,8 @@ impl Request {
         match self {
             Request::Deploy { .. } => JobKind::Deploy,
             Request::Rollback { .. } => JobKind::Rollback,
+            Request::Backup => JobKind::Backup,
+            Request::Restore { .. } => JobKind::Restore,
             Request::Restart { .. } => JobKind::Restart,
             Request::Env { .. } => JobKind::Env,
             Request::Task { .. } => JobKind::Task,
@@ -181,6 +195,8 @@ fn recorded(request: &Request) -> (String, bool, String) {
             (String::new(), false, service.clone())
         }
         Request::Task { task } => (String::new(), false, format!("task {task}")),
+        Request::Backup => (String::new(), false, String::new()),
+        Request::Restore { backup_id } => (String::new(), false, format!("restore {backup_id}")),
         Request::Env { set, unset, .. } => (String::new(), false, env::env_summary(set, unset)),
     }
 }
@@ -250,8 +266,21 @@ pub async fn run(mut ctx: Ctx, request: Request, started_at_ms: u64, told: Vec<S
             to_release,
             migrate,
             restore_db,
+            of_release,
+            ahead_only,
             ..
-        } => rollback::rollback(&mut ctx, to_release, *migrate, *restore_db).await,
+        } => {
+            let ask = rollback::Ask {
+                to: to_release,
+                migrate: *migrate,
+                restore_db: *restore_db,
+                of: of_release,
+                ahead_only: *ahead_only,
+            };
+            rollback::rollback(&mut ctx, ask).await
+        }
+        Request::Backup => backup::on_demand(&mut ctx).await,
+        Request::Restore { backup_id } => backup::restore(&mut ctx, backup_id).await,
         Request::Restart { service } => restart::restart(&ctx, service).await,
         Request::Toggle { service, toggle } => restart::toggle(&ctx, service, *toggle).await,
         Request::Task { task } => task::task(&mut ctx, task).await,

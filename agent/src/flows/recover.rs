@@ -112,6 +112,37 @@ pub fn recover(
             }
         }
     }
+    // A dump `hoist backup` or a `--migrate` rollback was taking (named after the time
+    // it started, never recorded: it never completed).
+    if let Ok(backups) = layout.backups_dir() {
+        for (name, kind) in backups.entries().unwrap_or_default() {
+            let name = name.to_string_lossy().into_owned();
+            let started_ms = name
+                .strip_suffix(".backup")
+                .and_then(|stem| {
+                    stem.rsplit_once(".manual-")
+                        .or_else(|| stem.rsplit_once(".rollback-"))
+                })
+                .and_then(|(_, ms)| ms.parse::<u64>().ok());
+            let stem = name.trim_end_matches(".backup");
+            if started_ms.is_some_and(|ms| ms >= running.started_at_ms)
+                && kind == EntryKind::File
+                && !journal.backups.iter().any(|b| b.id == stem)
+                && backups.remove(&name).is_ok()
+            {
+                note.push_str(&format!(
+                    " (its unfinished backup {} was removed)",
+                    layout.backups().join(&name).display()
+                ));
+            }
+        }
+    }
+    if maintenance_left_on(&log) {
+        note.push_str(&format!(
+            "; maintenance_on ran and maintenance_off did not: app {} may still be in maintenance",
+            app.name
+        ));
+    }
     events::end_log(
         registry,
         &app.name,
@@ -132,6 +163,21 @@ pub fn recover(
         interrupted_at_ms: now_ms,
         ..running.clone()
     }
+}
+
+/// Whether the log shows `maintenance_on` starting with no `maintenance_off` after it.
+fn maintenance_left_on(log: &[hoist_proto::v1::JobEvent]) -> bool {
+    let mut on = false;
+    for event in log {
+        if let Some(Kind::StepStarted(step)) = &event.kind {
+            match step.step.as_str() {
+                "maintenance_on" => on = true,
+                "maintenance_off" => on = false,
+                _ => {}
+            }
+        }
+    }
+    on
 }
 
 /// Ends job `id` of `app`, known by its event log only (its journal record is lost):
@@ -188,4 +234,38 @@ pub fn told(job: &JobRecord) -> String {
         journal::utc_text(job.interrupted_at_ms.max(job.started_at_ms)),
         job.error
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use hoist_proto::v1::{JobEvent, StepStarted};
+
+    use super::*;
+
+    fn started(step: &str) -> JobEvent {
+        JobEvent {
+            kind: Some(Kind::StepStarted(StepStarted {
+                step: step.into(),
+                description: String::new(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maintenance_left_on_is_told() {
+        assert!(!maintenance_left_on(&[
+            started("backup"),
+            started("restore")
+        ]));
+        assert!(maintenance_left_on(&[
+            started("maintenance_on"),
+            started("restore")
+        ]));
+        assert!(!maintenance_left_on(&[
+            started("maintenance_on"),
+            started("restore"),
+            started("maintenance_off"),
+        ]));
+    }
 }

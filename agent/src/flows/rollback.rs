@@ -3,7 +3,10 @@
 
 use hoist_proto::v1::JobResult;
 
-use crate::config;
+use crate::{
+    config,
+    state::journal::{Change, Migrations},
+};
 
 use super::*;
 
@@ -54,8 +57,8 @@ pub(super) async fn auto_rollback(
     }
     if migrated {
         ctx.notice(format!(
-            "migrations of {id} are not reversed automatically; run `hoist rollback {} --migrate` if the previous release needs the old schema",
-            ctx.app.name
+            "the migrations of {id} are still applied ({previous} serves again); reverse them from {id} with `hoist rollback {app} --migrate --of {id}` ({previous} stays current), or restore the backup taken before them with `hoist restore {app} --yes`",
+            app = ctx.app.name
         ));
     }
     let mut error = format!("rolled back to {previous}: {reason}");
@@ -74,14 +77,86 @@ pub(super) async fn auto_rollback(
     }
 }
 
-pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> Outcome {
+/// What `hoist rollback` asked for.
+pub(super) struct Ask<'a> {
+    /// Release to return to; empty: the previous one.
+    pub to: &'a str,
+    pub migrate: bool,
+    pub restore_db: bool,
+    /// Reverse only this release's migrations; `current` stays.
+    pub of: &'a str,
+    /// Reverse the migrations still applied by releases after the current one; stay.
+    pub ahead_only: bool,
+}
+
+/// The releases whose migrations `--of`/`ahead_only` reverse here, newest first.
+fn schema_only(
+    ctx: &Ctx,
+    journal: &Journal,
+    current: &str,
+    ask: &Ask<'_>,
+) -> Result<Vec<String>, String> {
+    if ask.of.is_empty() {
+        let ahead = journal.schema_ahead(current);
+        if ahead.is_empty() {
+            ctx.notice(format!(
+                "no release after {current} has migrations applied on this host; nothing to reverse here"
+            ));
+        }
+        return Ok(ahead);
+    }
+    let of = ask.of;
+    if of == current {
+        return Err(format!(
+            "release {of} is current; to leave it and reverse its migrations run `hoist rollback {} --migrate`",
+            ctx.app.name
+        ));
+    }
+    let Some(record) = journal.release(of) else {
+        if ctx.layout.release(of).is_dir() {
+            ctx.notice(format!(
+                "release {of} has no migrations recorded on this host; nothing to reverse here"
+            ));
+            return Ok(Vec::new());
+        }
+        return Err(format!(
+            "release {of} is not on this host; see `hoist releases {}`",
+            ctx.app.name
+        ));
+    };
+    match &record.migrations {
+        Migrations::Applied { .. } => Ok(vec![of.to_string()]),
+        Migrations::Unknown => {
+            ctx.notice(format!(
+                "release {of} predates hoist's migration bookkeeping; running its migrate_rollback"
+            ));
+            Ok(vec![of.to_string()])
+        }
+        Migrations::None => {
+            ctx.notice(format!(
+                "release {of} ran no migrations on this host; nothing to reverse here"
+            ));
+            Ok(Vec::new())
+        }
+        Migrations::Reversed { .. } => {
+            ctx.notice(format!(
+                "the migrations of {of} were already reversed on this host; nothing to reverse"
+            ));
+            Ok(Vec::new())
+        }
+    }
+}
+
+pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
     let current = ctx.layout.current().unwrap_or_default();
-    let target = if to.is_empty() {
-        ctx.layout
-            .previous(&ctx.journal.snapshot().await)
-            .unwrap_or_default()
+    let journal = ctx.journal.snapshot().await;
+    let stay = ask.migrate && (!ask.of.is_empty() || ask.ahead_only);
+    let target = if stay {
+        current.clone()
+    } else if ask.to.is_empty() {
+        ctx.layout.previous(&journal).unwrap_or_default()
     } else {
-        to.to_string()
+        ask.to.to_string()
     };
     let fail = |step: &str, error: String| {
         failed(
@@ -94,55 +169,164 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
             "",
         )
     };
-    if target.is_empty() {
+    let to_reverse: Vec<String> = if stay {
+        if ask.restore_db {
+            return fail(
+                "rollback",
+                format!(
+                    "--of reverses migrations only; restore a backup with `hoist restore {}`",
+                    ctx.app.name
+                ),
+            );
+        }
+        match schema_only(ctx, &journal, &current, &ask) {
+            Ok(ids) => ids,
+            Err(e) => return fail("rollback", e),
+        }
+    } else {
+        if target.is_empty() {
+            return fail(
+                "rollback",
+                "there is no previous release to roll back to".into(),
+            );
+        }
+        if !ctx.layout.release(&target).is_dir() {
+            return fail(
+                "rollback",
+                format!(
+                    "release {target} is not on this host; see `hoist releases {}`",
+                    ctx.app.name
+                ),
+            );
+        }
+        if target == current {
+            return fail("rollback", format!("release {target} is already current"));
+        }
+        let mut ids: Vec<String> = Vec::new();
+        if ask.migrate {
+            // The releases being left, newest first: each reverses its own migrations.
+            ids = journal.schema_ahead(&target);
+            let legacy = journal
+                .release(&current)
+                .is_none_or(|r| r.migrations == Migrations::Unknown);
+            if legacy && !current.is_empty() && !ids.contains(&current) {
+                ids.push(current.clone());
+            }
+            if ids.is_empty() {
+                ctx.notice(format!(
+                    "no release after {target} has migrations applied on this host; nothing to reverse here"
+                ));
+            }
+        }
+        ids
+    };
+    if !to_reverse.is_empty() && ctx.app.steps.migrate_rollback.is_none() {
         return fail(
-            "rollback",
-            "there is no previous release to roll back to".into(),
+            "migrate_rollback",
+            "this app declares no migrate_rollback step".into(),
         );
     }
-    if !ctx.layout.release(&target).is_dir() {
+    if let Some(gone) = to_reverse
+        .iter()
+        .find(|id| !ctx.layout.release(id).is_dir())
+    {
         return fail(
-            "rollback",
+            "migrate_rollback",
             format!(
-                "release {target} is not on this host; see `hoist releases {}`",
-                ctx.app.name
+                "release {gone} is no longer on disk; its migrations cannot be reversed from it"
             ),
         );
     }
-    if target == current {
-        return fail("rollback", format!("release {target} is already current"));
-    }
-    let journal = ctx.journal.snapshot().await;
     let record = journal.release(&target).cloned().unwrap_or_default();
     ctx.set_release_vars(&target, &record.commit, &record.r#ref);
-    ctx.notice(format!("rolling back from {current} to {target}"));
-    let cur_dir = ctx.layout.release(&current);
-    let target_dir = ctx.layout.release(&target);
-    let result: StepResult = async {
-        if migrate {
-            // The release being left holds the migrations to reverse.
-            match &ctx.app.steps.migrate_rollback {
-                Some(cmd) => ctx.hook("migrate_rollback", cmd, &cur_dir).await?,
-                None => {
-                    return ctx.fail(
-                        "migrate_rollback",
-                        "this app declares no migrate_rollback step",
-                    );
-                }
-            }
+    if stay {
+        if !to_reverse.is_empty() {
+            ctx.notice(format!(
+                "reversing the migrations of {} on this host; {current} stays current",
+                to_reverse.join(", ")
+            ));
         }
-        if restore_db {
-            let Some(file) = record.backup_file.clone() else {
+    } else {
+        ctx.notice(format!("rolling back from {current} to {target}"));
+    }
+    let cur_dir = if current.is_empty() {
+        ctx.app.deploy_to.clone()
+    } else {
+        ctx.layout.release(&current)
+    };
+    let target_dir = ctx.layout.release(&target);
+    let needs_maintenance = !to_reverse.is_empty() || ask.restore_db;
+    let mut maintenance = false;
+    let mut switched = false;
+    let result: StepResult = async {
+        if !to_reverse.is_empty() {
+            if ctx.app.steps.backup.is_none() {
+                ctx.notice(
+                    "this app declares no backup step; reversing migrations without a backup",
+                );
+            }
+            super::backup::backup(ctx, &cur_dir, super::backup::BackupWhy::Rollback).await?;
+        }
+        if needs_maintenance && let Some(cmd) = &ctx.app.steps.maintenance_on {
+            maintenance = true;
+            ctx.hook("maintenance_on", cmd, &cur_dir).await?;
+        }
+        if let Some(cmd) = ctx.app.steps.migrate_rollback.clone() {
+            for id in &to_reverse {
+                let rec = journal.release(id).cloned().unwrap_or_default();
+                ctx.set_release_vars(id, &rec.commit, &rec.r#ref);
+                ctx.notice(format!(
+                    "reversing the migrations of {id}, from releases/{id}"
+                ));
+                ctx.hook("migrate_rollback", &cmd, &ctx.layout.release(id))
+                    .await?;
+                ctx.journal
+                    .record(
+                        Change::Reversed {
+                            release: id.clone(),
+                        },
+                        "the reversed migrations",
+                    )
+                    .await;
+            }
+            ctx.set_release_vars(&target, &record.commit, &record.r#ref);
+        }
+        if stay {
+            return Ok(());
+        }
+        let backup_file = match record.backup_file.clone() {
+            Some(file) if ask.restore_db => Some(file),
+            // A host that never took a backup does not hold the database's dumps (it did
+            // not migrate): the host that did restores; this one only switches.
+            None if ask.restore_db && journal.backups.is_empty() => {
+                ctx.notice(format!(
+                    "this host took no backups (another host migrated): the database is restored where the backup of {target} is; switching code only here"
+                ));
+                None
+            }
+            None if ask.restore_db => {
                 return ctx.fail(
                     "restore",
                     format!("no backup is recorded for release {target}; nothing to restore"),
                 );
-            };
+            }
+            _ => None,
+        };
+        if let Some(file) = backup_file {
             let Some(cmd) = ctx.app.steps.restore.clone() else {
                 return ctx.fail("restore", "this app declares no restore step");
             };
-            ctx.vars.insert("HOIST_BACKUP_FILE".into(), file);
+            ctx.vars.insert("HOIST_BACKUP_FILE".into(), file.clone());
             ctx.hook("restore", &cmd, &target_dir).await?;
+            // The migrations run after that backup are gone from the database now.
+            if let Some(b) = journal.backups.iter().rev().find(|b| b.file == file) {
+                let change = Change::Restored {
+                    taken_at_ms: b.taken_at_ms,
+                };
+                ctx.journal
+                    .record(change, "the restore in the journal")
+                    .await;
+            }
         }
         let started = ctx.start("switch", format!("current -> releases/{target}"));
         let r = ctx
@@ -150,6 +334,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
             .switch(&target)
             .or_else(|e| ctx.fail("switch", format!("cannot switch: {e}")));
         ctx.finish("switch", started, r)?;
+        switched = true;
         ctx.note_current(&target, &current).await;
         ctx.activate(&target_dir).await?;
         ctx.maybe_hook(
@@ -159,14 +344,34 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
         )
         .await?;
         ctx.restart_services(&target_dir, "").await?;
+        if maintenance {
+            maintenance = false;
+            ctx.maybe_hook(
+                "maintenance_off",
+                ctx.app.steps.maintenance_off.as_ref(),
+                &target_dir,
+            )
+            .await?;
+        }
         ctx.run_checks().await
     }
     .await;
-    match result {
+    let off = if maintenance {
+        let dir = if switched { &target_dir } else { &cur_dir };
+        ctx.maybe_hook(
+            "maintenance_off",
+            ctx.app.steps.maintenance_off.as_ref(),
+            dir,
+        )
+        .await
+    } else {
+        Ok(())
+    };
+    match result.and(off) {
         Ok(()) => Outcome {
             result: JobResult::Succeeded,
             release: target,
-            previous: current,
+            previous: if stay { String::new() } else { current },
             commit: record.commit,
             error: String::new(),
         },

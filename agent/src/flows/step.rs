@@ -264,6 +264,19 @@ impl Ctx {
         command: &config::Command,
         cwd: &Path,
     ) -> StepResult {
+        self.hook_exit(step, command, cwd, &[0]).await.map(|_| ())
+    }
+
+    /// [`Ctx::hook`] for a command whose exit status is an answer: a line exiting with
+    /// one of `answers` (0 among them or not) ends the step there, successfully, with
+    /// that code; any other non-zero code fails the step.
+    pub(super) async fn hook_exit(
+        &self,
+        step: &str,
+        command: &config::Command,
+        cwd: &Path,
+        answers: &[i32],
+    ) -> StepResult<i32> {
         let started = self.start(step, command.0.join(" && "));
         let mut last_code = 0;
         for line in &command.0 {
@@ -289,6 +302,10 @@ impl Ctx {
                     );
                     return self.finish_with(step, started, r, -1, true);
                 }
+                Ok(o) if o.code.is_some_and(|c| c != 0 && answers.contains(&c)) => {
+                    let code = o.code.unwrap_or(-1);
+                    return self.finish_with(step, started, Ok(code), code, false);
+                }
                 Ok(o) if !o.success() => {
                     let code = o.code.unwrap_or(-1);
                     let r = self.fail(step, format!("`{line}` exited with {code}"));
@@ -297,7 +314,7 @@ impl Ctx {
                 Ok(o) => last_code = o.code.unwrap_or(0),
             }
         }
-        self.finish_with(step, started, Ok(()), last_code, false)
+        self.finish_with(step, started, Ok(last_code), last_code, false)
     }
 
     /// Runs an optional hook; a missing one is skipped silently.
@@ -541,7 +558,7 @@ impl Ctx {
 
 /// The values of `shared/.env` worth masking, read by the one `.env` parser (never
 /// through a link).
-fn secrets_of(layout: &Layout) -> Vec<String> {
+pub(super) fn secrets_of(layout: &Layout) -> Vec<String> {
     let Some(env) = layout
         .shared_dir()
         .ok()

@@ -19,7 +19,10 @@ pub fn required_role(path: &str) -> Option<Role> {
     match service {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
-            | "EnvList" => Some(Role::Viewer),
+            | "EnvList" | "ListBackups" => Some(Role::Viewer),
+            // Runs the app's commands (read-only by contract) as its user.
+            "PendingMigrations" => Some(Role::Deployer),
+            "Backup" | "Restore" => Some(Role::Deployer),
             // The agent checks each task's own role against the caller's.
             "RunTask" => Some(Role::Viewer),
             "Deploy" | "Rollback" | "Restart" | "Stop" | "Start" | "Lock" | "Unlock" | "EnvSet"
@@ -154,5 +157,13 @@ mod tests {
         assert!(authorize(Some(&viewer), "/hoist.v1.Agent/RunTask").is_ok());
         assert!(authorize(Some(&viewer), "/hoist.v1.Agent/Stop").is_err());
         assert!(authorize(Some(&deployer), "/hoist.v1.Agent/Start").is_ok());
+        // Backups: a viewer lists them; taking, restoring and running the app's
+        // migration status commands need a deployer.
+        assert!(authorize(Some(&viewer), "/hoist.v1.Agent/ListBackups").is_ok());
+        for method in ["Backup", "Restore", "PendingMigrations"] {
+            let path = format!("/hoist.v1.Agent/{method}");
+            assert!(authorize(Some(&viewer), &path).is_err(), "{method}");
+            assert!(authorize(Some(&deployer), &path).is_ok(), "{method}");
+        }
     }
 }

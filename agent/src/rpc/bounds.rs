@@ -190,11 +190,50 @@ impl Bounded for pb::RollbackRequest {
             restore_db: _,
             confirm_restore: _,
             reason: why,
+            of_release,
+            ahead_only: _,
         } = self;
         name("app", app)?;
         id("to_release", to_release)?;
+        id("of_release", of_release)?;
         id("job_id", job_id)?;
         reason("reason", why)
+    }
+}
+
+impl Bounded for pb::BackupRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::BackupRequest { app, job_id } = self;
+        name("app", app)?;
+        id("job_id", job_id)
+    }
+}
+
+impl Bounded for pb::ListBackupsRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::ListBackupsRequest { app } = self;
+        name("app", app)
+    }
+}
+
+impl Bounded for pb::RestoreRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::RestoreRequest {
+            app,
+            backup_id,
+            job_id,
+            confirm: _,
+        } = self;
+        name("app", app)?;
+        id("backup_id", backup_id)?;
+        id("job_id", job_id)
+    }
+}
+
+impl Bounded for pb::PendingMigrationsRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::PendingMigrationsRequest { app } = self;
+        name("app", app)
     }
 }
 
@@ -435,6 +474,22 @@ mod tests {
                 reason: big.clone(),
                 ..Default::default()
             }),
+            Box::new(pb::RollbackRequest {
+                app: "web".into(),
+                of_release: big.clone(),
+                ..Default::default()
+            }),
+            Box::new(pb::RestoreRequest {
+                app: "web".into(),
+                backup_id: big.clone(),
+                ..Default::default()
+            }),
+            Box::new(pb::BackupRequest {
+                app: "web".into(),
+                job_id: big.clone(),
+            }),
+            Box::new(pb::ListBackupsRequest { app: big.clone() }),
+            Box::new(pb::PendingMigrationsRequest { app: big.clone() }),
         ];
         for case in cases {
             let err = case.check().unwrap_err().to_string();

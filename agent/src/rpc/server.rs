@@ -253,6 +253,19 @@ impl Agent for AgentService {
         if !req.to_release.is_empty() {
             release::validate_release_id(&req.to_release)?;
         }
+        if !req.of_release.is_empty() {
+            release::validate_release_id(&req.of_release)?;
+        }
+        if (!req.of_release.is_empty() || req.ahead_only) && !req.migrate {
+            return Err(Status::invalid_argument(
+                "--of reverses a release's migrations: it needs --migrate",
+            ));
+        }
+        if !req.of_release.is_empty() && !req.to_release.is_empty() {
+            return Err(Status::invalid_argument(
+                "--of RELEASE keeps the current release; it does not go with --to",
+            ));
+        }
         if req.restore_db && !req.confirm_restore {
             return Err(Status::invalid_argument(
                 "restoring the database replaces everything written since that release's backup; \
@@ -269,6 +282,8 @@ impl Agent for AgentService {
                 migrate: req.migrate,
                 restore_db: req.restore_db,
                 reason: req.reason,
+                of_release: req.of_release,
+                ahead_only: req.ahead_only,
             },
         )
         .await
@@ -463,6 +478,78 @@ impl Agent for AgentService {
             &layout.previous(&journal).unwrap_or_default(),
         );
         Ok(Response::new(pb::ListReleasesResponse { releases }))
+    }
+
+    type BackupStream = EventStream;
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
+        let who = who(&request);
+        let req = request.into_inner();
+        let job_id = job_id_or_new(&req.job_id, "backup");
+        self.run_job(&req.app, &job_id, &who, flows::Request::Backup)
+            .await
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let request = bounds::checked(request)?;
+        let req = request.into_inner();
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, &req.app)?;
+        let layout = release::Layout::new(&app.deploy_to);
+        let journal = self.apps.journal(&app.name).await?;
+        let backups = journal.list_backups(
+            &layout.backup_files(),
+            &layout.current().unwrap_or_default(),
+        );
+        Ok(Response::new(pb::ListBackupsResponse { backups }))
+    }
+
+    type RestoreStream = EventStream;
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = bounds::checked(request)?;
+        let who = who(&request);
+        let req = request.into_inner();
+        if !req.confirm {
+            return Err(Status::invalid_argument(
+                "a restore replaces the database with the backup, losing every write made \
+                 since it was taken; confirm with --yes",
+            ));
+        }
+        if !req.backup_id.is_empty() {
+            release::validate_release_id(&req.backup_id)?;
+        }
+        let job_id = job_id_or_new(&req.job_id, "restore");
+        self.run_job(
+            &req.app,
+            &job_id,
+            &who,
+            flows::Request::Restore {
+                backup_id: req.backup_id,
+            },
+        )
+        .await
+    }
+
+    async fn pending_migrations(
+        &self,
+        request: Request<pb::PendingMigrationsRequest>,
+    ) -> Result<Response<pb::PendingMigrationsResponse>, Status> {
+        let request = bounds::checked(request)?;
+        let req = request.into_inner();
+        let app = {
+            let config = self.config.borrow().clone();
+            find_app(&config, &req.app)?.clone()
+        };
+        Ok(Response::new(flows::pending::check(&app).await))
     }
 
     async fn lock(

@@ -33,7 +33,70 @@ pub struct ReleaseRecord {
     /// A database backup taken while this release was current (before the next
     /// release migrated): what `rollback --restore-db` to this release restores.
     pub backup_file: Option<String>,
+    /// Whether this release ran migrations on this host, and whether they were
+    /// reversed since ([`Migrations`]).
+    #[serde(default)]
+    pub migrations: Migrations,
 }
+
+/// What a release did to the schema on this host: the bookkeeping `rollback --migrate`
+/// reads to reverse the migrations of the releases it leaves, from the release that
+/// introduced them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Migrations {
+    /// Recorded before hoist kept this bookkeeping: leaving the release with
+    /// `--migrate` runs its `migrate_rollback`, as hoist did then.
+    #[default]
+    Unknown,
+    /// It ran no migrations here (another host migrated, nothing was pending, or the
+    /// deploy did not ask).
+    None,
+    /// Its migrations ran here and are still applied; `backup` is the dump taken just
+    /// before them.
+    Applied { backup: Option<String>, at_ms: u64 },
+    /// Its migrations were reversed (`rollback --migrate`) or undone by a restore of a
+    /// backup taken before them.
+    Reversed { at_ms: u64 },
+}
+
+impl Migrations {
+    pub fn applied(&self) -> bool {
+        matches!(self, Migrations::Applied { .. })
+    }
+
+    /// `applied`, `reversed`, `none` or `unknown`: how `hoist releases` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Migrations::Unknown => "unknown",
+            Migrations::None => "none",
+            Migrations::Applied { .. } => "applied",
+            Migrations::Reversed { .. } => "reversed",
+        }
+    }
+}
+
+/// A database dump in `backups/`, as the agent took it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BackupRecord {
+    /// The file name without `.backup`: what `hoist restore --backup ID` names.
+    pub id: String,
+    pub file: String,
+    pub size: u64,
+    pub taken_at_ms: u64,
+    /// The release serving when it was taken (empty: none yet).
+    pub release: String,
+    /// Why: `deploy` (before `before` migrated), `rollback` (before a `--migrate`
+    /// rollback reversed migrations) or `manual` (`hoist backup`).
+    pub reason: String,
+    /// The release whose migrations it was taken before (deploys only).
+    #[serde(default)]
+    pub before: String,
+    pub job_id: String,
+}
+
+/// Backup records kept in the journal (the files themselves follow `keep_backups`).
+pub const KEEP_BACKUP_RECORDS: usize = 200;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobRecord {
@@ -82,6 +145,9 @@ pub struct Journal {
     /// rollback), oldest first. "Previous" is read from here, not from id order.
     #[serde(default)]
     pub history: Vec<String>,
+    /// Backups taken by this agent, oldest first ([`BackupRecord`]).
+    #[serde(default)]
+    pub backups: Vec<BackupRecord>,
 }
 
 /// Upper bounds (seconds) of the deploy-duration buckets, `+Inf` aside.
@@ -156,6 +222,8 @@ pub fn kind_name(kind: JobKind) -> &'static str {
         JobKind::Task => "task",
         JobKind::Stop => "stop",
         JobKind::Start => "start",
+        JobKind::Backup => "backup",
+        JobKind::Restore => "restore",
         JobKind::Unspecified => "unknown",
     }
 }
@@ -238,6 +306,56 @@ impl Journal {
         self.releases.iter().find(|r| r.id == id)
     }
 
+    /// Releases deployed after `release` whose migrations are still applied here,
+    /// newest first: the schema changes a return to `release` leaves behind unless
+    /// they are reversed. A release the journal does not know counts as the oldest.
+    pub fn applied_after(&self, release: &str) -> Vec<&ReleaseRecord> {
+        let since = self.release(release).map_or(0, |r| r.deployed_at_ms);
+        let mut after: Vec<&ReleaseRecord> = self
+            .releases
+            .iter()
+            .filter(|r| r.id != release && r.migrations.applied())
+            .filter(|r| (r.deployed_at_ms, r.id.as_str()) > (since, release))
+            .collect();
+        after.sort_by(|a, b| (b.deployed_at_ms, &b.id).cmp(&(a.deployed_at_ms, &a.id)));
+        after
+    }
+
+    /// The release ids whose directories must stay on disk: those deployed after the
+    /// serving release whose migrations are still applied (their `migrate_rollback` is
+    /// the only one that knows how to reverse them). A condition of its own in the prune
+    /// eligibility, next to "never current, never previous".
+    pub fn schema_ahead(&self, current: &str) -> Vec<String> {
+        self.applied_after(current)
+            .into_iter()
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// The backup `hoist restore` restores when no `--backup` is named: the one taken
+    /// just before the newest release deployed after the serving one (a release that
+    /// failed and was rolled back, whose migrations ran), else the newest backup.
+    /// Only backups whose file is in `on_disk` (names in `backups/`) count.
+    pub fn default_backup(&self, current: &str, on_disk: &[String]) -> Option<&BackupRecord> {
+        let present = |b: &&BackupRecord| on_disk.iter().any(|n| *n == format!("{}.backup", b.id));
+        let since = self.release(current).map_or(0, |r| r.deployed_at_ms);
+        let mut left: Vec<&ReleaseRecord> = self
+            .releases
+            .iter()
+            .filter(|r| r.id != current && r.deployed_at_ms > since)
+            .collect();
+        left.sort_by_key(|r| std::cmp::Reverse(r.deployed_at_ms));
+        left.iter()
+            .find_map(|r| {
+                self.backups
+                    .iter()
+                    .rev()
+                    .filter(present)
+                    .find(|b| b.reason == "deploy" && b.before == r.id)
+            })
+            .or_else(|| self.backups.iter().rev().find(present))
+    }
+
     /// Records a job (replacing an earlier record of the same id, e.g. its `running`
     /// one), newest last. A deploy counts once, when it first gets a final result.
     pub fn record_job(&mut self, record: JobRecord) {
@@ -303,9 +421,52 @@ impl Journal {
                     current: id == current,
                     previous: id == previous,
                     has_backup: rec.backup_file.is_some(),
+                    migrations: rec.migrations.name().into(),
+                    schema_ahead: id != current
+                        && rec.migrations.applied()
+                        && self
+                            .release(current)
+                            .is_none_or(|c| rec.deployed_at_ms > c.deployed_at_ms),
                 }
             })
             .collect()
+    }
+}
+
+impl Journal {
+    /// The dumps in `backups/` (`files`: name and size), newest first, with what the
+    /// journal knows of each; `is_default` marks what `hoist restore` picks.
+    pub fn list_backups(
+        &self,
+        files: &[(String, u64)],
+        current: &str,
+    ) -> Vec<hoist_proto::v1::Backup> {
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let default = self.default_backup(current, &names).map(|b| b.id.clone());
+        let mut list: Vec<hoist_proto::v1::Backup> = files
+            .iter()
+            .map(|(name, size)| {
+                let id = name.trim_end_matches(".backup").to_string();
+                let rec = self.backups.iter().rev().find(|b| b.id == id);
+                hoist_proto::v1::Backup {
+                    size_bytes: *size,
+                    taken_at: rec.map(|r| timestamp(r.taken_at_ms)),
+                    release: rec.map_or_else(
+                        || id.split('.').next().unwrap_or_default().to_string(),
+                        |r| r.release.clone(),
+                    ),
+                    reason: rec.map_or("unknown".into(), |r| r.reason.clone()),
+                    before: rec.map(|r| r.before.clone()).unwrap_or_default(),
+                    is_default: default.as_deref() == Some(id.as_str()),
+                    id,
+                }
+            })
+            .collect();
+        let taken = |b: &hoist_proto::v1::Backup| {
+            b.taken_at.as_ref().map_or((0, 0), |t| (t.seconds, t.nanos))
+        };
+        list.sort_by(|a, b| taken(b).cmp(&taken(a)).then(b.id.cmp(&a.id)));
+        list
     }
 }
 
@@ -328,8 +489,21 @@ pub enum Change {
         record: ReleaseRecord,
         on_disk: Vec<String>,
     },
-    /// A backup was taken while `release` was current.
-    Backup { release: String, file: String },
+    /// A backup was taken while `record.release` was current (before `record.before`
+    /// migrated, for a deploy's).
+    Backup(BackupRecord),
+    /// `release` ran its migrations here (they ended at `at_ms`); `backup` was taken
+    /// just before.
+    Migrated {
+        release: String,
+        backup: Option<String>,
+        at_ms: u64,
+    },
+    /// The migrations of `release` were reversed.
+    Reversed { release: String },
+    /// A backup taken at `taken_at_ms` was restored: the migrations run after it are
+    /// gone from the database.
+    Restored { taken_at_ms: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -387,9 +561,12 @@ impl JournalFile {
         // which makes them durable; a job's records and releases are durable at once.
         let durability = match change {
             Change::Progress { .. } | Change::Current { .. } => atomic::Durability::Ordered,
-            Change::Job(_) | Change::Release { .. } | Change::Backup { .. } => {
-                atomic::Durability::Durable
-            }
+            Change::Job(_)
+            | Change::Release { .. }
+            | Change::Backup { .. }
+            | Change::Migrated { .. }
+            | Change::Reversed { .. }
+            | Change::Restored { .. } => atomic::Durability::Durable,
         };
         let journal = &mut self.journal;
         match change {
@@ -419,14 +596,44 @@ impl JournalFile {
                 journal.releases.push(record);
                 journal.releases.retain(|r| on_disk.contains(&r.id));
             }
-            Change::Backup { release, file } => {
-                match journal.releases.iter_mut().find(|r| r.id == release) {
-                    Some(r) => r.backup_file = Some(file),
-                    None => journal.releases.push(ReleaseRecord {
-                        id: release,
-                        backup_file: Some(file),
-                        ..Default::default()
-                    }),
+            Change::Backup(record) => {
+                if record.reason == "deploy" && !record.release.is_empty() {
+                    let (release, file) = (record.release.clone(), record.file.clone());
+                    match journal.releases.iter_mut().find(|r| r.id == release) {
+                        Some(r) => r.backup_file = Some(file),
+                        None => journal.releases.push(ReleaseRecord {
+                            id: release,
+                            backup_file: Some(file),
+                            ..Default::default()
+                        }),
+                    }
+                }
+                journal.backups.retain(|b| b.id != record.id);
+                journal.backups.push(record);
+                let excess = journal.backups.len().saturating_sub(KEEP_BACKUP_RECORDS);
+                journal.backups.drain(..excess);
+            }
+            Change::Migrated {
+                release,
+                backup,
+                at_ms,
+            } => {
+                if let Some(r) = journal.releases.iter_mut().find(|r| r.id == release) {
+                    r.migrations = Migrations::Applied { backup, at_ms };
+                }
+            }
+            Change::Reversed { release } => {
+                if let Some(r) = journal.releases.iter_mut().find(|r| r.id == release) {
+                    r.migrations = Migrations::Reversed { at_ms: now_ms() };
+                }
+            }
+            Change::Restored { taken_at_ms } => {
+                for r in &mut journal.releases {
+                    if let Migrations::Applied { at_ms, .. } = r.migrations
+                        && at_ms > taken_at_ms
+                    {
+                        r.migrations = Migrations::Reversed { at_ms: now_ms() };
+                    }
                 }
             }
         }
@@ -457,6 +664,8 @@ fn kind_from_name(name: &str) -> JobKind {
         JobKind::Task,
         JobKind::Stop,
         JobKind::Start,
+        JobKind::Backup,
+        JobKind::Restore,
     ]
     .into_iter()
     .find(|k| kind_name(*k) == name)
@@ -584,6 +793,113 @@ mod tests {
         assert_eq!(c[DURATION_BUCKETS.len() - 1], ("3600".to_string(), 3));
         assert_eq!(c[DURATION_BUCKETS.len()], ("+Inf".to_string(), 4));
         assert_eq!(h.sum_ms, 4_011_001);
+    }
+
+    #[test]
+    fn migrations_ahead_of_the_serving_release_and_the_default_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = JournalFile::open(dir.path(), "web");
+        let ids = ["r1", "r2", "r3"];
+        let on_disk: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            j.apply(Change::Release {
+                record: ReleaseRecord {
+                    id: id.to_string(),
+                    deployed_at_ms: 1000 * (i as u64 + 1),
+                    migrations: Migrations::None,
+                    ..Default::default()
+                },
+                on_disk: on_disk.clone(),
+            })
+            .unwrap();
+        }
+        let backup = |id: &str, release: &str, before: &str, at: u64| {
+            Change::Backup(BackupRecord {
+                id: id.into(),
+                file: format!("/b/{id}.backup"),
+                size: 10,
+                taken_at_ms: at,
+                release: release.into(),
+                reason: if before.is_empty() {
+                    "manual"
+                } else {
+                    "deploy"
+                }
+                .into(),
+                before: before.into(),
+                job_id: "j".into(),
+            })
+        };
+        j.apply(backup("r1.before-r2", "r1", "r2", 1500)).unwrap();
+        j.apply(backup("r2.before-r3", "r2", "r3", 2500)).unwrap();
+        j.apply(backup("r2.manual-1", "r2", "", 2600)).unwrap();
+        assert_eq!(
+            j.get().release("r1").unwrap().backup_file.as_deref(),
+            Some("/b/r1.before-r2.backup"),
+            "a deploy's backup belongs to the release it was taken under"
+        );
+        for (id, at_ms) in [("r2", 2000), ("r3", 3000)] {
+            j.apply(Change::Migrated {
+                release: id.into(),
+                backup: Some(format!("/b/{id}")),
+                at_ms,
+            })
+            .unwrap();
+        }
+        // r3 failed and r2 serves again: r3's migrations are ahead; r2's are not.
+        assert_eq!(j.get().schema_ahead("r2"), ["r3"]);
+        assert_eq!(j.get().schema_ahead("r1"), ["r3", "r2"], "newest first");
+        assert!(j.get().schema_ahead("r3").is_empty());
+        let files: Vec<String> = ["r1.before-r2", "r2.before-r3", "r2.manual-1"]
+            .iter()
+            .map(|n| format!("{n}.backup"))
+            .collect();
+        let listed = j.get().list(&on_disk, "r2", "r1");
+        assert!(
+            listed
+                .iter()
+                .any(|r| r.id == "r3" && r.schema_ahead && r.migrations == "applied")
+        );
+        assert!(listed.iter().any(|r| r.id == "r2" && !r.schema_ahead));
+        // The restore default: the backup taken before the release that was left.
+        let default = j.get().default_backup("r2", &files).unwrap();
+        assert_eq!(default.id, "r2.before-r3");
+        // Without a release after the serving one: the newest backup.
+        assert_eq!(
+            j.get().default_backup("r3", &files).unwrap().id,
+            "r2.manual-1"
+        );
+        // A recorded backup whose file is gone is never the default.
+        assert_eq!(
+            j.get().default_backup("r2", &files[2..]).unwrap().id,
+            "r2.manual-1"
+        );
+        let listing = j.get().list_backups(
+            &files.iter().map(|n| (n.clone(), 10)).collect::<Vec<_>>(),
+            "r2",
+        );
+        assert_eq!(listing[0].id, "r2.manual-1", "newest first");
+        assert!(
+            listing
+                .iter()
+                .filter(|b| b.is_default)
+                .all(|b| b.id == "r2.before-r3")
+        );
+
+        // Restoring the backup taken before r3 undoes r3's migrations, not r2's.
+        j.apply(Change::Restored { taken_at_ms: 2500 }).unwrap();
+        let get = |j: &JournalFile, id: &str| j.get().release(id).unwrap().migrations.clone();
+        assert!(matches!(get(&j, "r3"), Migrations::Reversed { .. }));
+        assert!(get(&j, "r2").applied(), "migrated before the backup");
+        assert!(j.get().schema_ahead("r2").is_empty());
+        j.apply(Change::Reversed {
+            release: "r2".into(),
+        })
+        .unwrap();
+        assert_eq!(get(&j, "r2").name(), "reversed");
+        // A journal written before the bookkeeping reads as `unknown`.
+        let old: ReleaseRecord = serde_json::from_str(r#"{"id":"r0","commit":"","ref":"","who":"","deployed_at_ms":1,"job_id":"","backup_file":null}"#).unwrap();
+        assert_eq!(old.migrations, Migrations::Unknown);
     }
 
     #[test]

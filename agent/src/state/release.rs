@@ -197,6 +197,28 @@ impl Layout {
         self.root_dir()?.open_root("backups", Root::Backups)
     }
 
+    /// The dumps in `backups/` (regular files named `*.backup`, never through a link)
+    /// with their sizes, by name.
+    pub fn backup_files(&self) -> Vec<(String, u64)> {
+        let Ok(dir) = self.backups_dir() else {
+            return Vec::new();
+        };
+        let mut files: Vec<(String, u64)> = dir
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, kind)| *kind == Kind::File)
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| name.ends_with(".backup") && !name.starts_with('.'))
+            .filter_map(|name| {
+                let st = dir.lstat(&name).ok()??;
+                (st.kind == Kind::File).then_some((name, st.len))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
     /// The release `current` points at, if any.
     pub fn current(&self) -> Option<String> {
         let target = std::fs::read_link(self.current_link()).ok()?;

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use hoist_proto::v1::{
-    AttachRequest, DeployRequest, EnvSetRequest, EnvUnsetRequest, JobEvent, JobFinished, JobResult,
-    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest, job_event::Kind,
+    AttachRequest, BackupRequest, DeployRequest, EnvSetRequest, EnvUnsetRequest, JobEvent,
+    JobFinished, JobResult, RestartRequest, RestoreRequest, RollbackRequest, RunTaskRequest,
+    StartRequest, StopRequest, job_event::Kind,
 };
 use tonic::{Code, Status, codec::Streaming};
 
@@ -43,6 +44,8 @@ pub enum JobRequest {
     RunTask(RunTaskRequest),
     EnvSet(EnvSetRequest),
     EnvUnset(EnvUnsetRequest),
+    Backup(BackupRequest),
+    Restore(RestoreRequest),
 }
 
 impl JobRequest {
@@ -56,6 +59,8 @@ impl JobRequest {
             JobRequest::RunTask(r) => &r.job_id,
             JobRequest::EnvSet(r) => &r.job_id,
             JobRequest::EnvUnset(r) => &r.job_id,
+            JobRequest::Backup(r) => &r.job_id,
+            JobRequest::Restore(r) => &r.job_id,
         }
     }
 
@@ -70,6 +75,8 @@ impl JobRequest {
             JobRequest::RunTask(r) => client.run_task(r).await,
             JobRequest::EnvSet(r) => client.env_set(r).await,
             JobRequest::EnvUnset(r) => client.env_unset(r).await,
+            JobRequest::Backup(r) => client.backup(r).await,
+            JobRequest::Restore(r) => client.restore(r).await,
         }?;
         Ok(response.into_inner())
     }

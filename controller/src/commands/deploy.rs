@@ -57,9 +57,16 @@ pub struct RollbackArgs {
     /// Release id to return to (`hoist releases APP` lists them); default: the previous.
     #[arg(long = "to", value_name = "RELEASE")]
     pub to_release: Option<String>,
-    /// Also reverse the migrations of the release rolled back (the app's migrate_rollback).
+    /// Also reverse the migrations of the releases left, each from its own release (the
+    /// app's migrate_rollback), with a backup first and maintenance around. When a
+    /// release after the current one still has its migrations applied (it was rolled
+    /// back automatically), only those are reversed and the current release stays.
     #[arg(long)]
     pub migrate: bool,
+    /// With --migrate: reverse only this release's migrations (from its directory) and
+    /// keep the current release.
+    #[arg(long = "of", value_name = "RELEASE", requires = "migrate")]
+    pub of_release: Option<String>,
     /// Also restore the database from the release's backup (loses writes since; needs --yes).
     #[arg(long)]
     pub restore_db: bool,
@@ -197,8 +204,13 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<(), Failure
         args.yes,
         args.reason,
     )
+    .and_then(|o| o.of(args.of_release))
     .map_err(usage)?;
     let mut ctx = Ctx::load(global)?;
+    let options = schema_ahead(&ctx, options, args.timeout).await;
+    if options.restore_db {
+        any_backup(&ctx, &options.app, args.timeout).await?;
+    }
     let shape = args
         .rollout
         .shape(&ctx.fleet.deploy, Some(Duration::ZERO), MigrateOn::None);
@@ -211,6 +223,71 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<(), Failure
         Operation::Rollback(options),
     )
     .await
+}
+
+/// A plain `rollback --migrate` first asks every host for releases after the current
+/// one whose migrations are still applied (a release rolled back automatically): when
+/// any host has one, the whole fleet stays on its release and only those migrations
+/// are reversed (`ahead_only`), so no host moves back a release for another's schema.
+async fn schema_ahead(
+    ctx: &Ctx,
+    mut options: RollbackOptions,
+    timeout: Duration,
+) -> RollbackOptions {
+    if !options.asks_for_ahead() {
+        return options;
+    }
+    let request = options.releases_request();
+    let hosts: Vec<_> = ctx.hosts.iter().collect();
+    let answers = crate::agents::fanout::ask_all(&hosts, &ctx.creds, timeout, |mut client| {
+        let request = request.clone();
+        async move {
+            client
+                .list_releases(request)
+                .await
+                .map(|r| r.into_inner().releases)
+        }
+    })
+    .await;
+    options.ahead_only = answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().ok())
+        .flatten()
+        .any(|r| r.schema_ahead);
+    options
+}
+
+/// `--restore-db` restores on the host that holds the backup (the one that migrated);
+/// the others switch code only. So at least one selected host must hold a backup, or
+/// nothing would be restored anywhere.
+async fn any_backup(ctx: &Ctx, app: &str, timeout: Duration) -> Result<(), Failure> {
+    let request = crate::rollout::operation::BackupOptions {
+        app: app.to_string(),
+    }
+    .list_request();
+    let hosts: Vec<_> = ctx.hosts.iter().collect();
+    let answers = crate::agents::fanout::ask_all(&hosts, &ctx.creds, timeout, |mut client| {
+        let request = request.clone();
+        async move {
+            client
+                .list_backups(request)
+                .await
+                .map(|r| r.into_inner().backups)
+        }
+    })
+    .await;
+    let answered = answers.iter().any(|a| a.result.is_ok());
+    let any = answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().ok())
+        .any(|b| !b.is_empty());
+    if answered && !any {
+        return Err(Failure::failed(anyhow::anyhow!(
+            "no selected host holds a backup of {app}: --restore-db would restore nothing; \
+             `hoist backups {app}` lists them"
+        )));
+    }
+    Ok(())
 }
 
 async fn run(

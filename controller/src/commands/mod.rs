@@ -5,6 +5,7 @@
 //! `anyhow`.
 
 pub mod attach;
+pub mod backup;
 pub mod ca;
 pub mod completions;
 pub mod demo;

@@ -36,7 +36,9 @@ pub async fn run(global: &Global, args: ReleasesArgs) -> Result<(), Failure> {
 }
 
 fn mark(release: &Release) -> Cell {
-    if release.current {
+    if release.schema_ahead {
+        Cell::new("schema applied", Tone::Bad)
+    } else if release.current {
         Cell::new("current", Tone::Good)
     } else if release.previous {
         Cell::new("previous", Tone::Plain)
@@ -111,6 +113,8 @@ pub fn to_json(answers: &[Answer<Vec<Release>>]) -> Value {
                         "current": r.current,
                         "previous": r.previous,
                         "has_backup": r.has_backup,
+                        "migrations": r.migrations,
+                        "schema_ahead": r.schema_ahead,
                     })).collect::<Vec<_>>(),
                 }),
             })
@@ -167,6 +171,7 @@ mod tests {
             current,
             previous,
             has_backup,
+            ..Default::default()
         };
         let answers = vec![
             Answer {

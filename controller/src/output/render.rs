@@ -40,6 +40,8 @@ pub fn kind_name(kind: i32) -> &'static str {
         JobKind::Task => "task",
         JobKind::Stop => "stop",
         JobKind::Start => "start",
+        JobKind::Backup => "backup",
+        JobKind::Restore => "restore",
         JobKind::Unspecified => "job",
     }
 }

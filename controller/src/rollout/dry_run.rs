@@ -6,6 +6,8 @@
 //! or more hosts unusable than the failure budget tolerates.
 
 use hoist_proto::v1::{AppStatus, StatusRequest};
+
+use crate::rollout::operation::BackupOptions;
 use serde_json::json;
 
 use crate::{
@@ -159,5 +161,60 @@ fn judge(host: String, status: &AppStatus) -> Found {
         host,
         current: status.current_release.clone(),
         problem,
+    }
+}
+
+/// Per host, what the app's `migrate_status` and `migrate_pending` say in the current
+/// release: `pending`, `none` (the deploy would skip backup, maintenance and migrate
+/// there, unless the new ref brings migrations) or `unknown`, with the status output.
+pub(crate) async fn pending(rollout: &Rollout<'_>, app: &str, view: &mut Progress<'_, '_>) {
+    let request = BackupOptions::pending_request(app);
+    let answers = fanout::ask_all_bounded(
+        &rollout.hosts,
+        rollout.creds,
+        rollout.timeout,
+        rollout.shape.concurrency,
+        |mut client| {
+            let request = request.clone();
+            async move { Ok(client.pending_migrations(request).await?.into_inner()) }
+        },
+    )
+    .await;
+    for answer in answers {
+        let (text, json) = match &answer.result {
+            Ok(p) => {
+                let mut text = format!("  {}: migrations: {}", answer.host, p.state);
+                if !p.release.is_empty() {
+                    text.push_str(&format!(" (as of the current release {})", p.release));
+                }
+                if !p.error.is_empty() {
+                    text.push_str(&format!(": {}", p.error));
+                }
+                for line in &p.status {
+                    text.push_str(&format!("\n      {}", crate::output::escape::visible(line)));
+                }
+                (
+                    text,
+                    json!({
+                        "kind": "dry_run_migrations",
+                        "host": answer.host,
+                        "state": p.state,
+                        "release": p.release,
+                        "status": p.status,
+                        "error": p.error,
+                    }),
+                )
+            }
+            Err(err) => (
+                format!("  {}: migrations: unknown ({})", answer.host, err.reason()),
+                json!({
+                    "kind": "dry_run_migrations",
+                    "host": answer.host,
+                    "state": "unknown",
+                    "error": err.reason(),
+                }),
+            ),
+        };
+        view.say(&text, Some(json));
     }
 }

@@ -206,6 +206,9 @@ pub async fn run(
             });
         let checked =
             dry_run::check(&rollout, op.app(), plan.budget, window_refusal, &mut view).await;
+        if op.migrates() {
+            dry_run::pending(&rollout, op.app(), &mut view).await;
+        }
         view.say("dry run: nothing was changed and no lock was taken", None);
         return checked.map_err(|why| {
             RolloutError::Failed(format!("dry run: {title} would be refused: {why}"))

@@ -7,8 +7,9 @@
 //! host's request only.
 
 use hoist_proto::v1::{
-    DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind, RecordRefusalRequest,
-    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
+    BackupRequest, DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind,
+    ListBackupsRequest, ListReleasesRequest, PendingMigrationsRequest, RecordRefusalRequest,
+    RestartRequest, RestoreRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
 };
 
 use crate::{
@@ -35,6 +36,21 @@ pub enum OptionsError {
     RestoreWithoutYes,
     #[error("--to {release:?} is not a release id; `hoist releases {app}` lists them")]
     NotAReleaseId { release: String, app: String },
+    #[error(
+        "--of RELEASE reverses that release's migrations: add --migrate (`hoist rollback {app} \
+         --migrate --of RELEASE`)"
+    )]
+    OfWithoutMigrate { app: String },
+    #[error(
+        "--of RELEASE keeps the current release and only reverses RELEASE's migrations; it \
+         does not go with --to or --restore-db (restore a backup with `hoist restore {app}`)"
+    )]
+    OfWithTo { app: String },
+    #[error(
+        "a restore replaces the database with the backup, losing every write made since it \
+         was taken; add --yes to confirm (`hoist backups {app}` lists the backups)"
+    )]
+    RestoreNeedsYes { app: String },
 }
 
 fn blank(reason: &Option<String>) -> bool {
@@ -158,6 +174,11 @@ pub struct RollbackOptions {
     /// The operator confirmed the data loss of `restore_db`.
     pub yes: bool,
     pub reason: Option<String>,
+    /// `--of RELEASE`: reverse only that release's migrations; `current` stays.
+    pub of_release: Option<String>,
+    /// Reverse the migrations of releases after the current one and stay: set by the
+    /// controller when some host has such a release (`schema_ahead`).
+    pub ahead_only: bool,
 }
 
 impl RollbackOptions {
@@ -177,6 +198,7 @@ impl RollbackOptions {
             restore_db,
             yes,
             reason,
+            ..Default::default()
         };
         options.validate()?;
         Ok(options)
@@ -192,9 +214,46 @@ impl RollbackOptions {
         }
     }
 
+    /// `--of RELEASE`, checked against the rest.
+    pub fn of(mut self, of_release: Option<String>) -> Result<RollbackOptions, OptionsError> {
+        self.of_release = of_release;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// A plain `rollback --migrate` (no --to, no --of) asks the hosts first.
+    pub fn asks_for_ahead(&self) -> bool {
+        self.migrate && self.to_release.is_none() && self.of_release.is_none()
+    }
+
+    /// What `rollback --migrate` asks every host before deciding to stay (ahead_only).
+    pub fn releases_request(&self) -> ListReleasesRequest {
+        ListReleasesRequest {
+            app: self.app.clone(),
+        }
+    }
+
     fn validate(&self) -> Result<(), OptionsError> {
         if self.restore_db && !self.yes {
             return Err(OptionsError::RestoreWithoutYes);
+        }
+        if let Some(of) = &self.of_release {
+            if !self.migrate {
+                return Err(OptionsError::OfWithoutMigrate {
+                    app: self.app.clone(),
+                });
+            }
+            if self.to_release.is_some() || self.restore_db {
+                return Err(OptionsError::OfWithTo {
+                    app: self.app.clone(),
+                });
+            }
+            if of.trim().is_empty() || of.starts_with('-') {
+                return Err(OptionsError::NotAReleaseId {
+                    release: of.clone(),
+                    app: self.app.clone(),
+                });
+            }
         }
         if let Some(release) = &self.to_release
             && (release.trim().is_empty() || release.starts_with('-'))
@@ -217,11 +276,100 @@ impl RollbackOptions {
             restore_db: self.restore_db,
             confirm_restore: self.restore_db && self.yes,
             reason: self.reason.clone().unwrap_or_default(),
+            of_release: self.of_release.clone().unwrap_or_default(),
+            ahead_only: self.ahead_only,
         })
     }
 
     pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
         per_host(hosts, base, |_, id| self.request(id))
+    }
+}
+
+// === backups ===
+
+/// `hoist backup APP`, `hoist backups APP`, `hoist restore APP [--backup ID] --yes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupOptions {
+    pub app: String,
+}
+
+impl BackupOptions {
+    pub fn title(&self) -> String {
+        format!("backup of {}", self.app)
+    }
+
+    pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
+        per_host(hosts, base, |_, job_id| {
+            JobRequest::Backup(BackupRequest {
+                app: self.app.clone(),
+                job_id,
+            })
+        })
+    }
+
+    pub fn list_request(&self) -> ListBackupsRequest {
+        ListBackupsRequest {
+            app: self.app.clone(),
+        }
+    }
+
+    /// What `--dry-run` asks each host about pending migrations.
+    pub fn pending_request(app: &str) -> PendingMigrationsRequest {
+        PendingMigrationsRequest {
+            app: app.to_string(),
+        }
+    }
+}
+
+/// `hoist restore APP [--backup ID] --yes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    pub app: String,
+    /// Empty: the default backup (chosen by the controller from the hosts' lists).
+    pub backup: Option<String>,
+}
+
+impl RestoreOptions {
+    /// Validated: a restore needs `--yes`.
+    pub fn new(
+        app: String,
+        backup: Option<String>,
+        yes: bool,
+    ) -> Result<RestoreOptions, OptionsError> {
+        if !yes {
+            return Err(OptionsError::RestoreNeedsYes { app });
+        }
+        if let Some(id) = &backup
+            && (id.trim().is_empty() || id.starts_with('-'))
+        {
+            return Err(OptionsError::NotAReleaseId {
+                release: id.clone(),
+                app,
+            });
+        }
+        Ok(RestoreOptions { app, backup })
+    }
+
+    pub fn title(&self) -> String {
+        format!("restore of {}", self.app)
+    }
+
+    /// The restore of `backup_id` on `host`, confirmed.
+    pub fn request<'h>(
+        &self,
+        host: &'h Host,
+        backup_id: &str,
+        base: &str,
+    ) -> Vec<(&'h Host, JobRequest)> {
+        per_host(&[host], base, |_, job_id| {
+            JobRequest::Restore(RestoreRequest {
+                app: self.app.clone(),
+                backup_id: backup_id.to_string(),
+                job_id,
+                confirm: true,
+            })
+        })
     }
 }
 
@@ -599,6 +747,52 @@ mod tests {
                 .to_string()
                 .contains("hoist releases carbex")
         );
+    }
+
+    #[test]
+    fn of_release_reverses_one_release_and_keeps_current() {
+        let base = |migrate, to: Option<&str>, restore_db| RollbackOptions {
+            app: "carbex".into(),
+            to_release: to.map(str::to_string),
+            migrate,
+            restore_db,
+            yes: restore_db,
+            ..Default::default()
+        };
+        let err = base(false, None, false).of(Some("r3".into())).unwrap_err();
+        assert!(err.to_string().contains("add --migrate"), "{err}");
+        for bad in [base(true, Some("r1"), false), base(true, None, true)] {
+            let err = bad.of(Some("r3".into())).unwrap_err().to_string();
+            assert!(
+                err.contains("does not go with --to or --restore-db"),
+                "{err}"
+            );
+        }
+        let err = base(true, None, false).of(Some("-x".into())).unwrap_err();
+        assert!(err.to_string().contains("not a release id"), "{err}");
+        let options = base(true, None, false).of(Some("r3".into())).unwrap();
+        assert!(!options.asks_for_ahead(), "--of names the release itself");
+        assert!(base(true, None, false).asks_for_ahead());
+        assert!(!base(true, Some("r1"), false).asks_for_ahead());
+        let all = hosts();
+        let JobRequest::Rollback(r) = &options.requests(&[&all[0]], "rb")[0].1 else {
+            panic!("not a rollback")
+        };
+        assert_eq!(
+            (r.of_release.as_str(), r.migrate, r.ahead_only),
+            ("r3", true, false)
+        );
+        assert!(
+            RestoreOptions::new("carbex".into(), None, false)
+                .unwrap_err()
+                .to_string()
+                .contains("add --yes")
+        );
+        let restore = RestoreOptions::new("carbex".into(), None, true).unwrap();
+        let JobRequest::Restore(r) = &restore.request(&all[1], "r2.before-r3", "rs")[0].1 else {
+            panic!("not a restore")
+        };
+        assert!(r.confirm && r.backup_id == "r2.before-r3" && r.job_id == "rs-web-2");
     }
 
     #[test]

@@ -186,6 +186,8 @@ fn title(kind: i32) -> &'static str {
         JobKind::Task => "Task log",
         JobKind::Stop => "Stop log",
         JobKind::Start => "Start log",
+        JobKind::Backup => "Backup log",
+        JobKind::Restore => "Restore log",
         JobKind::Unspecified => "Job log",
     }
 }
