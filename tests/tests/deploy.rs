@@ -302,7 +302,7 @@ async fn deploy_releases_checks_and_automatic_rollback() {
     for line in [
         "hoist_deploys_total{app=\"web\",result=\"succeeded\"} 2",
         "hoist_deploys_total{app=\"web\",result=\"rolled_back\"} 1",
-        "hoist_deploy_duration_seconds{app=\"web\"}",
+        "hoist_deploy_duration_seconds_count{app=\"web\"} 3",
         "hoist_app_release_info{app=\"web\"",
     ] {
         assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
