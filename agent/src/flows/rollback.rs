@@ -3,7 +3,13 @@
 
 use hoist_proto::v1::JobResult;
 
-use crate::config;
+use crate::{
+    config,
+    state::{
+        journal::{self, Journal, TargetError},
+        release::Layout,
+    },
+};
 
 use super::*;
 
@@ -74,45 +80,110 @@ pub(super) async fn auto_rollback(
     }
 }
 
-pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> Outcome {
-    let current = ctx.layout.current().unwrap_or_default();
+/// Where a rollback goes on a host, and what it runs there.
+#[derive(Clone, Debug)]
+pub struct RollbackPlan {
+    pub target: String,
+    pub commit: String,
+    pub current: String,
+    pub steps: Vec<String>,
+}
+
+/// Why a rollback would not start on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackRefusal {
+    #[error("there is no previous release to roll back to")]
+    NoPrevious,
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("release {0} is already current")]
+    AlreadyCurrent(String),
+    #[error("--migrate: this app declares no migrate_rollback step")]
+    NoMigrateRollback,
+    #[error("--restore-db: this app declares no restore step")]
+    NoRestore,
+    #[error("--restore-db: no backup is recorded for release {0}; nothing to restore")]
+    NoBackup(String),
+}
+
+/// Where a rollback to `to` (empty: the previous release; else a release id, a ref
+/// that was deployed, or a commit or its prefix) goes on this host, and its steps in
+/// order: what `hoist rollback` does and `--dry-run` shows.
+pub fn plan(
+    app: &config::App,
+    layout: &Layout,
+    journal: &Journal,
+    to: &str,
+    migrate: bool,
+    restore_db: bool,
+) -> Result<RollbackPlan, RollbackRefusal> {
+    let current = layout.current().unwrap_or_default();
     let target = if to.is_empty() {
-        ctx.layout
-            .previous(&ctx.journal.snapshot().await)
-            .unwrap_or_default()
+        layout
+            .previous(journal)
+            .ok_or(RollbackRefusal::NoPrevious)?
     } else {
-        to.to_string()
+        journal.resolve_target(to, &layout.list(), |id| layout.revision(id))?
     };
-    let fail = |step: &str, error: String| {
-        failed(
-            Failed {
-                step: step.into(),
-                error,
-            },
-            &target,
-            &current,
-            "",
-        )
-    };
-    if target.is_empty() {
-        return fail(
-            "rollback",
-            "there is no previous release to roll back to".into(),
-        );
-    }
-    if !ctx.layout.release(&target).is_dir() {
-        return fail(
-            "rollback",
-            format!(
-                "release {target} is not on this host; see `hoist releases {}`",
-                ctx.app.name
-            ),
-        );
-    }
     if target == current {
-        return fail("rollback", format!("release {target} is already current"));
+        return Err(RollbackRefusal::AlreadyCurrent(target));
     }
+    let record = journal.release(&target).cloned().unwrap_or_default();
+    let mut steps = Vec::new();
+    if migrate {
+        if app.steps.migrate_rollback.is_none() {
+            return Err(RollbackRefusal::NoMigrateRollback);
+        }
+        steps.push(format!("migrate_rollback (from {current})"));
+    }
+    if restore_db {
+        if app.steps.restore.is_none() {
+            return Err(RollbackRefusal::NoRestore);
+        }
+        let Some(file) = &record.backup_file else {
+            return Err(RollbackRefusal::NoBackup(target));
+        };
+        steps.push(format!("restore ({file})"));
+    }
+    steps.push("switch".into());
+    if app.strategy == config::Strategy::Command && app.activate.is_some() {
+        steps.push("activate".into());
+    }
+    if app.steps.after_switch.is_some() {
+        steps.push("after_switch".into());
+    }
+    for service in app.all_services() {
+        steps.push(format!("restart {}", service.display_name()));
+    }
+    for check in &app.checks {
+        steps.push(format!("check {}", check.name()));
+    }
+    let commit = if record.commit.is_empty() {
+        layout.revision(&target)
+    } else {
+        record.commit
+    };
+    Ok(RollbackPlan {
+        target,
+        commit,
+        current,
+        steps,
+    })
+}
+
+pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db: bool) -> Outcome {
     let journal = ctx.journal.snapshot().await;
+    let current = ctx.layout.current().unwrap_or_default();
+    let target = match plan(&ctx.app, &ctx.layout, &journal, to, migrate, restore_db) {
+        Ok(plan) => plan.target,
+        Err(refusal) => {
+            let f = Failed {
+                step: "rollback".into(),
+                error: format!("{refusal}; see `hoist releases {}`", ctx.app.name),
+            };
+            return failed(f, to, &current, "");
+        }
+    };
     let record = journal.release(&target).cloned().unwrap_or_default();
     ctx.set_release_vars(&target, &record.commit, &record.r#ref);
     ctx.notice(format!("rolling back from {current} to {target}"));
@@ -162,6 +233,11 @@ pub(super) async fn rollback(ctx: &mut Ctx, to: &str, migrate: bool, restore_db:
         ctx.run_checks().await
     }
     .await;
+    if result.is_ok() {
+        ctx.note_outcome(&current, journal::OUTCOME_ROLLED_BACK)
+            .await;
+        ctx.note_outcome(&target, journal::OUTCOME_OK).await;
+    }
     match result {
         Ok(()) => Outcome {
             result: JobResult::Succeeded,

@@ -19,11 +19,11 @@ pub fn required_role(path: &str) -> Option<Role> {
     match service {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
-            | "EnvList" => Some(Role::Viewer),
+            | "PlanRollback" | "EnvList" => Some(Role::Viewer),
             // The agent checks each task's own role against the caller's.
             "RunTask" => Some(Role::Viewer),
             "Deploy" | "Rollback" | "Restart" | "Stop" | "Start" | "Lock" | "Unlock" | "EnvSet"
-            | "EnvUnset" | "RecordRefusal" => Some(Role::Deployer),
+            | "EnvUnset" | "RecordRefusal" | "PlanDeploy" => Some(Role::Deployer),
             _ => None,
         },
         "grpc.health.v1.Health" => match method {

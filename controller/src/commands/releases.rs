@@ -167,6 +167,7 @@ mod tests {
             current,
             previous,
             has_backup,
+            outcome: 0,
         };
         let answers = vec![
             Answer {

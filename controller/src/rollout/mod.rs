@@ -38,6 +38,7 @@ mod bake;
 mod dry_run;
 pub mod gates;
 pub mod httpc;
+pub mod identity;
 pub mod lease;
 pub mod operation;
 mod phases;
@@ -306,6 +307,52 @@ async fn execute(
             return Err(RolloutError::Failed(format!("{title}: {why}")));
         }
     };
+
+    // What the ref is on every host (one release id), or where `--to` is on each.
+    let reachable: Vec<&Host> = plan
+        .hosts
+        .iter()
+        .filter(|h| !unreachable.iter().any(|(u, _)| *u == h.name))
+        .copied()
+        .collect();
+    let resolved = identity::resolve(
+        &reachable,
+        rollout.creds,
+        rollout.timeout,
+        rollout.shape.concurrency,
+        op,
+    )
+    .await;
+    let op = match resolved {
+        Ok(op) => op,
+        Err(why) => {
+            let kept = leases.release().await;
+            let mut why = format!("{why}; nothing was changed");
+            if !kept.is_empty() {
+                let names: Vec<&str> = kept.iter().map(|(h, _)| h.as_str()).collect();
+                why.push_str(&format!(
+                    " (the lock on {} could not be released; its lease lapses within a minute)",
+                    names.join(", ")
+                ));
+            }
+            view.json_line(&json!({"kind": "refused", "why": why}));
+            notifier
+                .send(
+                    Event::Refusal,
+                    &format!("hoist: {title} refused: {why}"),
+                    &[("app", app.clone())],
+                )
+                .await;
+            return Err(RolloutError::Failed(format!("{title} refused: {why}")));
+        }
+    };
+    let op = &op;
+    if let Some(id) = op.deploy().and_then(|o| o.release_id.as_ref()) {
+        view.say(
+            &format!("release {id} on every host"),
+            Some(json!({"kind": "release", "release": id})),
+        );
+    }
 
     let mut state = State {
         view,

@@ -66,6 +66,9 @@ pub struct DeployOptions {
     /// Override a deploy window; needs a reason, recorded in the journal.
     pub force: bool,
     pub reason: Option<String>,
+    /// The release id of this deploy on every host, chosen once by the rollout
+    /// ([`crate::rollout::identity`]); `None`: each agent picks its own (older agents).
+    pub release_id: Option<String>,
 }
 
 impl DeployOptions {
@@ -85,6 +88,7 @@ impl DeployOptions {
             allow_missing_env,
             force,
             reason,
+            release_id: None,
         };
         options.validate()?;
         Ok(options)
@@ -118,6 +122,7 @@ impl DeployOptions {
             allow_missing_env: self.allow_missing_env,
             forced: self.force,
             reason: self.reason.clone().unwrap_or_default(),
+            release_id: self.release_id.clone().unwrap_or_default(),
         })
     }
 
@@ -158,6 +163,10 @@ pub struct RollbackOptions {
     /// The operator confirmed the data loss of `restore_db`.
     pub yes: bool,
     pub reason: Option<String>,
+    /// `(host, release id)`: where `to_release` (or the previous release) is on each
+    /// host, as its agent resolved it before the rollback changed anything
+    /// ([`crate::rollout::identity`]). A host not listed is sent `to_release` as is.
+    pub targets: Vec<(String, String)>,
 }
 
 impl RollbackOptions {
@@ -177,6 +186,7 @@ impl RollbackOptions {
             restore_db,
             yes,
             reason,
+            targets: Vec::new(),
         };
         options.validate()?;
         Ok(options)
@@ -207,11 +217,15 @@ impl RollbackOptions {
         Ok(())
     }
 
-    /// The request for one host.
-    pub fn request(&self, job_id: String) -> JobRequest {
+    /// The request for `host`: to the release its agent resolved, if it did.
+    pub fn request(&self, host: &str, job_id: String) -> JobRequest {
+        let resolved = self.targets.iter().find(|(h, _)| h == host);
         JobRequest::Rollback(RollbackRequest {
             app: self.app.clone(),
-            to_release: self.to_release.clone().unwrap_or_default(),
+            to_release: resolved
+                .map(|(_, release)| release.clone())
+                .or_else(|| self.to_release.clone())
+                .unwrap_or_default(),
             job_id,
             migrate: self.migrate,
             restore_db: self.restore_db,
@@ -221,7 +235,7 @@ impl RollbackOptions {
     }
 
     pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
-        per_host(hosts, base, |_, id| self.request(id))
+        per_host(hosts, base, |i, id| self.request(&hosts[i].name, id))
     }
 }
 
@@ -423,11 +437,11 @@ impl Operation {
         self.migrate_on() != MigrateOn::None
     }
 
-    /// The request for one host.
-    pub fn request(&self, job_id: String, migrate: bool) -> JobRequest {
+    /// The request for `host`.
+    pub fn request(&self, host: &str, job_id: String, migrate: bool) -> JobRequest {
         match self {
             Operation::Deploy(o) => o.request(job_id, migrate),
-            Operation::Rollback(o) => o.request(job_id),
+            Operation::Rollback(o) => o.request(host, job_id),
         }
     }
 }
@@ -473,6 +487,7 @@ mod tests {
             allow_missing_env: false,
             force: false,
             reason: None,
+            release_id: None,
         }
     }
 

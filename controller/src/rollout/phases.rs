@@ -52,7 +52,11 @@ pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
             migrator = None;
             state.migrator = Some(m);
             rest.retain(|&i| i != m);
-            let first = setup.op.request(state.records[m].job_id.clone(), true);
+            let first = setup.op.request(
+                &state.records[m].host,
+                state.records[m].job_id.clone(),
+                true,
+            );
             run_jobs(setup, state, vec![(m, first)], false).await;
             if !state.records[m].switched() {
                 if !matches!(state.stop, Some(Stop::Detached)) {
@@ -66,7 +70,8 @@ pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
                 .iter()
                 .map(|&i| {
                     let id = state.records[i].job_id.clone();
-                    (i, setup.op.request(id, migrate_on == MigrateOn::All))
+                    let host = &state.records[i].host;
+                    (i, setup.op.request(host, id, migrate_on == MigrateOn::All))
                 })
                 .collect();
             run_jobs(setup, state, jobs, false).await;
