@@ -20,7 +20,7 @@ use crate::{
         client::Credentials,
         fanout::{self, Answer, CallError},
     },
-    fleet::Host,
+    fleet::{Host, MigrateOn},
     rollout::operation::{DeployOptions, Operation, RollbackOptions},
 };
 
@@ -29,6 +29,7 @@ use crate::{
 pub const PLAN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What one host said.
+#[derive(Clone, Debug)]
 pub enum HostPlan {
     Deploy(PlanDeployResponse),
     Rollback(PlanRollbackResponse),
@@ -137,6 +138,9 @@ pub fn one_commit(
             }
             Ok(HostPlan::Rollback(_)) => {}
             Err(err) if predates(err) => old = true,
+            // The app is not configured there: that host's deploy fails on its own
+            // (and counts against the failure budget).
+            Err(err) if err.is_not_found() => {}
             Err(err) => failed.push(format!("{}: {}", answer.host, why(err))),
         }
     }
@@ -162,6 +166,14 @@ pub fn one_commit(
         Some(commit) if !old => Ok(Some((commit.to_string(), taken))),
         _ => Ok(None),
     }
+}
+
+/// Every host answered, and none declares a migrate step.
+pub fn declares_no_migrate(answers: &[Answer<HostPlan>]) -> bool {
+    !answers.is_empty()
+        && answers
+            .iter()
+            .all(|a| matches!(&a.result, Ok(HostPlan::Deploy(p)) if !p.declares_migrate))
 }
 
 /// Where each host goes in a rollback: `(host, release id, commit)`; `Err` names the
@@ -214,8 +226,15 @@ pub async fn resolve(
             let release_id = one_commit(&o.git_ref, &answers)?.map(|(commit, taken)| {
                 release_id(jiff::Timestamp::now().as_second(), &commit, &taken)
             });
+            // No host goes first to migrate when the app declares no migrate step.
+            let migrate_on = if declares_no_migrate(&answers) {
+                MigrateOn::None
+            } else {
+                o.migrate_on
+            };
             Operation::Deploy(DeployOptions {
                 release_id,
+                migrate_on,
                 ..o.clone()
             })
         }

@@ -145,6 +145,18 @@ pub async fn run(
         .and_then(|o| o.forced_reason())
         .map(str::to_string);
 
+    // A dry run asks every host first: what it would do there shapes the plan's text.
+    let findings = if rollout.dry_run {
+        Some(dry_run::ask(&rollout, &op, &plan).await)
+    } else {
+        None
+    };
+    let no_migrate_step = findings
+        .as_ref()
+        .and_then(|f| f.declares_migrate())
+        .is_some_and(|declared| !declared);
+    let migrates = op.migrates() && !no_migrate_step;
+
     // The plan, first of all.
     let mut extra: Vec<(&str, String)> = Vec::new();
     if deploying || plan.budget > 0 {
@@ -159,6 +171,11 @@ pub async fn run(
             ),
             MigrateOn::All => "every host".into(),
             MigrateOn::None => "no host".into(),
+        };
+        let who = if no_migrate_step {
+            "no host: the app declares no migrate step".into()
+        } else {
+            who
         };
         extra.push(("migrations", who));
     }
@@ -178,7 +195,7 @@ pub async fn run(
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
     let mut view = Progress::new(out, names.clone(), rollout.live && !rollout.dry_run);
     let plan_json = plan.json(
-        op.migrates(),
+        migrates,
         json!({
             "operation": op.kind(),
             "title": title,
@@ -194,7 +211,7 @@ pub async fn run(
     let hosts_word = if count == 1 { "host" } else { "hosts" };
     let to = if deploying { "to" } else { "on" };
     let heading = format!("{title} {to} {count} {hosts_word}");
-    view.say(&plan.text(&heading, op.migrates(), &extra), Some(plan_json));
+    view.say(&plan.text(&heading, migrates, &extra), Some(plan_json));
     if rollout.dry_run {
         let window_refusal = verdict
             .as_ref()
@@ -205,8 +222,8 @@ pub async fn run(
                     v.describe()
                 )
             });
-        let checked =
-            dry_run::check(&rollout, op.app(), plan.budget, window_refusal, &mut view).await;
+        let findings = findings.expect("asked above");
+        let checked = dry_run::report(&findings, &op, plan.budget, window_refusal, &mut view);
         view.say("dry run: nothing was changed and no lock was taken", None);
         return checked.map_err(|why| {
             RolloutError::Failed(format!("dry run: {title} would be refused: {why}"))
@@ -347,6 +364,12 @@ async fn execute(
         }
     };
     let op = &op;
+    if op.deploy().is_some() && plan.shape.migrate_on != MigrateOn::None && !op.migrates() {
+        view.say(
+            "no host migrates: the app declares no migrate step",
+            Some(json!({"kind": "no_migrate_step"})),
+        );
+    }
     if let Some(id) = op.deploy().and_then(|o| o.release_id.as_ref()) {
         view.say(
             &format!("release {id} on every host"),

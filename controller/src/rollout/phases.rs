@@ -25,7 +25,11 @@ use crate::{
 /// Every phase in order, each followed by its bake, until the end or a stop.
 pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
     let migrate_on = setup.op.migrate_on();
-    let mut migrator = setup.plan.migrator(|i| state.records[i].skipped.is_none());
+    // The plan's migrator, unless the hosts said the app declares no migrate step.
+    let mut migrator = setup
+        .plan
+        .migrator(|i| state.records[i].skipped.is_none())
+        .filter(|_| migrate_on == MigrateOn::First);
     for phase in &setup.plan.phases {
         if state.stop.is_some() {
             break;
