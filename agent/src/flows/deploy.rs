@@ -508,7 +508,15 @@ pub(super) async fn prune(ctx: &Ctx) {
     let journal = ctx.journal.snapshot().await;
     let current = ctx.layout.current().unwrap_or_default();
     let previous = ctx.layout.previous(&journal).unwrap_or_default();
+    // Oldest first: by the time in the id, then (two deploys in one second) by when
+    // each went live.
+    let mut all = ctx.layout.list();
+    all.sort_by_key(|id| {
+        let at = journal.release(id).map_or(0, |r| r.deployed_at_ms);
+        (id.get(..16).unwrap_or(id).to_string(), at, id.clone())
+    });
     let removed = ctx.layout.prune(
+        &all,
         ctx.app.keep_releases as usize,
         |id| journal.good(id),
         |id| journal.never_prune(id, &current, &previous),

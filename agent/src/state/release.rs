@@ -346,17 +346,18 @@ impl Layout {
         Ok(done)
     }
 
-    /// Removes the releases [`prunable`] names, never `current` nor one `protected`
-    /// says to keep; returns the ones removed, oldest first.
+    /// Removes the releases [`prunable`] names among `all` (the releases on disk,
+    /// oldest first), never `current` nor one `protected` says to keep; returns the
+    /// ones removed, oldest first.
     pub fn prune(
         &self,
+        all: &[String],
         keep: usize,
         good: impl Fn(&str) -> bool,
         protected: impl Fn(&str) -> bool,
     ) -> Vec<String> {
         let current = self.current();
-        let all = self.list();
-        let doomed = prunable(&all, keep, good, |id| {
+        let doomed = prunable(all, keep, good, |id| {
             Some(id) == current.as_deref() || protected(id)
         });
         doomed
@@ -520,7 +521,7 @@ mod tests {
         assert_eq!(layout.previous(&journal).as_deref(), Some("r1"));
         assert_eq!(layout.list(), vec!["r1", "r2", "r3", "r4"]);
         // keep 1: r1 is previous (protected) and r2 current; r4 is the newest good one.
-        let removed = layout.prune(1, |_| true, |id| id == "r1");
+        let removed = layout.prune(&layout.list(), 1, |_| true, |id| id == "r1");
         assert_eq!(removed, vec!["r3"]);
 
         let release = layout.release("r2");

@@ -106,7 +106,21 @@ fn rows(answers: &[Answer<Vec<Release>>]) -> Vec<Row<'_>> {
             }
         }
     }
-    rows.sort_by(|a, b| b.id.cmp(a.id));
+    // Newest first: by the time in the id, then (two deploys in one second) by when
+    // they were deployed.
+    let key = |r: &Row<'_>| {
+        let at = r
+            .first()
+            .deployed_at
+            .as_ref()
+            .map_or((0, 0), |t| (t.seconds, t.nanos));
+        (
+            r.id.get(..16).unwrap_or(r.id).to_string(),
+            at,
+            r.id.to_string(),
+        )
+    };
+    rows.sort_by_key(|r| std::cmp::Reverse(key(r)));
     rows
 }
 

@@ -96,6 +96,23 @@ pub fn why(err: &CallError) -> String {
     }
 }
 
+/// `(host, why)` pairs as `web-1, web-2: why; web-3: other`: hosts that say the same
+/// are named together.
+fn grouped(failed: &[(String, String)]) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (host, why) in failed {
+        match groups.iter_mut().find(|(w, _)| w == why) {
+            Some((_, hosts)) => hosts.push(host),
+            None => groups.push((why, vec![host])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(why, hosts)| format!("{}: {why}", hosts.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// An agent older than `PlanDeploy`/`PlanRollback`.
 pub fn predates(err: &CallError) -> bool {
     matches!(err, CallError::Status(s) if s.code() == tonic::Code::Unimplemented)
@@ -126,7 +143,7 @@ pub fn one_commit(
     git_ref: &str,
     answers: &[Answer<HostPlan>],
 ) -> Result<Option<(String, BTreeSet<String>)>, String> {
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
     let mut commits: Vec<(String, String)> = Vec::new();
     let mut taken = BTreeSet::new();
     let mut old = false;
@@ -141,13 +158,13 @@ pub fn one_commit(
             // The app is not configured there: that host's deploy fails on its own
             // (and counts against the failure budget).
             Err(err) if err.is_not_found() => {}
-            Err(err) => failed.push(format!("{}: {}", answer.host, why(err))),
+            Err(err) => failed.push((answer.host.clone(), why(err))),
         }
     }
     if !failed.is_empty() {
         return Err(format!(
             "{git_ref} cannot be deployed on every host ({})",
-            failed.join("; ")
+            grouped(&failed)
         ));
     }
     let distinct: BTreeSet<&str> = commits.iter().map(|(_, c)| c.as_str()).collect();
@@ -183,14 +200,14 @@ pub fn targets(
     options: &RollbackOptions,
     answers: &[Answer<HostPlan>],
 ) -> Result<Vec<(String, PlanRollbackResponse)>, String> {
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
     let mut found = Vec::new();
     for answer in answers {
         match &answer.result {
             Ok(HostPlan::Rollback(plan)) => found.push((answer.host.clone(), plan.clone())),
             Ok(HostPlan::Deploy(_)) => {}
             Err(err) if predates(err) => {}
-            Err(err) => failed.push(format!("{}: {}", answer.host, why(err))),
+            Err(err) => failed.push((answer.host.clone(), why(err))),
         }
     }
     if failed.is_empty() {
@@ -200,14 +217,11 @@ pub fn targets(
         Some(to) => format!("--to {to}"),
         None => "the previous release".to_string(),
     };
+    let hosts: Vec<&str> = failed.iter().map(|(h, _)| h.as_str()).collect();
     Err(format!(
         "{what} cannot be rolled back to on {} ({})",
-        failed
-            .iter()
-            .map(|f| f.split(':').next().unwrap_or_default().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        failed.join("; ")
+        hosts.join(", "),
+        grouped(&failed)
     ))
 }
 
