@@ -174,6 +174,22 @@ fn release_row<'a>(json: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no release {id} in {json}"))
 }
 
+/// `hoist deploy web --ref nosuchref` exits 1 before any host starts, naming the fetch
+/// that failed, never migrations.
+fn bad_ref_is_refused_naming_the_fetch(fl: &str) {
+    let (_, err) = hoist_expect(1, &["deploy", "web", "--ref", "nosuchref", "--fleet", fl]);
+    assert!(
+        err.contains("nosuchref cannot be deployed on every host"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fetch: ref \"nosuchref\" is not a branch, tag or commit"),
+        "names the step: {err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(!err.contains("migrations"), "{err}");
+}
+
 fn start_pg(test: &str) -> Option<Postgres> {
     if !require_postgres(test) {
         return None;
@@ -565,16 +581,7 @@ build = "true"
     assert!(err.contains("web-9"), "{err}");
 
     // The real refusal says the same, before any change.
-    let (_, err) = hoist_expect(1, &["deploy", "web", "--ref", "nosuchref", "--fleet", &fl]);
-    assert!(
-        err.contains("nosuchref cannot be deployed on every host"),
-        "{err}"
-    );
-    assert!(
-        err.contains("fetch: ref \"nosuchref\""),
-        "names the step: {err}"
-    );
-    assert!(!err.contains("migrations"), "{err}");
+    bad_ref_is_refused_naming_the_fetch(&fl);
     assert!(f.currents().iter().all(String::is_empty));
 
     // Rollback dry runs: where each host would go, and how.
@@ -673,8 +680,8 @@ deploy_to = "{}/full"
     let fl = f.file("[deploy]\nmigrate_on = \"first\"\n");
     std::fs::create_dir_all(f.deploy_tos[0].join("shared")).unwrap();
     std::fs::write(f.deploy_tos[0].join("shared/.env"), "OTHER=1\n").unwrap();
-    // The app links shared/.env: only the `web` app's config has no shared_files, so the
-    // check compares the release's .env.example with shared/.env all the same.
+    // `web` declares no shared_files: its `shared` step still compares the release's
+    // .env.example with shared/.env, and APP_KEY is missing there.
     let (_, err) = hoist_expect(1, &["deploy", "web", "--ref", "main", "--fleet", &fl]);
     assert!(
         err.contains("failed at step `shared` before migrating"),
@@ -697,12 +704,7 @@ deploy_to = "{}/full"
     );
 
     // A bad ref: refused before any host starts, naming the fetch.
-    let (_, err) = hoist_expect(1, &["deploy", "web", "--ref", "nosuchref", "--fleet", &fl]);
-    assert!(
-        err.contains("fetch: ref \"nosuchref\" is not a branch, tag or commit"),
-        "{err}"
-    );
-    assert!(!err.contains("migrations"), "{err}");
+    bad_ref_is_refused_naming_the_fetch(&fl);
 
     // A full disk: the materialise step says so.
     if mounted {

@@ -485,6 +485,22 @@ mod tests {
                 reason: big.clone(),
                 ..Default::default()
             }),
+            Box::new(pb::PlanDeployRequest {
+                app: "web".into(),
+                r#ref: big.clone(),
+                migrate: false,
+            }),
+            Box::new(pb::PlanRollbackRequest {
+                app: "web".into(),
+                to: big.clone(),
+                ..Default::default()
+            }),
+            Box::new(pb::DeployRequest {
+                app: "web".into(),
+                r#ref: "main".into(),
+                release_id: big.clone(),
+                ..Default::default()
+            }),
         ];
         for case in cases {
             let err = case.check().unwrap_err().to_string();

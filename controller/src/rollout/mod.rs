@@ -314,14 +314,9 @@ async fn execute(
                 ));
             }
             view.json_line(&json!({"kind": "refused", "host": refused.host, "why": why}));
-            notifier
-                .send(
-                    Event::Refusal,
-                    &format!("hoist: {title} refused: {why}"),
-                    &[("app", app.clone())],
-                )
-                .await;
-            return Err(RolloutError::Failed(format!("{title}: {why}")));
+            return Err(
+                notify_refusal(notifier, &title, &app, format!("{title}: {why}"), &why).await,
+            );
         }
     };
 
@@ -353,14 +348,8 @@ async fn execute(
                 ));
             }
             view.json_line(&json!({"kind": "refused", "why": why}));
-            notifier
-                .send(
-                    Event::Refusal,
-                    &format!("hoist: {title} refused: {why}"),
-                    &[("app", app.clone())],
-                )
-                .await;
-            return Err(RolloutError::Failed(format!("{title} refused: {why}")));
+            let error = format!("{title} refused: {why}");
+            return Err(notify_refusal(notifier, &title, &app, error, &why).await);
         }
     };
     let op = &op;
@@ -565,6 +554,25 @@ async fn execute(
             Err(RolloutError::Failed(why))
         }
     }
+}
+
+/// Notifies that the rollout was refused before any change (`why`), and returns the
+/// command's error (`error`).
+async fn notify_refusal(
+    notifier: &Notifier,
+    title: &str,
+    app: &str,
+    error: String,
+    why: &str,
+) -> RolloutError {
+    notifier
+        .send(
+            Event::Refusal,
+            &format!("hoist: {title} refused: {why}"),
+            &[("app", app.to_string())],
+        )
+        .await;
+    RolloutError::Failed(error)
 }
 
 /// The gates a rollout evaluates: the fleet's for deploys, none for rollbacks.
