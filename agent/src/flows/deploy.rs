@@ -460,6 +460,31 @@ pub async fn resolve_ref(
         String::new(),
         super::JournalHandle::new(tx),
     );
+    // A full commit id the mirror has already cannot change: no fetch needed.
+    let repos = ctx.state_dir.join("repos");
+    let mirror = repos.join(format!("{}.git", ctx.app.name));
+    if r#ref.len() == 40
+        && r#ref.bytes().all(|b| b.is_ascii_hexdigit())
+        && mirror.join("HEAD").exists()
+    {
+        let mirror = mirror.to_string_lossy().into_owned();
+        let spec = format!("{}^{{commit}}", r#ref.to_ascii_lowercase());
+        let argv = [
+            "git",
+            "--git-dir",
+            &mirror,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ];
+        if let Ok(lines) = ctx.tool("fetch", &argv, &repos).await
+            && lines.first().is_some_and(|l| l.eq_ignore_ascii_case(r#ref))
+        {
+            return Ok(lines[0].clone());
+        }
+    }
     fetch(&ctx, r#ref)
         .await
         .map_err(|f| FetchFailed(format!("{}: {}", f.step, f.error)))

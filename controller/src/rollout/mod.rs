@@ -327,6 +327,12 @@ async fn execute(
         .filter(|h| !unreachable.iter().any(|(u, _)| *u == h.name))
         .copied()
         .collect();
+    if let Some(o) = op.deploy() {
+        view.print(&format!(
+            "fetching {} on every host to choose one release id",
+            o.git_ref
+        ));
+    }
     let resolved = identity::resolve(
         &reachable,
         rollout.creds,
