@@ -66,7 +66,7 @@ keep_releases = 3
 {env}
 [app.steps]
 build = "echo building $HOIST_RELEASE"
-migrate = "{psql} -X -q -v ON_ERROR_STOP=1 -c \"CREATE TABLE IF NOT EXISTS migrated (release text NOT NULL, host text NOT NULL)\" -c \"INSERT INTO migrated VALUES ('$HOIST_RELEASE', '{name}')\""
+migrate = "{psql} -X -q -v ON_ERROR_STOP=1 -c \"INSERT INTO migrated VALUES ('$HOIST_RELEASE', '{name}')\""
 
 [[app.checks]]
 kind = "command"
@@ -196,6 +196,13 @@ fn start_pg(test: &str) -> Option<Postgres> {
     }
     let pg = Postgres::start().unwrap();
     pg.create_database(DB).unwrap();
+    // Made here, not by the hosts' migrate steps: two hosts migrating at once
+    // (`migrate_on = "all"`) would race on CREATE TABLE.
+    pg.psql(
+        DB,
+        "CREATE TABLE migrated (release text NOT NULL, host text NOT NULL)",
+    )
+    .unwrap();
     Some(pg)
 }
 
@@ -264,7 +271,11 @@ async fn one_release_id_for_the_fleet_and_rollback_to_an_id_a_tag_or_a_commit() 
     );
 
     // --to a release id, a tag, a commit prefix: the same release on every host.
-    hoist_expect(0, &["rollback", "web", "--to", &r1, "--fleet", &fl]);
+    let (out, _) = hoist_expect(0, &["rollback", "web", "--to", &r1, "--fleet", &fl]);
+    assert!(
+        out.contains(&format!("rolling back to {r1} on every host")),
+        "{out}"
+    );
     assert_eq!(f.currents(), [r1.as_str(), r1.as_str(), r1.as_str()]);
     hoist_expect(0, &["rollback", "web", "--to", "v2", "--fleet", &fl]);
     assert_eq!(f.currents(), [r2.as_str(), r2.as_str(), r2.as_str()]);
@@ -290,7 +301,13 @@ async fn one_release_id_for_the_fleet_and_rollback_to_an_id_a_tag_or_a_commit() 
             "rollback", "web", "--to", &r3, "--fleet", &fl, "--hosts", "web-3",
         ],
     );
-    hoist_expect(0, &["rollback", "web", "--to", "v1", "--fleet", &fl]);
+    let (out, _) = hoist_expect(0, &["rollback", "web", "--to", "v1", "--fleet", &fl]);
+    assert!(
+        out.contains(&format!(
+            "rolling back to web-1: {r1}, web-2: {r1}, web-3: {r1b}"
+        )),
+        "{out}"
+    );
     assert_eq!(
         f.currents(),
         [r1.as_str(), r1.as_str(), r1b.as_str()],
@@ -396,7 +413,12 @@ async fn keep_releases_counts_good_releases_only() {
             ids.push(f.on_disk(0).last().unwrap().clone());
         } else {
             assert!(status.success(), "{out}{err}");
-            ids.push(f.currents()[0].clone());
+            let now = f.currents();
+            assert!(
+                !now[0].is_empty() && now[0] == now[1],
+                "{now:?}\n{out}{err}"
+            );
+            ids.push(now[0].clone());
         }
     }
     f.sick("3", false);
@@ -693,12 +715,7 @@ deploy_to = "{}/full"
     );
     assert!(!err.contains("ran the migrations"), "{err}");
     assert_eq!(
-        pg.psql(
-            DB,
-            "SELECT count(*) FROM pg_tables WHERE tablename = 'migrated'"
-        )
-        .unwrap()
-        .trim(),
+        pg.psql(DB, "SELECT count(*) FROM migrated").unwrap().trim(),
         "0",
         "nothing migrated"
     );

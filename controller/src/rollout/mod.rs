@@ -371,6 +371,21 @@ async fn execute(
             Some(json!({"kind": "release", "release": id})),
         );
     }
+    if let Operation::Rollback(o) = op
+        && !o.targets.is_empty()
+    {
+        let first = &o.targets[0].1;
+        let text = if o.targets.iter().all(|(_, r)| r == first) {
+            format!("rolling back to {first} on every host")
+        } else {
+            let each: Vec<String> = o.targets.iter().map(|(h, r)| format!("{h}: {r}")).collect();
+            format!("rolling back to {}", each.join(", "))
+        };
+        view.say(
+            &text,
+            Some(json!({"kind": "targets", "targets": o.targets.iter().map(|(h, r)| json!({"host": h, "release": r})).collect::<Vec<_>>()})),
+        );
+    }
 
     let mut state = State {
         view,
