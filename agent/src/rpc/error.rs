@@ -39,10 +39,8 @@ impl From<AppsError> for Status {
 
 impl From<RollbackRefusal> for Status {
     fn from(err: RollbackRefusal) -> Status {
+        // NotFound stays "no such app": a missing release is a precondition.
         let code = match &err {
-            RollbackRefusal::Target(TargetError::NotFound { .. }) | RollbackRefusal::NoPrevious => {
-                Code::NotFound
-            }
             RollbackRefusal::Target(TargetError::Ambiguous { .. }) => Code::InvalidArgument,
             _ => Code::FailedPrecondition,
         };

@@ -156,7 +156,7 @@ pub(crate) async fn ask(rollout: &Rollout<'_>, op: &Operation, plan: &Plan<'_>) 
             Err(CallError::Unreachable(why)) => {
                 f.problem = Some(Problem::Fails(format!("unreachable: {why}")));
             }
-            Err(err) if err.is_not_found() && matches!(op, Operation::Deploy(_)) => {
+            Err(err) if err.is_not_found() => {
                 f.problem = Some(Problem::Fails(identity::why(err)));
             }
             Err(err) => f.problem = Some(Problem::Blocks(identity::why(err))),
