@@ -207,17 +207,31 @@ pub fn render(answers: &[Answer<Vec<Release>>], colour: bool) -> String {
     text
 }
 
-/// `{"hosts": [...], "releases": [...]}`: see docs/REFERENCE.md, `hoist releases`.
-pub fn to_json(answers: &[Answer<Vec<Release>>]) -> Value {
-    let hosts: Vec<Value> = answers
-        .iter()
-        .map(|a| match &a.result {
-            Err(err) => {
-                json!({"host": a.host, "address": a.address, "ok": false, "error": err.to_string()})
-            }
-            Ok(_) => json!({"host": a.host, "address": a.address, "ok": true, "error": null}),
-        })
-        .collect();
+/// Each host's releases (the document's `hosts`), and the fleet's side by side (its
+/// `releases`): see docs/REFERENCE.md, `hoist releases --json`.
+pub fn to_json(answers: &[Answer<Vec<Release>>]) -> (Value, Value) {
+    let hosts = Value::Array(
+        answers
+            .iter()
+            .map(|a| match &a.result {
+                Err(err) => json!({ "host": a.host, "error": err.to_string() }),
+                Ok(releases) => json!({
+                    "host": a.host,
+                    "releases": releases.iter().map(|r| json!({
+                        "id": r.id,
+                        "commit": r.commit,
+                        "ref": r.r#ref,
+                        "who": r.who,
+                        "deployed_at": render::timestamp_json(r.deployed_at.as_ref()),
+                        "current": r.current,
+                        "previous": r.previous,
+                        "has_backup": r.has_backup,
+                        "outcome": outcome_name(r),
+                    })).collect::<Vec<_>>(),
+                }),
+            })
+            .collect(),
+    );
     let answering: Vec<&str> = answers
         .iter()
         .filter(|a| a.result.is_ok())
@@ -235,25 +249,16 @@ pub fn to_json(answers: &[Answer<Vec<Release>>]) -> Value {
                 "ref": first.r#ref,
                 "deployed_at": render::timestamp_json(first.deployed_at.as_ref()),
                 "outcome": if groups.len() == 1 { groups[0].0 } else { "mixed" },
+                "outcomes": groups.iter().map(|(name, hosts)| json!({"outcome": name, "hosts": hosts})).collect::<Vec<_>>(),
                 "on": on,
                 "missing_on": answering.iter().filter(|h| !on.contains(h)).collect::<Vec<_>>(),
                 "current_on": row.hosts(|r| r.current),
                 "previous_on": row.hosts(|r| r.previous),
-                "hosts": row.on.iter().map(|(host, r)| json!({
-                    "host": host,
-                    "commit": r.commit,
-                    "ref": r.r#ref,
-                    "who": r.who,
-                    "deployed_at": render::timestamp_json(r.deployed_at.as_ref()),
-                    "current": r.current,
-                    "previous": r.previous,
-                    "has_backup": r.has_backup,
-                    "outcome": outcome_name(r),
-                })).collect::<Vec<_>>(),
+                "backup_on": row.hosts(|r| r.has_backup),
             })
         })
         .collect();
-    json!({"hosts": hosts, "releases": releases})
+    (hosts, Value::Array(releases))
 }
 
 /// `hoist releases APP`.
@@ -278,7 +283,8 @@ pub async fn releases(
     })
     .await;
     if out.json {
-        out.json_document(&to_json(&answers));
+        let (hosts, releases) = to_json(&answers);
+        out.json_document_with("releases", hosts, json!({ "releases": releases }));
     } else {
         let text = render(&answers, out.colour);
         out.text(&text);
@@ -345,15 +351,19 @@ RELEASE                   COMMIT   REF   DEPLOYED                 OUTCOME       
 web-3 (10.0.0.13:7443): NotFound: unknown app `carbx`
 "
         );
-        let json = to_json(&answers);
-        assert_eq!(json["releases"][0]["id"], new);
-        assert_eq!(json["releases"][0]["outcome"], "mixed");
-        assert_eq!(json["releases"][0]["current_on"], json!(["web-2"]));
-        assert_eq!(json["releases"][0]["hosts"][0]["outcome"], "rolled_back");
-        assert_eq!(json["releases"][1]["outcome"], "ok");
-        assert_eq!(json["releases"][1]["previous_on"], json!(["web-2"]));
-        assert_eq!(json["releases"][1]["missing_on"], json!([]));
-        assert_eq!(json["hosts"][2]["ok"], false);
-        assert_eq!(json["hosts"][2]["error"], "NotFound: unknown app `carbx`");
+        let (hosts, releases) = to_json(&answers);
+        assert_eq!(releases[0]["id"], new);
+        assert_eq!(releases[0]["outcome"], "mixed");
+        assert_eq!(
+            releases[0]["outcomes"],
+            json!([{"outcome": "rolled_back", "hosts": ["web-1"]}, {"outcome": "ok", "hosts": ["web-2"]}])
+        );
+        assert_eq!(releases[0]["current_on"], json!(["web-2"]));
+        assert_eq!(releases[1]["outcome"], "ok");
+        assert_eq!(releases[1]["previous_on"], json!(["web-2"]));
+        assert_eq!(releases[1]["backup_on"], json!(["web-1"]));
+        assert_eq!(releases[1]["missing_on"], json!([]));
+        assert_eq!(hosts[0]["releases"][0]["outcome"], "rolled_back");
+        assert_eq!(hosts[2]["error"], "NotFound: unknown app `carbx`");
     }
 }
