@@ -284,6 +284,18 @@ impl Agent for Fake {
     ) -> Result<Response<ListReleasesResponse>, Status> {
         not_in_the_fake()
     }
+    async fn plan_deploy(
+        &self,
+        _: Request<hoist_proto::v1::PlanDeployRequest>,
+    ) -> Result<Response<hoist_proto::v1::PlanDeployResponse>, Status> {
+        not_in_the_fake()
+    }
+    async fn plan_rollback(
+        &self,
+        _: Request<hoist_proto::v1::PlanRollbackRequest>,
+    ) -> Result<Response<hoist_proto::v1::PlanRollbackResponse>, Status> {
+        not_in_the_fake()
+    }
     async fn lock(&self, _: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         not_in_the_fake()
     }

@@ -150,11 +150,16 @@ async fn deploy_log_releases_rollback_through_the_cli() {
     assert!(status.success());
     assert!(out.contains(&job), "{out}");
 
-    // Releases: both, current marked.
+    // Releases: both, side by side, v2 current on every host.
     let (status, out, _) = hoist(&["releases", "web", "--fleet", fl]);
     assert!(status.success());
+    assert!(out.contains(&rel1) && out.contains("CURRENT"), "{out}");
+    let v2_row = out
+        .lines()
+        .find(|l| l.starts_with(&rel2))
+        .unwrap_or_default();
     assert!(
-        out.contains(&rel1) && out.contains(&rel2) && out.contains("current"),
+        v2_row.contains(" ok ") && v2_row.contains("all  all"),
         "{out}"
     );
 

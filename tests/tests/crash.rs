@@ -809,11 +809,18 @@ async fn cli_deploy_after_a_kill_during_a_hanging_fetch_is_not_blocked() {
     );
     assert!(first.ok(), "{}", first.describe());
 
-    // v2's fetch hangs; the agent dies while `hoist deploy` follows it.
-    repo.commit_version("2", &[]);
+    // v2's fetch hangs; the agent dies while `hoist deploy` follows it. (A dry run
+    // first brings v2 into the agent's mirror, so the rollout's own question — what is
+    // the ref? — needs no fetch for v2's full commit id, and the job's fetch is the one
+    // that hangs.)
+    let v2 = repo.commit_version("2", &[]);
+    let dry = cli::hoist_within(
+        &["deploy", "web", "--ref", &v2, "--fleet", fl, "--dry-run"],
+        JOB_LIMIT,
+    );
+    assert!(dry.ok(), "{}", dry.describe());
     server.hang();
-    let mut inflight =
-        Background::start(&["deploy", "web", "--ref", "main", "--fleet", fl, "--json"]);
+    let mut inflight = Background::start(&["deploy", "web", "--ref", &v2, "--fleet", fl, "--json"]);
     let job = e2e::eventually("the fetch hangs", Duration::from_secs(20), || async {
         let text = inflight.stdout();
         let job = text

@@ -10,6 +10,7 @@ use hoist_proto::v1::{JobResult, StepOutput, Stream as WireStream, job_event::Ki
 use tokio::sync::mpsc;
 
 use crate::{
+    config,
     host::process,
     state::{
         envfile,
@@ -227,9 +228,157 @@ pub(super) fn link_shared(ctx: &Ctx, id: &str, allow_missing_env: bool) -> StepR
     ctx.finish(step, started, result)
 }
 
+/// The steps a deploy of `app` runs, in order, as [`deploy`] runs them (what
+/// `--dry-run` shows); `migrate`: this host runs the migrations.
+pub fn planned_steps(app: &config::App, migrate: bool) -> Vec<String> {
+    let steps = &app.steps;
+    let mut plan: Vec<String> = ["fetch", "materialise", "shared"]
+        .map(String::from)
+        .to_vec();
+    let mut declared = |name: &str, on: bool| {
+        if on {
+            plan.push(name.to_string());
+        }
+    };
+    declared("build", steps.build.is_some());
+    declared("backup", migrate && steps.backup.is_some());
+    declared("maintenance_on", steps.maintenance_on.is_some());
+    declared("migrate", migrate && steps.migrate.is_some());
+    declared("switch", true);
+    declared(
+        "activate",
+        app.strategy == config::Strategy::Command && app.activate.is_some(),
+    );
+    declared("after_switch", steps.after_switch.is_some());
+    for service in app.all_services() {
+        plan.push(format!("restart {}", service.display_name()));
+    }
+    if steps.maintenance_on.is_some() {
+        plan.push("maintenance_off".into());
+    }
+    for check in &app.checks {
+        plan.push(format!("check {}", check.name()));
+    }
+    plan
+}
+
+/// The fetch of a dry run, or of a controller choosing a release id, failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchFailed(String);
+
+/// Fetches `ref` into the app's mirror and resolves it to a commit, as a deploy's
+/// `fetch` step does, outside any job (`PlanDeploy`).
+pub async fn resolve_ref(
+    state_dir: &std::path::Path,
+    app: config::App,
+    r#ref: &str,
+) -> Result<String, FetchFailed> {
+    let job = super::events::Job::scratch("plan", &app.name);
+    let (tx, _) = mpsc::channel(1);
+    let ctx = Ctx::new(
+        state_dir,
+        app,
+        job,
+        String::new(),
+        super::JournalHandle::new(tx),
+    );
+    // A full commit id the mirror has already cannot change: no fetch needed.
+    let repos = ctx.state_dir.join("repos");
+    let mirror = repos.join(format!("{}.git", ctx.app.name));
+    if r#ref.len() == 40
+        && r#ref.bytes().all(|b| b.is_ascii_hexdigit())
+        && mirror.join("HEAD").exists()
+    {
+        let mirror = mirror.to_string_lossy().into_owned();
+        let spec = format!("{}^{{commit}}", r#ref.to_ascii_lowercase());
+        let argv = [
+            "git",
+            "--git-dir",
+            &mirror,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ];
+        if let Ok(lines) = ctx.tool("fetch", &argv, &repos).await
+            && lines.first().is_some_and(|l| l.eq_ignore_ascii_case(r#ref))
+        {
+            return Ok(lines[0].clone());
+        }
+    }
+    fetch(&ctx, r#ref)
+        .await
+        .map_err(|f| FetchFailed(format!("{}: {}", f.step, f.error)))
+}
+
+/// The release id this deploy builds: the controller's (checked against the commit the
+/// ref resolved to here, and against the releases already here), or one of its own.
+fn choose_release(ctx: &Ctx, chosen: &str, r#ref: &str, commit: &str) -> StepResult<String> {
+    if chosen.is_empty() {
+        return Ok(release::new_id(commit, &ctx.layout.releases()));
+    }
+    let step = "release";
+    let started = ctx.start(step, format!("release {chosen}"));
+    let result = (|| {
+        let part =
+            release::chosen_release_commit(chosen).or_else(|e| ctx.fail(step, e.to_string()))?;
+        if !commit.starts_with(part) {
+            return ctx.fail(
+                step,
+                format!(
+                    "{ref} resolved here to {commit}, but the fleet's release id {chosen} names commit {part}: the hosts do not agree on what {ref} is (did it move during the deploy?); deploy again, or deploy the commit itself (--ref {part})",
+                    ref = r#ref
+                ),
+            );
+        }
+        let releases = ctx.layout.releases();
+        let exists = |name: String| std::fs::symlink_metadata(releases.join(name)).is_ok();
+        if exists(chosen.to_string()) || exists(format!("{chosen}.tmp")) {
+            let had = ctx.layout.revision(chosen);
+            return ctx.fail(
+                step,
+                format!(
+                    "release {chosen} already exists on this host{}; a release id names one deploy: deploy again for a new id",
+                    if had.is_empty() { String::new() } else { format!(" (commit {had})") }
+                ),
+            );
+        }
+        Ok(chosen.to_string())
+    })();
+    ctx.finish(step, started, result)
+}
+
+/// Removes old releases (`keep_releases` counts good ones only; see
+/// [`release::prunable`]) and the backups of releases gone.
+pub(super) async fn prune(ctx: &Ctx) {
+    let journal = ctx.journal.snapshot().await;
+    let current = ctx.layout.current().unwrap_or_default();
+    let previous = ctx.layout.previous(&journal).unwrap_or_default();
+    // Oldest first: by the time in the id, then (two deploys in one second) by when
+    // each went live.
+    let mut all = ctx.layout.list();
+    all.sort_by_key(|id| {
+        let at = journal.release(id).map_or(0, |r| r.deployed_at_ms);
+        (id.get(..16).unwrap_or(id).to_string(), at, id.clone())
+    });
+    let removed = ctx.layout.prune(
+        &all,
+        ctx.app.keep_releases as usize,
+        |id| journal.good(id),
+        |id| journal.never_prune(id, &current, &previous),
+    );
+    if !removed.is_empty() {
+        ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
+    }
+    prune_backups(ctx, &journal);
+}
+
 pub(super) async fn deploy(
     ctx: &mut Ctx,
     r#ref: &str,
+    release_id: &str,
     migrate: bool,
     allow_missing_env: bool,
 ) -> Outcome {
@@ -254,7 +403,10 @@ pub(super) async fn deploy(
         Ok(c) => c,
         Err(f) => return failed(f, "", &previous, ""),
     };
-    let id = release::new_id(&commit, &ctx.layout.releases());
+    let id = match choose_release(ctx, release_id, r#ref, &commit) {
+        Ok(id) => id,
+        Err(f) => return failed(f, "", &previous, &commit),
+    };
     ctx.set_release_vars(&id, &commit, r#ref);
     ctx.notice(format!("release {id} ({}) from {}", &commit[..7], r#ref));
     // Before anything is built: the journal's running record names the release, so a
@@ -410,17 +562,13 @@ pub(super) async fn deploy(
     if outcome.result == JobResult::Succeeded {
         ctx.note_current(&id, &previous).await;
     }
-    let journal = ctx.journal.snapshot().await;
-    let mut protect: Vec<String> = ctx.layout.previous(&journal).into_iter().collect();
-    // Never a release whose migrations are still applied past the serving one: its
-    // `migrate_rollback` is the one that can reverse them.
-    let serving = ctx.layout.current().unwrap_or_default();
-    protect.extend(journal.schema_ahead(&serving));
-    let removed = ctx.layout.prune(ctx.app.keep_releases as usize, &protect);
-    if !removed.is_empty() {
-        ctx.notice(format!("pruned old releases: {}", removed.join(", ")));
-    }
-    prune_backups(ctx, &journal);
+    let mark = match outcome.result {
+        JobResult::Succeeded => journal::OUTCOME_OK,
+        JobResult::RolledBack => journal::OUTCOME_ROLLED_BACK,
+        _ => journal::OUTCOME_FAILED,
+    };
+    ctx.note_outcome(&id, mark).await;
+    prune(ctx).await;
     outcome
 }
 
@@ -470,6 +618,7 @@ pub(super) async fn record_release(ctx: &Ctx, id: &str, commit: &str, r#ref: &st
             job_id: ctx.job.id.clone(),
             backup_file: None,
             migrations: journal::Migrations::None,
+            outcome: String::new(),
         },
         on_disk: ctx.layout.list(),
     };

@@ -148,6 +148,12 @@ impl Job {
         })
     }
 
+    /// A job whose events go nowhere: for the agent's own questions that run a step
+    /// outside any job (the fetch of `PlanDeploy`).
+    pub fn scratch(id: &str, app: &str) -> Arc<Job> {
+        Job::new(id.to_string(), app.to_string(), PathBuf::new(), None)
+    }
+
     /// Appends an event: numbered, stamped, written to the log file, shown to followers.
     pub fn emit(&self, kind: Kind) {
         let finished = match &kind {

@@ -26,7 +26,9 @@ use crate::{
     state::journal::{self, Change, JobRecord, Journal, JournalError},
 };
 
+pub use deploy::{FetchFailed, planned_steps as planned_deploy_steps, resolve_ref};
 pub use recover::{recover, recover_unrecorded, stop_orphans, told};
+pub use rollback::{RollbackPlan, RollbackRefusal, plan as plan_rollback};
 pub use step::Ctx;
 use step::{Failed, StepResult};
 
@@ -96,6 +98,8 @@ impl JournalHandle {
 pub enum Request {
     Deploy {
         r#ref: String,
+        /// The controller's release id for the whole deploy; empty: the agent picks.
+        release_id: String,
         migrate: bool,
         allow_missing_env: bool,
         forced: bool,
@@ -258,10 +262,11 @@ pub async fn run(mut ctx: Ctx, request: Request, started_at_ms: u64, told: Vec<S
     let outcome = match &request {
         Request::Deploy {
             r#ref,
+            release_id,
             migrate,
             allow_missing_env,
             ..
-        } => deploy::deploy(&mut ctx, r#ref, *migrate, *allow_missing_env).await,
+        } => deploy::deploy(&mut ctx, r#ref, release_id, *migrate, *allow_missing_env).await,
         Request::Rollback {
             to_release,
             migrate,

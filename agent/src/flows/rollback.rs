@@ -5,7 +5,10 @@ use hoist_proto::v1::JobResult;
 
 use crate::{
     config,
-    state::journal::{Change, Migrations},
+    state::{
+        journal::{self, Change, Journal, Migrations, TargetError},
+        release::Layout,
+    },
 };
 
 use super::*;
@@ -75,6 +78,123 @@ pub(super) async fn auto_rollback(
         commit: commit.into(),
         error,
     }
+}
+
+/// Where a rollback goes on a host, and what it runs there.
+#[derive(Clone, Debug)]
+pub struct RollbackPlan {
+    pub target: String,
+    pub commit: String,
+    pub current: String,
+    pub steps: Vec<String>,
+}
+
+/// Why a rollback would not start on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackRefusal {
+    #[error("there is no previous release to roll back to")]
+    NoPrevious,
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("release {0} is already current")]
+    AlreadyCurrent(String),
+    #[error("--migrate: this app declares no migrate_rollback step")]
+    NoMigrateRollback,
+    #[error("--restore-db: this app declares no restore step")]
+    NoRestore,
+    #[error("--restore-db: no backup is recorded for release {0}; nothing to restore")]
+    NoBackup(String),
+}
+
+/// Where a rollback to `to` (empty: the previous release; else a release id, a ref
+/// that was deployed, or a commit or its prefix) goes on this host, and its steps in
+/// order: what `hoist rollback` does and `--dry-run` shows.
+pub fn plan(
+    app: &config::App,
+    layout: &Layout,
+    journal: &Journal,
+    to: &str,
+    migrate: bool,
+    restore_db: bool,
+) -> Result<RollbackPlan, RollbackRefusal> {
+    let current = layout.current().unwrap_or_default();
+    let target = if to.is_empty() {
+        layout
+            .previous(journal)
+            .ok_or(RollbackRefusal::NoPrevious)?
+    } else {
+        journal.resolve_target(to, &layout.list(), |id| layout.revision(id))?
+    };
+    if target == current {
+        return Err(RollbackRefusal::AlreadyCurrent(target));
+    }
+    let record = journal.release(&target).cloned().unwrap_or_default();
+    let mut steps = Vec::new();
+    // As [`rollback`] runs them: the releases being left reverse their own
+    // migrations, newest first, after a backup and inside maintenance.
+    let mut reverse = Vec::new();
+    if migrate {
+        if app.steps.migrate_rollback.is_none() {
+            return Err(RollbackRefusal::NoMigrateRollback);
+        }
+        reverse = journal.schema_ahead(&target);
+        let legacy = journal
+            .release(&current)
+            .is_none_or(|r| r.migrations == Migrations::Unknown);
+        if legacy && !current.is_empty() && !reverse.contains(&current) {
+            reverse.push(current.clone());
+        }
+    }
+    if restore_db {
+        if app.steps.restore.is_none() {
+            return Err(RollbackRefusal::NoRestore);
+        }
+        if record.backup_file.is_none() {
+            return Err(RollbackRefusal::NoBackup(target));
+        }
+    }
+    let maintenance = (!reverse.is_empty() || restore_db) && app.steps.maintenance_on.is_some();
+    if !reverse.is_empty() && app.steps.backup.is_some() {
+        steps.push("backup".into());
+    }
+    if maintenance {
+        steps.push("maintenance_on".into());
+    }
+    for id in &reverse {
+        steps.push(format!("migrate_rollback (from {id})"));
+    }
+    if let Some(file) = &record.backup_file
+        && restore_db
+    {
+        steps.push(format!("restore ({file})"));
+    }
+    steps.push("switch".into());
+    if app.strategy == config::Strategy::Command && app.activate.is_some() {
+        steps.push("activate".into());
+    }
+    if app.steps.after_switch.is_some() {
+        steps.push("after_switch".into());
+    }
+    for service in app.all_services() {
+        steps.push(format!("restart {}", service.display_name()));
+    }
+    if maintenance {
+        steps.push("maintenance_off".into());
+    }
+    for check in &app.checks {
+        steps.push(format!("check {}", check.name()));
+    }
+    let commit = if record.commit.is_empty() {
+        layout.revision(&target)
+    } else {
+        record.commit
+    };
+    Ok(RollbackPlan {
+        target,
+        commit,
+        current,
+        steps,
+    })
 }
 
 /// What `hoist rollback` asked for.
@@ -156,7 +276,16 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
     } else if ask.to.is_empty() {
         ctx.layout.previous(&journal).unwrap_or_default()
     } else {
-        ask.to.to_string()
+        match journal.resolve_target(ask.to, &ctx.layout.list(), |id| ctx.layout.revision(id)) {
+            Ok(id) => id,
+            Err(e) => {
+                let f = Failed {
+                    step: "rollback".into(),
+                    error: format!("{e}; see `hoist releases {}`", ctx.app.name),
+                };
+                return failed(f, ask.to, &current, "");
+            }
+        }
     };
     let fail = |step: &str, error: String| {
         failed(
@@ -367,7 +496,13 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
     } else {
         Ok(())
     };
-    match result.and(off) {
+    let result = result.and(off);
+    if result.is_ok() && !stay {
+        ctx.note_outcome(&current, journal::OUTCOME_ROLLED_BACK)
+            .await;
+        ctx.note_outcome(&target, journal::OUTCOME_OK).await;
+    }
+    match result {
         Ok(()) => Outcome {
             result: JobResult::Succeeded,
             release: target,

@@ -535,6 +535,15 @@ impl Ctx {
         self.journal.record(change, "the release history").await;
     }
 
+    /// Records how release `id` fared (`ok`, `failed`, `rolled_back`).
+    pub(super) async fn note_outcome(&self, id: &str, outcome: &str) {
+        let change = Change::Outcome {
+            release: id.into(),
+            outcome: outcome.into(),
+        };
+        self.journal.record(change, "the release's outcome").await;
+    }
+
     /// The command strategy's switch: `activate` (e.g. `helm upgrade --install ... --wait`)
     /// from the release, after `current` points at it.
     pub(super) async fn activate(&self, dir: &Path) -> StepResult {

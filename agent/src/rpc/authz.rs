@@ -19,14 +19,14 @@ pub fn required_role(path: &str) -> Option<Role> {
     match service {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
-            | "EnvList" | "ListBackups" => Some(Role::Viewer),
+            | "PlanRollback" | "EnvList" | "ListBackups" => Some(Role::Viewer),
             // Runs the app's commands (read-only by contract) as its user.
             "PendingMigrations" => Some(Role::Deployer),
             "Backup" | "Restore" => Some(Role::Deployer),
             // The agent checks each task's own role against the caller's.
             "RunTask" => Some(Role::Viewer),
             "Deploy" | "Rollback" | "Restart" | "Stop" | "Start" | "Lock" | "Unlock" | "EnvSet"
-            | "EnvUnset" | "RecordRefusal" => Some(Role::Deployer),
+            | "EnvUnset" | "RecordRefusal" | "PlanDeploy" => Some(Role::Deployer),
             _ => None,
         },
         "grpc.health.v1.Health" => match method {

@@ -28,6 +28,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_NAME: usize = 64;
 pub const MAX_REF: usize = 255;
 pub const MAX_ID: usize = 128;
+/// `YYYYMMDDTHHMMSSZ-` (17) + a full sha-1 (40) + `-NNNN` (5), with room to spare.
+pub const MAX_RELEASE_ID: usize = 80;
 pub const MAX_ENV_KEY: usize = 128;
 pub const MAX_ENV_VALUE: usize = 64 * 1024;
 pub const MAX_ENV_VARS: usize = 256;
@@ -96,6 +98,27 @@ fn name(field: &'static str, value: &str) -> Result<(), OutOfBounds> {
 
 fn id(field: &'static str, value: &str) -> Result<(), OutOfBounds> {
     text(field, value, MAX_ID)
+}
+
+/// A release id the controller chose: at most [`MAX_RELEASE_ID`] bytes of
+/// `[0-9A-Za-z-]` (its exact shape is checked where it is used,
+/// `release::chosen_release_commit`): nothing that could name a path outside
+/// `releases/`.
+fn release(value: &str) -> Result<(), OutOfBounds> {
+    text("release_id", value, MAX_RELEASE_ID)?;
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(OutOfBounds {
+            field: "release_id",
+            why: format!(
+                "contains {bad:?} ({}); a release id has letters, digits and '-' only",
+                quote(value)
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn git_ref(field: &'static str, value: &str) -> Result<(), OutOfBounds> {
@@ -172,11 +195,38 @@ impl Bounded for pb::DeployRequest {
             allow_missing_env: _,
             forced: _,
             reason: why,
+            release_id,
         } = self;
         name("app", app)?;
         git_ref("ref", r#ref)?;
         id("deploy_id", deploy_id)?;
+        release(release_id)?;
         reason("reason", why)
+    }
+}
+
+impl Bounded for pb::PlanDeployRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::PlanDeployRequest {
+            app,
+            r#ref,
+            migrate: _,
+        } = self;
+        name("app", app)?;
+        git_ref("ref", r#ref)
+    }
+}
+
+impl Bounded for pb::PlanRollbackRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::PlanRollbackRequest {
+            app,
+            to,
+            migrate: _,
+            restore_db: _,
+        } = self;
+        name("app", app)?;
+        git_ref("to", to)
     }
 }
 
@@ -490,6 +540,22 @@ mod tests {
             }),
             Box::new(pb::ListBackupsRequest { app: big.clone() }),
             Box::new(pb::PendingMigrationsRequest { app: big.clone() }),
+            Box::new(pb::PlanDeployRequest {
+                app: "web".into(),
+                r#ref: big.clone(),
+                migrate: false,
+            }),
+            Box::new(pb::PlanRollbackRequest {
+                app: "web".into(),
+                to: big.clone(),
+                ..Default::default()
+            }),
+            Box::new(pb::DeployRequest {
+                app: "web".into(),
+                r#ref: "main".into(),
+                release_id: big.clone(),
+                ..Default::default()
+            }),
         ];
         for case in cases {
             let err = case.check().unwrap_err().to_string();
@@ -536,6 +602,23 @@ mod tests {
         };
         let err = value.check().unwrap_err().to_string();
         assert!(!err.contains("sss"), "{err}");
+        let deploy = |release_id: &str| pb::DeployRequest {
+            app: "web".into(),
+            r#ref: "main".into(),
+            release_id: release_id.into(),
+            ..Default::default()
+        };
+        assert!(deploy("").check().is_ok(), "an older controller's request");
+        assert!(deploy("20261202T171500Z-abc1234").check().is_ok());
+        for bad in ["../../etc", "a/b", "x.tmp", "a\0b"] {
+            let err = deploy(bad).check().unwrap_err().to_string();
+            assert!(err.starts_with("release_id"), "{err}");
+        }
+        let err = deploy(&"a".repeat(MAX_RELEASE_ID + 1))
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit of 80"), "{err}");
         let refusal = pb::RecordRefusalRequest {
             app: "web".into(),
             job_id: "d-1".into(),

@@ -7,11 +7,11 @@ use tonic::{Code, Status};
 use crate::{
     apps::AppsError,
     config::UnknownApp,
-    flows::events::InvalidJobId,
+    flows::{RollbackRefusal, events::InvalidJobId},
     rpc::bounds::OutOfBounds,
     state::{
         envfile::{EnvError, EnvFileError},
-        journal::JournalError,
+        journal::{JournalError, TargetError},
         lock::LockError,
         release::NameError,
     },
@@ -32,6 +32,17 @@ impl From<AppsError> for Status {
             }
             AppsError::JobLog(_) | AppsError::Journal(_) => Code::Internal,
             AppsError::OwnerStopped => Code::Unavailable,
+        };
+        status(code, &err)
+    }
+}
+
+impl From<RollbackRefusal> for Status {
+    fn from(err: RollbackRefusal) -> Status {
+        // NotFound stays "no such app": a missing release is a precondition.
+        let code = match &err {
+            RollbackRefusal::Target(TargetError::Ambiguous { .. }) => Code::InvalidArgument,
+            _ => Code::FailedPrecondition,
         };
         status(code, &err)
     }

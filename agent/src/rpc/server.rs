@@ -227,12 +227,16 @@ impl Agent for AgentService {
         let who = who(&request);
         let req = request.into_inner();
         release::validate_ref(&req.r#ref)?;
+        if !req.release_id.is_empty() {
+            release::chosen_release_commit(&req.release_id)?;
+        }
         self.run_job(
             &req.app,
             &req.deploy_id,
             &who,
             flows::Request::Deploy {
                 r#ref: req.r#ref,
+                release_id: req.release_id,
                 migrate: req.migrate,
                 allow_missing_env: req.allow_missing_env,
                 forced: req.forced,
@@ -250,8 +254,9 @@ impl Agent for AgentService {
         let request = bounds::checked(request)?;
         let who = who(&request);
         let req = request.into_inner();
-        if !req.to_release.is_empty() {
-            release::validate_release_id(&req.to_release)?;
+        if !req.to_release.is_empty() && release::validate_release_id(&req.to_release).is_err() {
+            // A ref or a commit (resolved against the journal, never used as a path).
+            release::validate_ref(&req.to_release)?;
         }
         if !req.of_release.is_empty() {
             release::validate_release_id(&req.of_release)?;
@@ -550,6 +555,59 @@ impl Agent for AgentService {
             find_app(&config, &req.app)?.clone()
         };
         Ok(Response::new(flows::pending::check(&app).await))
+    }
+
+    async fn plan_deploy(
+        &self,
+        request: Request<pb::PlanDeployRequest>,
+    ) -> Result<Response<pb::PlanDeployResponse>, Status> {
+        let request = bounds::checked(request)?;
+        let req = request.into_inner();
+        release::validate_ref(&req.r#ref)?;
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, &req.app)?.clone();
+        if let (_, Some(job)) = self.apps.state(&app.name).await {
+            return Err(Status::failed_precondition(format!(
+                "job {job} of {} is running; ask again when it has finished",
+                app.name
+            )));
+        }
+        let layout = release::Layout::new(&app.deploy_to);
+        let steps = flows::planned_deploy_steps(&app, req.migrate);
+        let declares_migrate = app.steps.migrate.is_some();
+        let commit = flows::resolve_ref(&config.agent.state_dir, app, &req.r#ref)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::PlanDeployResponse {
+            commit,
+            current_release: layout.current().unwrap_or_default(),
+            releases: layout.list(),
+            steps,
+            declares_migrate,
+        }))
+    }
+
+    async fn plan_rollback(
+        &self,
+        request: Request<pb::PlanRollbackRequest>,
+    ) -> Result<Response<pb::PlanRollbackResponse>, Status> {
+        let request = bounds::checked(request)?;
+        let req = request.into_inner();
+        if !req.to.is_empty() {
+            release::validate_ref(&req.to)?;
+        }
+        let config = self.config.borrow().clone();
+        let app = find_app(&config, &req.app)?;
+        let layout = release::Layout::new(&app.deploy_to);
+        let journal = self.apps.journal(&app.name).await?;
+        let plan =
+            flows::plan_rollback(app, &layout, &journal, &req.to, req.migrate, req.restore_db)?;
+        Ok(Response::new(pb::PlanRollbackResponse {
+            release: plan.target,
+            commit: plan.commit,
+            current_release: plan.current,
+            steps: plan.steps,
+        }))
     }
 
     async fn lock(

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use hoist_proto::v1::{JobKind, JobResult, JobSummary, Release};
+use hoist_proto::v1::{JobKind, JobResult, JobSummary, Release, ReleaseOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::state::atomic;
@@ -37,6 +37,10 @@ pub struct ReleaseRecord {
     /// reversed since ([`Migrations`]).
     #[serde(default)]
     pub migrations: Migrations,
+    /// How it fared: [`OUTCOME_OK`], [`OUTCOME_FAILED`], [`OUTCOME_ROLLED_BACK`];
+    /// empty while its deploy runs, and for releases recorded before outcomes were.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub outcome: String,
 }
 
 /// What a release did to the schema on this host: the bookkeeping `rollback --migrate`
@@ -97,6 +101,31 @@ pub struct BackupRecord {
 
 /// Backup records kept in the journal (the files themselves follow `keep_backups`).
 pub const KEEP_BACKUP_RECORDS: usize = 200;
+
+/// The deploy (or a rollback to the release) succeeded.
+pub const OUTCOME_OK: &str = "ok";
+/// Its deploy failed after the switch and it stayed (nothing to roll back to).
+pub const OUTCOME_FAILED: &str = "failed";
+/// It was rolled back: by its agent after failed checks, or by `hoist rollback`.
+pub const OUTCOME_ROLLED_BACK: &str = "rolled_back";
+
+/// Why a rollback target (`hoist rollback --to X`) names no single release here.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(
+        "no release on this host matches {to:?} (a release id, a ref that was deployed, or a \
+         commit or its prefix); releases here: {known}"
+    )]
+    NotFound { to: String, known: String },
+    #[error(
+        "{to:?} matches more than one release on this host: {candidates}; pass one of \
+         these release ids (or a longer commit prefix)"
+    )]
+    Ambiguous { to: String, candidates: String },
+}
+
+/// The shortest commit prefix `--to` accepts.
+pub const MIN_COMMIT_PREFIX: usize = 4;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobRecord {
@@ -356,6 +385,82 @@ impl Journal {
             .or_else(|| self.backups.iter().rev().find(present))
     }
 
+    /// A release that counts toward `keep_releases`: not failed, not rolled back
+    /// (releases recorded before outcomes were count as good).
+    pub fn good(&self, id: &str) -> bool {
+        self.release(id)
+            .is_none_or(|r| r.outcome != OUTCOME_FAILED && r.outcome != OUTCOME_ROLLED_BACK)
+    }
+
+    /// Whether pruning must leave release `id` alone, whatever `keep_releases` says:
+    /// the one serving (`current`), the one a plain rollback returns to (`previous`),
+    /// and one whose migrations are still applied past the serving one (its
+    /// `migrate_rollback` is the only one that can reverse them,
+    /// [`Journal::schema_ahead`]). The one place a release is protected from pruning.
+    pub fn never_prune(&self, id: &str, current: &str, previous: &str) -> bool {
+        id == current || id == previous || self.schema_ahead(current).iter().any(|a| a == id)
+    }
+
+    /// The release `to` names among `on_disk` (oldest first): a release id; else the
+    /// releases deployed from ref `to`; else those whose commit starts with `to`.
+    /// Several releases of one commit resolve to the newest; of several commits, to an
+    /// error listing them. `commit_of` gives a release's commit when the journal has
+    /// none (its `REVISION`).
+    pub fn resolve_target(
+        &self,
+        to: &str,
+        on_disk: &[String],
+        commit_of: impl Fn(&str) -> String,
+    ) -> Result<String, TargetError> {
+        if on_disk.iter().any(|id| id == to) {
+            return Ok(to.to_string());
+        }
+        let commit = |id: &str| {
+            self.release(id)
+                .map(|r| r.commit.clone())
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| commit_of(id))
+        };
+        let by_ref: Vec<&String> = on_disk
+            .iter()
+            .filter(|id| self.release(id).is_some_and(|r| r.r#ref == to))
+            .collect();
+        let lower = to.to_ascii_lowercase();
+        let by_commit: Vec<&String> =
+            if to.len() >= MIN_COMMIT_PREFIX && to.bytes().all(|b| b.is_ascii_hexdigit()) {
+                on_disk
+                    .iter()
+                    .filter(|id| commit(id).starts_with(&lower))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        let matches = if by_ref.is_empty() { by_commit } else { by_ref };
+        let Some(newest) = matches.last() else {
+            return Err(TargetError::NotFound {
+                to: to.to_string(),
+                known: if on_disk.is_empty() {
+                    "none".into()
+                } else {
+                    on_disk.join(", ")
+                },
+            });
+        };
+        let commits: std::collections::BTreeSet<String> =
+            matches.iter().map(|id| commit(id)).collect();
+        if commits.len() > 1 {
+            let candidates: Vec<String> = matches
+                .iter()
+                .map(|id| format!("{id} ({})", &commit(id)[..commit(id).len().min(12)]))
+                .collect();
+            return Err(TargetError::Ambiguous {
+                to: to.to_string(),
+                candidates: candidates.join(", "),
+            });
+        }
+        Ok(newest.to_string())
+    }
+
     /// Records a job (replacing an earlier record of the same id, e.g. its `running`
     /// one), newest last. A deploy counts once, when it first gets a final result.
     pub fn record_job(&mut self, record: JobRecord) {
@@ -427,6 +532,13 @@ impl Journal {
                         && self
                             .release(current)
                             .is_none_or(|c| rec.deployed_at_ms > c.deployed_at_ms),
+                    outcome: match rec.outcome.as_str() {
+                        OUTCOME_OK => ReleaseOutcome::Ok,
+                        OUTCOME_FAILED => ReleaseOutcome::Failed,
+                        OUTCOME_ROLLED_BACK => ReleaseOutcome::RolledBack,
+                        _ => ReleaseOutcome::Unspecified,
+                    }
+                    .into(),
                 }
             })
             .collect()
@@ -504,6 +616,8 @@ pub enum Change {
     /// A backup taken at `taken_at_ms` was restored: the migrations run after it are
     /// gone from the database.
     Restored { taken_at_ms: u64 },
+    /// How `release` fared ([`OUTCOME_OK`] and the like).
+    Outcome { release: String, outcome: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -560,7 +674,10 @@ impl JournalFile {
         // write of the journal in the same job (the release record, the job's end),
         // which makes them durable; a job's records and releases are durable at once.
         let durability = match change {
-            Change::Progress { .. } | Change::Current { .. } => atomic::Durability::Ordered,
+            // A release's outcome is followed by its job's end, too.
+            Change::Progress { .. } | Change::Current { .. } | Change::Outcome { .. } => {
+                atomic::Durability::Ordered
+            }
             Change::Job(_)
             | Change::Release { .. }
             | Change::Backup { .. }
@@ -634,6 +751,11 @@ impl JournalFile {
                     {
                         r.migrations = Migrations::Reversed { at_ms: now_ms() };
                     }
+                }
+            }
+            Change::Outcome { release, outcome } => {
+                if let Some(r) = journal.releases.iter_mut().find(|r| r.id == release) {
+                    r.outcome = outcome;
                 }
             }
         }

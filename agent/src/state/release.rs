@@ -20,6 +20,41 @@ pub enum NameError {
     Ref { name: String, why: &'static str },
     #[error("release {0:?} is not a release id; see `hoist releases APP` for the ids")]
     Release(String),
+    #[error(
+        "release id {0:?} is not of the form YYYYMMDDTHHMMSSZ-COMMIT[-N] (a UTC time, 7 to 40 \
+         lowercase hex digits of the commit, an optional counter)"
+    )]
+    ChosenRelease(String),
+}
+
+/// The commit prefix in a release id the controller chose:
+/// `YYYYMMDDTHHMMSSZ-<7..40 lowercase hex>[-N]` (N: 1 to 4 digits). Anything else
+/// (a path, a dot, another shape) is refused, so it can only name a directory right
+/// under `releases/`.
+pub fn chosen_release_commit(id: &str) -> Result<&str, NameError> {
+    let bad = || NameError::ChosenRelease(id.to_string());
+    let mut parts = id.split('-');
+    let (Some(stamp), Some(commit)) = (parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let counter = parts.next();
+    let stamp_ok = stamp.len() == 16
+        && stamp.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            15 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    let commit_ok = (7..=40).contains(&commit.len())
+        && commit
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let counter_ok =
+        counter.is_none_or(|n| (1..=4).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()));
+    if stamp_ok && commit_ok && counter_ok && parts.next().is_none() {
+        Ok(commit)
+    } else {
+        Err(bad())
+    }
 }
 
 /// Validates a git ref from a request: a branch, tag or (abbreviated) sha. Never starts
@@ -333,28 +368,52 @@ impl Layout {
         Ok(done)
     }
 
-    /// Removes releases beyond `keep` (oldest first), never `current` nor the ones in
-    /// `protect` (the previous release).
-    pub fn prune(&self, keep: usize, protect: &[String]) -> Vec<String> {
+    /// Removes the releases [`prunable`] names among `all` (the releases on disk,
+    /// oldest first), never `current` nor one `protected` says to keep; returns the
+    /// ones removed, oldest first.
+    pub fn prune(
+        &self,
+        all: &[String],
+        keep: usize,
+        good: impl Fn(&str) -> bool,
+        protected: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
         let current = self.current();
-        let all = self.list();
-        let mut remaining = all.len();
-        let mut removed = Vec::new();
-        for id in all {
-            if remaining <= keep {
-                break;
-            }
-            if Some(&id) == current.as_ref() || protect.contains(&id) {
-                continue;
-            }
-            let removed_ok = self.releases_dir().and_then(|d| d.remove(&id)).is_ok();
-            if removed_ok {
-                remaining -= 1;
-                removed.push(id);
-            }
-        }
-        removed
+        let doomed = prunable(all, keep, good, |id| {
+            Some(id) == current.as_deref() || protected(id)
+        });
+        doomed
+            .into_iter()
+            .filter(|id| self.releases_dir().and_then(|d| d.remove(id)).is_ok())
+            .collect()
     }
+}
+
+/// Which of `all` (release ids, oldest first) pruning removes, oldest first. Counting
+/// from the newest: the newest `keep` good releases stay (failed and rolled-back ones
+/// do not count toward `keep`); a release that is not good stays only while it is one
+/// of the newest `keep` releases of all; a `protected` one always stays.
+pub fn prunable(
+    all: &[String],
+    keep: usize,
+    good: impl Fn(&str) -> bool,
+    protected: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut good_seen = 0;
+    let mut doomed: Vec<String> = Vec::new();
+    for (newer, id) in all.iter().rev().enumerate() {
+        let stays = if good(id) {
+            good_seen += 1;
+            good_seen <= keep
+        } else {
+            newer < keep
+        };
+        if !stays && !protected(id) {
+            doomed.push(id.clone());
+        }
+    }
+    doomed.reverse();
+    doomed
 }
 
 /// The parent of a relative path, unless it has none.
@@ -423,6 +482,46 @@ mod tests {
     }
 
     #[test]
+    fn pruning_counts_good_releases_only() {
+        let ids: Vec<String> = ["v1", "v2", "v3", "v4"].map(String::from).to_vec();
+        // v3 was rolled back: keep 3 keeps v4, v2 and v1 (good) and v3 (among the 3 newest).
+        let bad = |id: &str| id != "v3";
+        assert!(prunable(&ids, 3, bad, |_| false).is_empty());
+        // keep 2: v1 goes; v3 is still one of the 2 newest.
+        assert_eq!(prunable(&ids, 2, bad, |_| false), ["v1"]);
+        // keep 1: v3 is no longer among the newest; v2 is protected (previous).
+        assert_eq!(prunable(&ids, 1, bad, |id| id == "v2"), ["v1", "v3"]);
+        // Every release failed but the oldest: it is still the one good release kept.
+        assert_eq!(prunable(&ids, 1, |id| id == "v1", |_| false), ["v2", "v3"]);
+    }
+
+    #[test]
+    fn chosen_release_ids() {
+        assert_eq!(
+            chosen_release_commit("20261202T171500Z-abc1234").unwrap(),
+            "abc1234"
+        );
+        assert_eq!(
+            chosen_release_commit("20261202T171500Z-abc1234def-2").unwrap(),
+            "abc1234def"
+        );
+        for bad in [
+            "",
+            "../x",
+            "20261202T171500Z",
+            "20261202T171500Z-ABC1234",
+            "20261202T171500Z-abc12",
+            "20261202T171500Z-abc1234/..",
+            "20261202T171500Z-abc1234-2-3",
+            "2026120xT171500Z-abc1234",
+            "20261202T171500Z-abc1234-12345",
+            ".20261202T171500Z-abc1234",
+        ] {
+            assert!(chosen_release_commit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn stamps() {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
         assert_eq!(utc_stamp(1_795_342_500), "20261122T101500Z");
@@ -443,10 +542,9 @@ mod tests {
         let journal = crate::state::journal::Journal::default();
         assert_eq!(layout.previous(&journal).as_deref(), Some("r1"));
         assert_eq!(layout.list(), vec!["r1", "r2", "r3", "r4"]);
-        // keep 2: r1 is previous and r2 current.
-        let removed = layout.prune(2, &["r1".to_string()]);
-        // Oldest first, until 2 are left; r1 and r2 are protected.
-        assert_eq!(removed, vec!["r3", "r4"]);
+        // keep 1: r1 is previous (protected) and r2 current; r4 is the newest good one.
+        let removed = layout.prune(&layout.list(), 1, |_| true, |id| id == "r1");
+        assert_eq!(removed, vec!["r3"]);
 
         let release = layout.release("r2");
         std::fs::create_dir_all(release.join("storage/logs")).unwrap();

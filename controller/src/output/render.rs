@@ -566,6 +566,17 @@ impl<'a> Output<'a> {
         let _ = self.out.flush();
     }
 
+    /// [`Output::json_document`] with more top-level fields (`extra`, an object).
+    pub fn json_document_with(&mut self, kind: &str, hosts: Value, extra: Value) {
+        let mut value = json!({ "kind": kind, "v": JSON_VERSION, "hosts": hosts });
+        if let (Value::Object(doc), Value::Object(extra)) = (&mut value, extra) {
+            doc.extend(extra);
+        }
+        let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
+        let _ = writeln!(self.out, "{text}");
+        let _ = self.out.flush();
+    }
+
     /// The one document a query command prints: `{"kind", "v", "hosts": [...]}`.
     pub fn json_document(&mut self, kind: &str, hosts: Value) {
         let _ = writeln!(self.out, "{}", document(kind, hosts));

@@ -38,6 +38,7 @@ mod bake;
 mod dry_run;
 pub mod gates;
 pub mod httpc;
+pub mod identity;
 pub mod lease;
 pub mod operation;
 mod phases;
@@ -144,6 +145,18 @@ pub async fn run(
         .and_then(|o| o.forced_reason())
         .map(str::to_string);
 
+    // A dry run asks every host first: what it would do there shapes the plan's text.
+    let findings = if rollout.dry_run {
+        Some(dry_run::ask(&rollout, &op, &plan).await)
+    } else {
+        None
+    };
+    let no_migrate_step = findings
+        .as_ref()
+        .and_then(|f| f.declares_migrate())
+        .is_some_and(|declared| !declared);
+    let migrates = op.migrates() && !no_migrate_step;
+
     // The plan, first of all.
     let mut extra: Vec<(&str, String)> = Vec::new();
     if deploying || plan.budget > 0 {
@@ -158,6 +171,11 @@ pub async fn run(
             ),
             MigrateOn::All => "every host".into(),
             MigrateOn::None => "no host".into(),
+        };
+        let who = if no_migrate_step {
+            "no host: the app declares no migrate step".into()
+        } else {
+            who
         };
         extra.push(("migrations", who));
     }
@@ -177,7 +195,7 @@ pub async fn run(
     let names: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
     let mut view = Progress::new(out, names.clone(), rollout.live && !rollout.dry_run);
     let plan_json = plan.json(
-        op.migrates(),
+        migrates,
         json!({
             "operation": op.kind(),
             "title": title,
@@ -193,7 +211,7 @@ pub async fn run(
     let hosts_word = if count == 1 { "host" } else { "hosts" };
     let to = if deploying { "to" } else { "on" };
     let heading = format!("{title} {to} {count} {hosts_word}");
-    view.say(&plan.text(&heading, op.migrates(), &extra), Some(plan_json));
+    view.say(&plan.text(&heading, migrates, &extra), Some(plan_json));
     if rollout.dry_run {
         let window_refusal = verdict
             .as_ref()
@@ -204,8 +222,8 @@ pub async fn run(
                     v.describe()
                 )
             });
-        let checked =
-            dry_run::check(&rollout, op.app(), plan.budget, window_refusal, &mut view).await;
+        let findings = findings.expect("asked above");
+        let checked = dry_run::report(&findings, &op, plan.budget, window_refusal, &mut view);
         if op.migrates() {
             dry_run::pending(&rollout, op.app(), &mut view).await;
         }
@@ -299,16 +317,78 @@ async fn execute(
                 ));
             }
             view.json_line(&json!({"kind": "refused", "host": refused.host, "why": why}));
-            notifier
-                .send(
-                    Event::Refusal,
-                    &format!("hoist: {title} refused: {why}"),
-                    &[("app", app.clone())],
-                )
-                .await;
-            return Err(RolloutError::Failed(format!("{title}: {why}")));
+            return Err(
+                notify_refusal(notifier, &title, &app, format!("{title}: {why}"), &why).await,
+            );
         }
     };
+
+    // What the ref is on every host (one release id), or where `--to` is on each.
+    let reachable: Vec<&Host> = plan
+        .hosts
+        .iter()
+        .filter(|h| !unreachable.iter().any(|(u, _)| *u == h.name))
+        .copied()
+        .collect();
+    if let Some(o) = op.deploy() {
+        view.print(&format!(
+            "fetching {} on every host to choose one release id",
+            o.git_ref
+        ));
+    }
+    let resolved = identity::resolve(
+        &reachable,
+        rollout.creds,
+        rollout.timeout,
+        rollout.shape.concurrency,
+        op,
+    )
+    .await;
+    let op = match resolved {
+        Ok(op) => op,
+        Err(why) => {
+            let kept = leases.release().await;
+            let mut why = format!("{why}; nothing was changed");
+            if !kept.is_empty() {
+                let names: Vec<&str> = kept.iter().map(|(h, _)| h.as_str()).collect();
+                why.push_str(&format!(
+                    " (the lock on {} could not be released; its lease lapses within a minute)",
+                    names.join(", ")
+                ));
+            }
+            view.json_line(&json!({"kind": "refused", "why": why}));
+            let error = format!("{title} refused: {why}");
+            return Err(notify_refusal(notifier, &title, &app, error, &why).await);
+        }
+    };
+    let op = &op;
+    if op.deploy().is_some() && plan.shape.migrate_on != MigrateOn::None && !op.migrates() {
+        view.say(
+            "no host migrates: the app declares no migrate step",
+            Some(json!({"kind": "no_migrate_step"})),
+        );
+    }
+    if let Some(id) = op.deploy().and_then(|o| o.release_id.as_ref()) {
+        view.say(
+            &format!("release {id} on every host"),
+            Some(json!({"kind": "release", "release": id})),
+        );
+    }
+    if let Operation::Rollback(o) = op
+        && !o.targets.is_empty()
+    {
+        let first = &o.targets[0].1;
+        let text = if o.targets.iter().all(|(_, r)| r == first) {
+            format!("rolling back to {first} on every host")
+        } else {
+            let each: Vec<String> = o.targets.iter().map(|(h, r)| format!("{h}: {r}")).collect();
+            format!("rolling back to {}", each.join(", "))
+        };
+        view.say(
+            &text,
+            Some(json!({"kind": "targets", "targets": o.targets.iter().map(|(h, r)| json!({"host": h, "release": r})).collect::<Vec<_>>()})),
+        );
+    }
 
     let mut state = State {
         view,
@@ -498,6 +578,25 @@ async fn execute(
             Err(RolloutError::Failed(why))
         }
     }
+}
+
+/// Notifies that the rollout was refused before any change (`why`), and returns the
+/// command's error (`error`).
+async fn notify_refusal(
+    notifier: &Notifier,
+    title: &str,
+    app: &str,
+    error: String,
+    why: &str,
+) -> RolloutError {
+    notifier
+        .send(
+            Event::Refusal,
+            &format!("hoist: {title} refused: {why}"),
+            &[("app", app.to_string())],
+        )
+        .await;
+    RolloutError::Failed(error)
 }
 
 /// The gates a rollout evaluates: the fleet's for deploys, none for rollbacks.

@@ -82,6 +82,9 @@ pub struct DeployOptions {
     /// Override a deploy window; needs a reason, recorded in the journal.
     pub force: bool,
     pub reason: Option<String>,
+    /// The release id of this deploy on every host, chosen once by the rollout
+    /// ([`crate::rollout::identity`]); `None`: each agent picks its own (older agents).
+    pub release_id: Option<String>,
 }
 
 impl DeployOptions {
@@ -101,6 +104,7 @@ impl DeployOptions {
             allow_missing_env,
             force,
             reason,
+            release_id: None,
         };
         options.validate()?;
         Ok(options)
@@ -134,6 +138,7 @@ impl DeployOptions {
             allow_missing_env: self.allow_missing_env,
             forced: self.force,
             reason: self.reason.clone().unwrap_or_default(),
+            release_id: self.release_id.clone().unwrap_or_default(),
         })
     }
 
@@ -179,6 +184,10 @@ pub struct RollbackOptions {
     /// Reverse the migrations of releases after the current one and stay: set by the
     /// controller when some host has such a release (`schema_ahead`).
     pub ahead_only: bool,
+    /// `(host, release id)`: where `to_release` (or the previous release) is on each
+    /// host, as its agent resolved it before the rollback changed anything
+    /// ([`crate::rollout::identity`]). A host not listed is sent `to_release` as is.
+    pub targets: Vec<(String, String)>,
 }
 
 impl RollbackOptions {
@@ -266,11 +275,15 @@ impl RollbackOptions {
         Ok(())
     }
 
-    /// The request for one host.
-    pub fn request(&self, job_id: String) -> JobRequest {
+    /// The request for `host`: to the release its agent resolved, if it did.
+    pub fn request(&self, host: &str, job_id: String) -> JobRequest {
+        let resolved = self.targets.iter().find(|(h, _)| h == host);
         JobRequest::Rollback(RollbackRequest {
             app: self.app.clone(),
-            to_release: self.to_release.clone().unwrap_or_default(),
+            to_release: resolved
+                .map(|(_, release)| release.clone())
+                .or_else(|| self.to_release.clone())
+                .unwrap_or_default(),
             job_id,
             migrate: self.migrate,
             restore_db: self.restore_db,
@@ -282,7 +295,7 @@ impl RollbackOptions {
     }
 
     pub fn requests<'h>(&self, hosts: &[&'h Host], base: &str) -> Vec<(&'h Host, JobRequest)> {
-        per_host(hosts, base, |_, id| self.request(id))
+        per_host(hosts, base, |i, id| self.request(&hosts[i].name, id))
     }
 }
 
@@ -571,11 +584,11 @@ impl Operation {
         self.migrate_on() != MigrateOn::None
     }
 
-    /// The request for one host.
-    pub fn request(&self, job_id: String, migrate: bool) -> JobRequest {
+    /// The request for `host`.
+    pub fn request(&self, host: &str, job_id: String, migrate: bool) -> JobRequest {
         match self {
             Operation::Deploy(o) => o.request(job_id, migrate),
-            Operation::Rollback(o) => o.request(job_id),
+            Operation::Rollback(o) => o.request(host, job_id),
         }
     }
 }
@@ -621,6 +634,7 @@ mod tests {
             allow_missing_env: false,
             force: false,
             reason: None,
+            release_id: None,
         }
     }
 

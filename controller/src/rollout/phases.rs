@@ -25,7 +25,11 @@ use crate::{
 /// Every phase in order, each followed by its bake, until the end or a stop.
 pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
     let migrate_on = setup.op.migrate_on();
-    let mut migrator = setup.plan.migrator(|i| state.records[i].skipped.is_none());
+    // The plan's migrator, unless the hosts said the app declares no migrate step.
+    let mut migrator = setup
+        .plan
+        .migrator(|i| state.records[i].skipped.is_none())
+        .filter(|_| migrate_on == MigrateOn::First);
     for phase in &setup.plan.phases {
         if state.stop.is_some() {
             break;
@@ -52,7 +56,11 @@ pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
             migrator = None;
             state.migrator = Some(m);
             rest.retain(|&i| i != m);
-            let first = setup.op.request(state.records[m].job_id.clone(), true);
+            let first = setup.op.request(
+                &state.records[m].host,
+                state.records[m].job_id.clone(),
+                true,
+            );
             run_jobs(setup, state, vec![(m, first)], false).await;
             if !state.records[m].switched() {
                 if !matches!(state.stop, Some(Stop::Detached)) {
@@ -66,7 +74,8 @@ pub(crate) async fn run(setup: &Setup<'_>, state: &mut State<'_, '_, '_>) {
                 .iter()
                 .map(|&i| {
                     let id = state.records[i].job_id.clone();
-                    (i, setup.op.request(id, migrate_on == MigrateOn::All))
+                    let host = &state.records[i].host;
+                    (i, setup.op.request(host, id, migrate_on == MigrateOn::All))
                 })
                 .collect();
             run_jobs(setup, state, jobs, false).await;

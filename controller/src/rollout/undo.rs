@@ -87,7 +87,8 @@ pub(crate) async fn run(
         match handed {
             Ok(to) => jobs.push((
                 i,
-                RollbackOptions::undo(setup.op.app(), to, reason.clone()).request(id),
+                RollbackOptions::undo(setup.op.app(), to, reason.clone())
+                    .request(&state.records[i].host, id),
             )),
             Err(why) => state.on_outcome(i, JobOutcome::Refused(why), true),
         }

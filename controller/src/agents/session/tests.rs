@@ -110,6 +110,7 @@ fn deploy_options() -> crate::rollout::operation::DeployOptions {
         allow_missing_env: false,
         force: false,
         reason: None,
+        release_id: None,
     }
 }
 
