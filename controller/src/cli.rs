@@ -4,7 +4,7 @@
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{
-    Failure, Global, attach, ca, completions, demo, deploy, env, lock, log, releases, run,
+    Failure, Global, attach, ca, completions, demo, deploy, env, lock, log, logs, releases, run,
     services, status, targets, top,
 };
 
@@ -50,6 +50,9 @@ pub enum Command {
     Log(log::LogArgs),
     /// Follow a job (running or finished) from its first event.
     Attach(attach::AttachArgs),
+    /// The last lines of an app's declared log sources ([[app.logs]]) on each host;
+    /// -f follows new ones.
+    Logs(logs::LogsArgs),
     /// Show or change an app's .env (values hidden unless --show).
     Env(env::EnvArgs),
     /// Stop deploys of an app until `hoist unlock`.
@@ -78,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stop(args) => services::run(&global, args, false).await,
         Command::Start(args) => services::run(&global, args, true).await,
         Command::Run(args) => run::run(&global, args).await,
+        Command::Logs(args) => logs::run(&global, args).await,
         Command::Releases(args) => releases::run(&global, args).await,
         Command::Log(args) => log::run(&global, args).await,
         Command::Attach(args) => attach::run(&global, args).await,

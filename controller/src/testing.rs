@@ -161,6 +161,7 @@ impl Agent for Fake {
     type AttachStream = EventStream;
     type EnvSetStream = EventStream;
     type EnvUnsetStream = EventStream;
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<hoist_proto::v1::LogLine, Status>> + Send>>;
 
     async fn get_info(
         &self,
@@ -233,6 +234,12 @@ impl Agent for Fake {
         &self,
         _: Request<hoist_proto::v1::RunTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn logs(
+        &self,
+        _: Request<hoist_proto::v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         not_in_the_fake()
     }
     async fn attach(

@@ -371,6 +371,27 @@ pub async fn run_tool(
     execute(child, deadline, sink).await
 }
 
+/// Like [`run_tool`], but each output piece goes to `pieces` (waiting while the channel
+/// is full): for tools that run long and print much, like `journalctl -f`. Dropping the
+/// future kills the tool.
+pub async fn stream_tool(
+    argv: &[&str],
+    deadline: Instant,
+    pieces: Pieces,
+) -> Result<Exit, ProcessError> {
+    let label = argv.join(" ");
+    let env = tool_env();
+    let child = Spawn {
+        argv,
+        label: &label,
+        cwd: None,
+        env: &env,
+        run_as: None,
+        umask: None,
+    };
+    execute(child, deadline, to_channel(pieces)).await
+}
+
 /// The environment of the host's service tools: [`TOOL_ENV`] as the agent has it.
 fn tool_env() -> BTreeMap<String, String> {
     TOOL_ENV

@@ -19,7 +19,7 @@ pub fn required_role(path: &str) -> Option<Role> {
     match service {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
-            | "EnvList" => Some(Role::Viewer),
+            | "EnvList" | "Logs" => Some(Role::Viewer),
             // The agent checks each task's own role against the caller's.
             "RunTask" => Some(Role::Viewer),
             "Deploy" | "Rollback" | "Restart" | "Stop" | "Start" | "Lock" | "Unlock" | "EnvSet"

@@ -7,8 +7,9 @@
 //! host's request only.
 
 use hoist_proto::v1::{
-    DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind, RecordRefusalRequest,
-    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
+    DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind, LogsRequest,
+    RecordRefusalRequest, RestartRequest, RollbackRequest, RunTaskRequest, StartRequest,
+    StopRequest,
 };
 
 use crate::{
@@ -323,6 +324,81 @@ impl TaskOptions {
                 job_id,
             })
         })
+    }
+}
+
+// === logs ===
+
+/// The most lines `hoist logs --lines` asks of each source (the agents' limit).
+pub const MAX_LOG_LINES: u32 = 10_000;
+/// The longest `hoist logs -f --for` (the agents' limit).
+pub const MAX_LOG_FOLLOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `hoist logs APP [--source NAME] [--lines N] [-f [--for D]] [--grep PATTERN]`,
+/// checked where it is built.
+#[derive(Clone, Debug)]
+pub struct LogsOptions {
+    pub app: String,
+    pub source: Option<String>,
+    pub lines: u32,
+    pub follow: Option<std::time::Duration>,
+    pub grep: Option<String>,
+}
+
+/// `hoist logs` options no agent would take: a usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsOptionsError {
+    #[error("--lines {0} is more than {MAX_LOG_LINES}; ask for fewer")]
+    TooManyLines(u32),
+    #[error("--for is at most 24h; follow again after that")]
+    FollowTooLong,
+    #[error("--grep {pattern:?}: {error}")]
+    Grep {
+        pattern: String,
+        error: hoist_config::PatternError,
+    },
+}
+
+impl LogsOptions {
+    pub fn new(
+        app: String,
+        source: Option<String>,
+        lines: u32,
+        follow: Option<std::time::Duration>,
+        grep: Option<String>,
+    ) -> Result<LogsOptions, LogsOptionsError> {
+        if lines > MAX_LOG_LINES {
+            return Err(LogsOptionsError::TooManyLines(lines));
+        }
+        if follow.is_some_and(|f| f > MAX_LOG_FOLLOW) {
+            return Err(LogsOptionsError::FollowTooLong);
+        }
+        if let Some(pattern) = &grep
+            && let Err(error) = hoist_config::Pattern::parse(pattern)
+        {
+            let shown: String = pattern.chars().take(40).collect();
+            return Err(LogsOptionsError::Grep {
+                pattern: shown,
+                error,
+            });
+        }
+        Ok(LogsOptions {
+            app,
+            source,
+            lines,
+            follow,
+            grep,
+        })
+    }
+
+    pub fn request(&self) -> LogsRequest {
+        LogsRequest {
+            app: self.app.clone(),
+            source: self.source.clone().unwrap_or_default(),
+            lines: self.lines,
+            follow_ms: self.follow.map_or(0, |f| f.as_millis().max(1) as u64),
+            grep: self.grep.clone().unwrap_or_default(),
+        }
     }
 }
 
