@@ -41,6 +41,7 @@ pub(crate) fn finished(result: JobResult, error: &str) -> JobFinished {
         previous_release: "20261121T090000Z-0f0f0f0".into(),
         duration_ms: 12_300,
         error: error.into(),
+        commit: String::new(),
     }
 }
 

@@ -10,3 +10,4 @@ pub mod postgres;
 pub mod promtool;
 pub mod supervisor;
 pub mod systemd;
+pub mod webhook;
