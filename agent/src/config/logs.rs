@@ -127,21 +127,21 @@ impl RawLog {
             report.error(self.name.span(), what, Some(SOURCE_HINT.into()));
             return None;
         }
-        let misplaced = |key: &str, span: Option<Range<usize>>, owner: &str| {
-            span.map(|s| (s, format!("`{key}` only goes with `{owner}`")))
-        };
-        let wrong: Vec<(Range<usize>, String)> = [
-            self.path
-                .is_none()
-                .then(|| misplaced("root", spanned(&self.root), "path"))
-                .flatten(),
-            self.compose_service
-                .is_none()
-                .then(|| misplaced("project", spanned(&self.project), "compose_service"))
-                .flatten(),
+        // Keys that only go with a source this entry does not have.
+        let wrong: Vec<(Range<usize>, &str)> = [
+            (
+                self.path.is_none(),
+                spanned(&self.root),
+                "`root` only goes with `path`",
+            ),
+            (
+                self.compose_service.is_none(),
+                spanned(&self.project),
+                "`project` only goes with `compose_service`",
+            ),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(absent, span, message)| Some((span.filter(|_| absent)?, message)))
         .collect();
         if !wrong.is_empty() {
             for (span, message) in wrong {
