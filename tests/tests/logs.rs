@@ -15,7 +15,7 @@ use std::{
 
 use hoist_tests::{
     e2e,
-    harness::{AgentBuilder, Pki, Who, bin, hoist},
+    harness::{AgentBuilder, Pki, Who, app_user_lines, bin, hoist},
     services::{
         git::AppRepo,
         supervisor::{Program, Supervisord},
@@ -92,17 +92,12 @@ async fn logs_of_a_php_app_under_supervisor() {
         ("worker.php", WORKER),
         ("logs/app.log", "from the release\n"),
     ]);
-    // The repo plants links: one to a file root may read, one into shared/ (through
-    // which a later log would lead elsewhere).
+    // The repo plants a link to a file only root may read.
     repo.symlink("logs/shadow.log", Path::new("/etc/shadow"));
     repo.commit_version("1", &[]);
 
     let pki = Pki::new();
-    let run_as = if nix::unistd::Uid::effective().is_root() {
-        "user = \"nobody\"\ngroup = \"nogroup\"\n"
-    } else {
-        ""
-    };
+    let run_as = app_user_lines();
     let app = format!(
         r#"[[app]]
 name = "shop"

@@ -9,7 +9,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use hoist_tests::{
-    harness::{AgentBuilder, Pki, Who, hoist},
+    harness::{AgentBuilder, Pki, Who, app_user_lines, hoist},
     services::{git::AppRepo, webhook::Receiver},
 };
 
@@ -49,11 +49,7 @@ async fn secrets_stay_hidden_everywhere_and_ordinary_values_readable() {
     let repo = AppRepo::new_static(&[("index.html", "v\n")]);
     repo.commit_version("1", &[]);
     let pki = Pki::new();
-    let run_as = if nix::unistd::Uid::effective().is_root() {
-        "user = \"nobody\"\ngroup = \"nogroup\"\n"
-    } else {
-        ""
-    };
+    let run_as = app_user_lines();
     let app = format!(
         r#"[[app]]
 name = "carbex"

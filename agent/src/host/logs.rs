@@ -43,6 +43,8 @@ const POLL: Duration = Duration::from_millis(500);
 const MAX_POLL_BYTES: u64 = 1 << 20;
 /// How long a tool may take to print a source's last lines.
 const TOOL_TAIL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most files of one source read (and held open while following): the newest.
+const MAX_FILES: usize = 64;
 /// Bytes read back at a time.
 const BLOCK: u64 = 64 * 1024;
 
@@ -183,6 +185,19 @@ struct Followed {
     partial: Vec<u8>,
 }
 
+impl Followed {
+    /// `file` (whose stat is `st`), to be read on from `offset`.
+    fn new(file: File, st: &Stat, offset: u64) -> Followed {
+        Followed {
+            file,
+            dev: st.dev,
+            ino: st.ino,
+            offset,
+            partial: Vec::new(),
+        }
+    }
+}
+
 impl Files<'_> {
     /// The source's directory, opened now (the `current` release may have changed).
     fn open(&self) -> Result<Dir, BeneathError> {
@@ -223,8 +238,8 @@ impl Files<'_> {
         }
     }
 
-    /// The files matching the pattern, oldest first (by modification time, then name),
-    /// and refusals for matching names that are links or not regular files.
+    /// The files matching the pattern, oldest first (by modification time, then name;
+    /// the newest [`MAX_FILES`] only), and refusals for matching names that are links or not regular files.
     fn matching(&self, dir: &Dir) -> Result<Listing, BeneathError> {
         let mut files = Vec::new();
         let mut refused = Vec::new();
@@ -247,6 +262,9 @@ impl Files<'_> {
             }
         }
         files.sort_by(|(a, sa), (b, sb)| sa.mtime.cmp(&sb.mtime).then_with(|| a.cmp(b)));
+        if files.len() > MAX_FILES {
+            files.drain(..files.len() - MAX_FILES);
+        }
         Ok((files, refused))
     }
 
@@ -291,16 +309,7 @@ impl Files<'_> {
                                     tail.push_front(line);
                                 }
                             }
-                            followed.insert(
-                                name.clone(),
-                                Followed {
-                                    file,
-                                    dev: st.dev,
-                                    ino: st.ino,
-                                    offset: st.len,
-                                    partial: Vec::new(),
-                                },
-                            );
+                            followed.insert(name.clone(), Followed::new(file, &st, st.len));
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -381,16 +390,7 @@ impl Files<'_> {
                             {
                                 return;
                             }
-                            followed.insert(
-                                name.clone(),
-                                Followed {
-                                    file,
-                                    dev: st.dev,
-                                    ino: st.ino,
-                                    offset: 0,
-                                    partial: Vec::new(),
-                                },
-                            );
+                            followed.insert(name.clone(), Followed::new(file, &st, 0));
                         }
                         Ok(None) => continue,
                         Err(e) => {
