@@ -47,7 +47,12 @@ pub struct AgentService {
     /// Becomes true when the agent starts draining: live streams end then.
     stopping: watch::Receiver<bool>,
     started_at: SystemTime,
+    /// `hoist logs` streams at once (each may hold a tool or open files).
+    log_streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most `Logs` streams served at once.
+pub const MAX_LOG_STREAMS: usize = 16;
 
 impl AgentService {
     pub fn new(
@@ -62,6 +67,7 @@ impl AgentService {
             apps,
             stopping,
             started_at: SystemTime::now(),
+            log_streams: Arc::new(tokio::sync::Semaphore::new(MAX_LOG_STREAMS)),
         }
     }
 
@@ -421,9 +427,16 @@ impl Agent for AgentService {
             follow: (req.follow_ms > 0).then(|| Duration::from_millis(req.follow_ms)),
             grep,
         };
+        let permit = self.log_streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this agent already serves {MAX_LOG_STREAMS} log streams; end one (or wait for \
+                 a -f to reach its --for) and ask again"
+            ))
+        })?;
         let (tx, rx) = mpsc::channel(64);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let closed = tx.clone();
             tokio::select! {
                 () = logs::read(&app, &sources, &opts, tx) => {}
