@@ -475,6 +475,20 @@ async fn failing_canary_rolls_everything_back_and_never_touches_later_batches() 
         "{:?}",
         hooks.texts()
     );
+    // The rollback message names who, the ref and what failed first, in its text.
+    let rollback = hooks
+        .texts()
+        .into_iter()
+        .find(|t| t.contains("rolled back web-1"))
+        .unwrap();
+    for part in [
+        "by dana",
+        "ref main → ",
+        "failed: web-2: rolled back",
+        "took ",
+    ] {
+        assert!(rollback.contains(part), "{part:?} not in {rollback}");
+    }
 
     // A canary that deploys fine but turns unhealthy during the bake: rolled back too.
     repo.commit_version("3", &[]);

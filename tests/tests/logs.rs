@@ -1,7 +1,7 @@
 //! `hoist logs` against a real agent: a PHP worker under supervisord writing the app's
 //! Laravel-style log in `shared/storage/logs` (a file glob), lines read by a viewer,
-//! `--lines`, `--grep`, `-f` receiving lines appended (and a rotated file) after it
-//! started, secrets masked in the lines, and links planted by the repo or hard links
+//! `--lines`, `--grep`, `-f` receiving lines appended (and a rotated, then a
+//! truncated file's) after it started, secrets masked in the lines, and links planted by the repo or hard links
 //! in `shared/` refused without a byte of what they point at.
 
 use std::{
@@ -280,6 +280,12 @@ path = "logs/*.log"
         "[2026-12-02 10:02:00] production.INFO: after rotation\n",
     );
     assert!(wait_for("after rotation"), "the new file after a rotation");
+    // Truncated in place (copytruncate) and written again: read from its start.
+    std::fs::write(&laravel, "[t] after truncation\n").unwrap();
+    assert!(
+        wait_for("after truncation"),
+        "the truncated file's new line"
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(
