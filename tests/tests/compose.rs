@@ -321,23 +321,19 @@ fn two_services(image: &str, api: u16, worker: u16) -> String {
     )
 }
 
-/// `hoist restart APP --service api` names a service of the app's compose project:
-/// only that one is recreated; `hoist stop`/`start --service` act on one too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_compose_service_by_its_own_name() {
-    let Some(()) = require_tools() else {
-        return;
-    };
+/// A private engine with image v1, and an agent deploying `compose` (the app's compose
+/// file) with `extra` appended to its `[[app]]`, checked on `port`; a fleet file for
+/// `who` naming it web-1.
+async fn compose_agent(compose: &str, port: u16, extra: &str, who: Who) -> Composed {
     let docker = Docker::start().expect("start a private dockerd");
     docker
         .import_image(V1, &[("www/version", "v1\n")])
         .expect("import v1");
-    let (api, worker) = (e2e::free_port(), e2e::free_port());
-    let repo = AppRepo::new_static(&[("docker-compose.yml", &two_services(V1, api, worker))]);
+    let repo = AppRepo::new_static(&[("docker-compose.yml", compose)]);
     let deploy_root = tempfile::tempdir().unwrap();
     let deploy_to = deploy_root.path().join("shop");
     let pki = Pki::new();
-    let toml = app_toml(&repo, &deploy_to, api);
+    let toml = format!("{}{extra}", app_toml(&repo, &deploy_to, port));
     let agent = AgentBuilder::new(&pki)
         .env("DOCKER_HOST", &docker.host())
         .apps(&toml)
@@ -346,14 +342,39 @@ async fn one_compose_service_by_its_own_name() {
     let fleet = deploy_root.path().join("fleet.toml");
     std::fs::write(
         &fleet,
-        format!(
-            "{}{}",
-            pki.fleet_tls(Who::Deployer),
-            agent.fleet_entry("web-1")
-        ),
+        format!("{}{}", pki.fleet_tls(who), agent.fleet_entry("web-1")),
     )
     .unwrap();
-    let fl = fleet.to_str().unwrap();
+    Composed {
+        fleet: fleet.display().to_string(),
+        docker,
+        agent,
+        pki,
+        _repo: repo,
+        _root: deploy_root,
+    }
+}
+
+/// What [`compose_agent`] made.
+struct Composed {
+    docker: Docker,
+    agent: Agent,
+    pki: Pki,
+    _repo: AppRepo,
+    _root: tempfile::TempDir,
+    fleet: String,
+}
+
+/// `hoist restart APP --service api` names a service of the app's compose project:
+/// only that one is recreated; `hoist stop`/`start --service` act on one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_compose_service_by_its_own_name() {
+    let Some(()) = require_tools() else {
+        return;
+    };
+    let (api, worker) = (e2e::free_port(), e2e::free_port());
+    let c = compose_agent(&two_services(V1, api, worker), api, "", Who::Deployer).await;
+    let (docker, agent, fl) = (&c.docker, &c.agent, c.fleet.as_str());
     let hoist = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--fleet", fl]);
@@ -411,10 +432,6 @@ async fn logs_of_a_compose_service() {
     let Some(()) = require_tools() else {
         return;
     };
-    let docker = Docker::start().expect("start a private dockerd");
-    docker
-        .import_image(V1, &[("www/version", "v1\n")])
-        .expect("import v1");
     let port = e2e::free_port();
     let compose = format!(
         r#"services:
@@ -425,31 +442,10 @@ async fn logs_of_a_compose_service() {
     command: ["sh", "-c", "echo web starting with redis://app:Sekr3tPw@127.0.0.1:6379/0; echo web ready; exec httpd -f -p 127.0.0.1:{port} -h /www"]
 "#
     );
-    let repo = AppRepo::new_static(&[("docker-compose.yml", &compose)]);
-    let deploy_root = tempfile::tempdir().unwrap();
-    let deploy_to = deploy_root.path().join("shop");
-    let pki = Pki::new();
-    let toml = format!(
-        "{}\n[[app.logs]]\nname = \"web\"\ncompose_service = \"{SERVICE}\"\n",
-        app_toml(&repo, &deploy_to, port)
-    );
-    let agent = AgentBuilder::new(&pki)
-        .env("DOCKER_HOST", &docker.host())
-        .apps(&toml)
-        .start()
-        .await;
-    let fleet = deploy_root.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "{}{}",
-            pki.fleet_tls(Who::Viewer),
-            agent.fleet_entry("web-1")
-        ),
-    )
-    .unwrap();
-    let fl = fleet.to_str().unwrap();
-    deploy(&agent, &pki, &docker, "d-logs", "main").await;
+    let logs = format!("\n[[app.logs]]\nname = \"web\"\ncompose_service = \"{SERVICE}\"\n");
+    let c = compose_agent(&compose, port, &logs, Who::Viewer).await;
+    let (docker, agent, pki, fl) = (&c.docker, &c.agent, &c.pki, c.fleet.as_str());
+    deploy(agent, pki, docker, "d-logs", "main").await;
 
     let (status, out, err) =
         hoist_tests::harness::hoist(&["logs", "shop", "--source", "web", "--fleet", fl]);

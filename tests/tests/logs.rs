@@ -1,8 +1,8 @@
 //! `hoist logs` against a real agent: a PHP worker under supervisord writing the app's
 //! Laravel-style log in `shared/storage/logs` (a file glob), lines read by a viewer,
-//! `--lines`, `--grep`, `-f` receiving lines appended (and a rotated, then a
-//! truncated file's) after it started, secrets masked in the lines, and links planted by the repo or hard links
-//! in `shared/` refused without a byte of what they point at.
+//! `--lines`, `--grep`, `-f` receiving lines appended (and a rotated, then a truncated
+//! file's) after it started, secrets masked in the lines, and links planted by the
+//! repo or hard links in `shared/` refused without a byte of what they point at.
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -354,21 +354,11 @@ pub async fn run_tool(
     deadline: Instant,
     mut sink: impl FnMut(Stream, String),
 ) -> Result<Exit, ProcessError> {
-    let label = argv.join(" ");
-    let env = tool_env();
-    let child = Spawn {
-        argv,
-        label: &label,
-        cwd,
-        env: &env,
-        run_as: None,
-        umask: None,
-    };
     let sink = move |piece: Piece| {
         sink(piece.stream, piece.text);
         std::future::ready(())
     };
-    execute(child, deadline, sink).await
+    execute_tool(argv, cwd, deadline, sink).await
 }
 
 /// Like [`run_tool`], but each output piece goes to `pieces` (waiting while the channel
@@ -379,17 +369,27 @@ pub async fn stream_tool(
     deadline: Instant,
     pieces: Pieces,
 ) -> Result<Exit, ProcessError> {
+    execute_tool(argv, None, deadline, to_channel(pieces)).await
+}
+
+/// A service tool, as the agent, with [`tool_env`].
+async fn execute_tool<F: std::future::Future<Output = ()>>(
+    argv: &[&str],
+    cwd: Option<&Path>,
+    deadline: Instant,
+    sink: impl FnMut(Piece) -> F,
+) -> Result<Exit, ProcessError> {
     let label = argv.join(" ");
     let env = tool_env();
     let child = Spawn {
         argv,
         label: &label,
-        cwd: None,
+        cwd,
         env: &env,
         run_as: None,
         umask: None,
     };
-    execute(child, deadline, to_channel(pieces)).await
+    execute(child, deadline, sink).await
 }
 
 /// The environment of the host's service tools: [`TOOL_ENV`] as the agent has it.
