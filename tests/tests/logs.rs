@@ -225,6 +225,39 @@ path = "logs/*.log"
     let (_, out, _) = hoist(&["logs", "shop", "--grep", "hunter2", "--fleet", &vw]);
     assert!(log_lines(&out).is_empty(), "{out}");
 
+    // Log content is untrusted: control characters are shown, not obeyed; --json
+    // gives one object per line.
+    append(
+        &laravel,
+        "[2026-12-02 10:00:06] production.INFO: \u{1b}[2J\u{1b}]0;pwned\u{7}cleared\n",
+    );
+    let (_, out, _) = hoist(&[
+        "logs", "shop", "--source", "laravel", "--lines", "1", "--fleet", &vw,
+    ]);
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(
+        out.contains("production.INFO: \\e[2J\\e]0;pwned\\x07cleared"),
+        "{out}"
+    );
+    let (_, out, _) = hoist(&[
+        "logs", "shop", "--source", "laravel", "--lines", "2", "--json", "--fleet", &vw,
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] != "log_notice")
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["kind"], "log_line");
+    assert_eq!(lines[0]["host"], "web-1");
+    assert_eq!(lines[0]["source"], "laravel");
+    assert_eq!(lines[0]["file"], "laravel.log");
+    assert_eq!(
+        lines[0]["line"],
+        "[2026-12-02 10:00:05] production.INFO: line 5"
+    );
+    assert_eq!(lines[0]["truncated"], false);
+
     // Bad input: clear errors, nothing read.
     let (status, out, err) = hoist(&["logs", "shop", "--source", "nginx", "--fleet", &vw]);
     assert_eq!(status.code(), Some(1), "{out}{err}");
@@ -268,7 +301,7 @@ path = "logs/*.log"
         }
         false
     };
-    assert!(wait_for("line 5"), "the tail first");
+    assert!(wait_for("cleared"), "the tail first");
     append(
         &laravel,
         "[2026-12-02 10:01:00] production.INFO: appended after start\n",
