@@ -350,6 +350,8 @@ pub struct LogsOptions {
 pub enum LogsOptionsError {
     #[error("--lines {0} is more than {MAX_LOG_LINES}; ask for fewer")]
     TooManyLines(u32),
+    #[error("--lines 0 shows nothing; ask for 1 to {MAX_LOG_LINES} lines")]
+    NoLines,
     #[error("--for is at most 24h; follow again after that")]
     FollowTooLong,
     #[error("--grep {pattern:?}: {error}")]
@@ -369,6 +371,9 @@ impl LogsOptions {
     ) -> Result<LogsOptions, LogsOptionsError> {
         if lines > MAX_LOG_LINES {
             return Err(LogsOptionsError::TooManyLines(lines));
+        }
+        if lines == 0 {
+            return Err(LogsOptionsError::NoLines);
         }
         if follow.is_some_and(|f| f > MAX_LOG_FOLLOW) {
             return Err(LogsOptionsError::FollowTooLong);
@@ -692,5 +697,34 @@ mod tests {
             (r.app.as_str(), r.service.as_str(), r.job_id.as_str()),
             ("carbex", "php8.2-fpm", "restart-z-web-3")
         );
+    }
+
+    #[test]
+    fn logs_options_are_checked_where_they_are_built() {
+        let opts = |lines, follow: Option<u64>, grep: Option<&str>| {
+            LogsOptions::new(
+                "shop".into(),
+                Some("laravel".into()),
+                lines,
+                follow.map(std::time::Duration::from_secs),
+                grep.map(String::from),
+            )
+        };
+        let request = opts(50, Some(90), Some("ERROR|WARN")).unwrap().request();
+        assert_eq!(request.app, "shop");
+        assert_eq!(request.source, "laravel");
+        assert_eq!(request.lines, 50);
+        assert_eq!(request.follow_ms, 90_000);
+        assert_eq!(request.grep, "ERROR|WARN");
+        assert_eq!(opts(1, None, None).unwrap().request().follow_ms, 0);
+        for (bad, says) in [
+            (opts(0, None, None), "--lines 0"),
+            (opts(10_001, None, None), "more than 10000"),
+            (opts(1, Some(24 * 3600 + 1), None), "--for is at most 24h"),
+            (opts(1, None, Some("(a|b)")), "not supported by --grep"),
+        ] {
+            let err = bad.unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 }
