@@ -105,6 +105,7 @@ pub async fn read(app: &App, sources: &[LogSource], opts: &Options, tx: mpsc::Se
 }
 
 /// Where lines go: masked, matched, cut.
+#[derive(Clone)]
 struct Out {
     tx: mpsc::Sender<LogLine>,
     secrets: Secrets,
@@ -301,9 +302,22 @@ impl Files<'_> {
                         Ok(Some((file, st))) => {
                             if tail.len() < lines && budget > 0 {
                                 let want = lines - tail.len();
-                                let found = tail_of(&file, st.len, want, &mut budget, |raw| {
-                                    out.line(self.source, name, raw)
-                                });
+                                // Reading back may take a while: off the agent's one thread.
+                                let Ok(reader) = file.try_clone() else {
+                                    continue;
+                                };
+                                let (out, source, file_name) =
+                                    (out.clone(), self.source.to_string(), name.clone());
+                                let (len, mut left) = (st.len, budget);
+                                let read = tokio::task::spawn_blocking(move || {
+                                    let found = tail_of(&reader, len, want, &mut left, |raw| {
+                                        out.line(&source, &file_name, raw)
+                                    });
+                                    (found, left)
+                                })
+                                .await;
+                                let Ok((found, left)) = read else { continue };
+                                budget = left;
                                 // (Newest first: each older one goes before it.)
                                 for line in found {
                                     tail.push_front(line);
