@@ -113,16 +113,29 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
     for job in apps.recover().await {
         tracing::warn!(job = %job, "job marked interrupted: hoistd stopped while it ran");
     }
-    let metrics_task = metrics_listener
-        .map(|l| tokio::spawn(crate::metrics::serve(l, config_rx.clone(), snap_rx.clone())));
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            config_rx.clone(),
+            snap_rx.clone(),
+            apps.clone(),
+        ))
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AgentServer<AgentService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hoist_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions clients speak (grpcurl: v1; grpcio-reflection and
+    // older tools: v1alpha), describing hoist.v1.Agent and grpc.health.v1.Health (so
+    // `grpcurl ... grpc.health.v1.Health/Check` resolves the method).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hoist_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let incoming = tls::incoming(listener, tls_rx);
@@ -134,7 +147,8 @@ pub async fn run(config_path: PathBuf, config: config::Config) -> Result<(), Dae
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(AuthzLayer)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             AgentServer::new(agent)
                 .max_decoding_message_size(crate::rpc::bounds::MAX_REQUEST_BYTES),

@@ -47,6 +47,11 @@ pub fn current_release(app: &App) -> (String, String) {
     (release, commit)
 }
 
+/// Whether `deploy_to/current` exists, i.e. a release was ever switched to here.
+pub fn deployed(app: &App) -> bool {
+    std::fs::symlink_metadata(app.deploy_to.join("current")).is_ok()
+}
+
 /// Takes the first resource sample, so status answers carry real figures from the
 /// start (checks follow in the first round of [`run`]).
 pub async fn first_sample(config: &Config) -> (Sampler, Snapshot) {
@@ -87,9 +92,13 @@ pub async fn run(
         sampler = Some(s);
         let apps = join_all(cfg.apps.iter().map(|app| async move {
             let declared = app.all_services();
+            // An app never deployed here has nothing to check yet: no failing check, no
+            // warning every round, no alert (its status says "not deployed").
+            let deployed = deployed(app);
+            let app_checks = if deployed { app.checks.as_slice() } else { &[] };
             let (services, checks) = tokio::join!(
                 join_all(declared.iter().map(services::probe)),
-                join_all(app.checks.iter().map(|c| checks::run(app, c)))
+                join_all(app_checks.iter().map(|c| checks::run(app, c)))
             );
             for c in checks.iter().filter(|c| !c.ok) {
                 tracing::warn!(app = %app.name, check = %c.name, output = %c.output, "check failing");
@@ -134,7 +143,12 @@ pub async fn status(config: &Config, snapshot: &Snapshot, only_app: &str) -> Sta
                 .map(|c| CheckStatus {
                     name: c.name(),
                     kind: c.kind().into(),
-                    output: "not run yet".into(),
+                    output: if current_release.is_empty() {
+                        "not deployed".into()
+                    } else {
+                        "not run yet".into()
+                    },
+                    monitor_only: !c.gate,
                     ..Default::default()
                 })
                 .collect(),

@@ -3,13 +3,18 @@
 //! instead of restarting in a loop) and on every reload (the running config is kept):
 //! the TLS material loads and makes a usable identity, and `state_dir` and every
 //! `deploy_to` can be written from where the agent runs (under the unit's
-//! `ProtectSystem=`/`ProtectHome=` a path outside `ReadWritePaths=` is read-only).
+//! `ProtectSystem=`/`ProtectHome=` a path outside `ReadWritePaths=` is read-only), and
+//! every check's `ca` file holds PEM certificates.
 
 use std::path::{Path, PathBuf};
 
 use nix::{errno::Errno, unistd::AccessFlags};
 
-use crate::{config::Config, rpc::tls};
+use crate::{
+    config::{Config, Probe},
+    host::checks,
+    rpc::tls,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -24,6 +29,12 @@ pub enum PreflightError {
         what: String,
         path: PathBuf,
         ancestor: PathBuf,
+    },
+    #[error("app {app}, check {check:?}: {why}")]
+    CheckCa {
+        app: String,
+        check: String,
+        why: String,
     },
 }
 
@@ -44,6 +55,19 @@ pub fn check(config: &Config) -> Vec<PreflightError> {
                 path: path.clone(),
                 ancestor,
             });
+        }
+    }
+    for app in &config.apps {
+        for check in &app.checks {
+            if let Probe::Http { ca: Some(ca), .. } = &check.probe
+                && let Err(why) = checks::read_ca(ca)
+            {
+                problems.push(PreflightError::CheckCa {
+                    app: app.name.clone(),
+                    check: check.name(),
+                    why,
+                });
+            }
         }
     }
     problems

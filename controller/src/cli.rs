@@ -73,7 +73,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     match cli.command {
-        Command::Ca(command) => ca::run(command),
+        Command::Ca(command) => ca::run(&global, command),
         Command::Status(args) => status::run(&global, args).await,
         Command::Deploy(args) => deploy::deploy(&global, args).await,
         Command::Rollback(args) => deploy::rollback(&global, args).await,

@@ -160,12 +160,29 @@ pub enum Amount {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gate {
+    /// How the gate is shown (`Error rate < 1%`); without one, `QUERY <= MAX`.
+    #[serde(default, deserialize_with = "de_gate_name")]
+    pub name: Option<String>,
     #[serde(deserialize_with = "de_url")]
     pub prometheus: String,
     #[serde(deserialize_with = "de_query")]
     pub query: String,
     #[serde(deserialize_with = "de_finite")]
     pub max: f64,
+    /// What a query that returns no data (or NaN) means.
+    #[serde(default)]
+    pub on_empty: OnEmpty,
+}
+
+/// A gate's `on_empty`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEmpty {
+    /// No data fails the gate (with a hint): silence from Prometheus is not health.
+    #[default]
+    Fail,
+    /// No data holds, e.g. an error ratio before the first error.
+    Pass,
 }
 
 /// `[window]`: when deploys may run, in `timezone`.
@@ -437,6 +454,18 @@ fn de_query<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Err(D::Error::custom("empty query; write a PromQL expression"))
     } else {
         Ok(s)
+    }
+}
+
+fn de_gate_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() || s.chars().count() > 100 || s.chars().any(char::is_control) {
+        Err(D::Error::custom(hinted(
+            format!("invalid gate name {s:?}"),
+            "a gate name is 1-100 printable characters, e.g. \"Error rate < 1%\"",
+        )))
+    } else {
+        Ok(Some(s))
     }
 }
 

@@ -66,6 +66,33 @@ pub fn require(tool: &str, package: &str, test: &str) -> Option<PathBuf> {
     None
 }
 
+/// `python3` with every module in `modules` importable, needed by `test`. When one is
+/// missing: with `HOIST_E2E=1` this panics naming the pip packages to install (`.ci/run`
+/// installs them); otherwise it prints a `SKIPPED` line and returns `None`.
+pub fn require_python(modules: &[&str], pip: &str, test: &str) -> Option<PathBuf> {
+    let python = require("python3", "python3", test)?;
+    let imports = format!("import {}", modules.join(", "));
+    let found = Command::new(&python)
+        .args(["-c", &imports])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(python);
+    }
+    let message = format!(
+        "{test}: python modules {} not found (python3 -m pip install {pip})",
+        modules.join(", ")
+    );
+    assert!(
+        !strict(),
+        "{message}; {E2E_ENV}=1 makes a missing tool a failure"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {message}");
+    None
+}
+
 /// What one attempt of [`eventually`] produced: a value, or why not yet.
 pub trait Attempt {
     type Output;

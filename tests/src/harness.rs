@@ -460,6 +460,18 @@ impl Agent {
             self.grpc
         )
     }
+
+    /// Writes `dir/fleet.toml`: `[tls]` as `who` and this agent as `web-1`; returns its
+    /// path.
+    pub fn one_host_fleet(&self, pki: &Pki, who: Who, dir: &Path) -> String {
+        let fleet = dir.join("fleet.toml");
+        std::fs::write(
+            &fleet,
+            format!("{}{}", pki.fleet_tls(who), self.fleet_entry("web-1")),
+        )
+        .expect("write fleet.toml");
+        fleet.display().to_string()
+    }
 }
 
 impl Drop for Agent {
@@ -551,4 +563,13 @@ pub fn app_user_lines() -> &'static str {
     } else {
         ""
     }
+}
+
+/// A `deploy_to` that a release was switched to (`releases/1`, `current` → it), for
+/// tests of background checks, which the agent runs only once an app is deployed.
+pub fn deployed_dir() -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("releases/1")).expect("releases/1");
+    std::os::unix::fs::symlink("releases/1", dir.path().join("current")).expect("current");
+    dir
 }

@@ -67,7 +67,7 @@ fn run(args: &[&str]) -> (String, String) {
 fn last_job(fleet: &str, app: &str) -> String {
     let (out, _) = run(&["log", app, "--json", "--fleet", fleet]);
     let hosts: serde_json::Value = serde_json::from_str(&out).expect("log --json");
-    hosts[0]["jobs"][0]["job_id"]
+    hosts["hosts"][0]["jobs"][0]["job_id"]
         .as_str()
         .expect("a job")
         .to_string()
@@ -145,7 +145,7 @@ async fn output_of_any_size_streams_in_bounded_memory() {
             // JSON pages: every event once, in order, the marker among them.
             let (json, _) = run(&["log", app, "--job", &job, "--json", "--fleet", &fleet]);
             let logs: serde_json::Value = serde_json::from_str(&json).expect("log --job --json");
-            let events = logs[0]["events"].as_array().expect("events");
+            let events = logs["hosts"][0]["events"].as_array().expect("events");
             let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
             assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{app}: seqs in order");
             assert!(
@@ -309,7 +309,7 @@ async fn a_secret_cut_by_a_piece_boundary_is_still_masked() {
         assert!(text.matches("••••").count() >= 2, "{what}: both are masked");
     }
     let logs: serde_json::Value = serde_json::from_str(&log).unwrap();
-    let pieces = logs[0]["events"]
+    let pieces = logs["hosts"][0]["events"]
         .as_array()
         .unwrap()
         .iter()
@@ -317,7 +317,7 @@ async fn a_secret_cut_by_a_piece_boundary_is_still_masked() {
         .count();
     assert!(pieces >= 3, "the line came in pieces: {pieces}");
     assert!(
-        logs[0]["events"]
+        logs["hosts"][0]["events"]
             .as_array()
             .unwrap()
             .iter()

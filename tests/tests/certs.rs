@@ -6,7 +6,10 @@
 use std::path::PathBuf;
 
 use hoist_proto::v1::GetInfoRequest;
-use hoist_tests::harness::{AgentBuilder, Pki, Who, connect_with, hoist};
+use hoist_tests::{
+    harness::{AgentBuilder, Pki, Who, connect_with, hoist},
+    services::tls,
+};
 
 fn pair(pki: &Pki, name: &str) -> Option<(PathBuf, PathBuf)> {
     let dir = pki.ca_dir();
@@ -163,43 +166,7 @@ fn issue_window(
     from: i64,
     until: i64,
 ) {
-    issue_window_as(ca_dir, dir, name, from, until, false)
-}
-
-/// [`issue_window`]; `agent`: an agent (server) certificate for 127.0.0.1 instead.
-fn issue_window_as(
-    ca_dir: &std::path::Path,
-    dir: &std::path::Path,
-    name: &str,
-    from: i64,
-    until: i64,
-    agent: bool,
-) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
-    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, name);
-    if agent {
-        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-    } else {
-        params.subject_alt_names = vec![SanType::URI("hoist://role/viewer".try_into().unwrap())];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    }
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = now + time::Duration::days(from);
-    params.not_after = now + time::Duration::days(until);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    tls::issue_window(ca_dir, dir, name, from, until, false)
 }
 
 #[tokio::test]
@@ -341,7 +308,7 @@ async fn an_expired_agent_certificate_is_named() {
     let pki = Pki::new();
     let ca = pki.ca_dir();
     // The agent starts with a certificate that expired yesterday.
-    issue_window_as(&ca, &ca, "agent", -30, -1, true);
+    tls::issue_window(&ca, &ca, "agent", -30, -1, true);
     let agent = AgentBuilder::new(&pki).start().await;
     let dir = tempfile::tempdir().unwrap();
     let fleet_toml = dir.path().join("fleet.toml");

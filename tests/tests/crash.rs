@@ -391,7 +391,7 @@ fn logged_jobs(fleet: &str) -> Result<BTreeMap<String, (String, String)>, String
     }
     let json: serde_json::Value =
         serde_json::from_str(&ran.stdout).map_err(|e| format!("{e}: {}", ran.describe()))?;
-    let host = &json[0];
+    let host = &json["hosts"][0];
     if let Some(error) = host["error"].as_str() {
         return Err(format!("web-1 answered with an error: {error}"));
     }
@@ -422,7 +422,7 @@ fn logged_end(fleet: &str, job: &str) -> Result<String, String> {
     }
     let json: serde_json::Value =
         serde_json::from_str(&ran.stdout).map_err(|e| format!("{e}: {}", ran.describe()))?;
-    json[0]["events"]
+    json["hosts"][0]["events"]
         .as_array()
         .into_iter()
         .flatten()

@@ -169,7 +169,7 @@ fn journal(fleet: &str, host: &str) -> Vec<Value> {
         &["log", "web", "--json", "--fleet", fleet, "--hosts", host],
     );
     let json: Value = serde_json::from_str(&out).unwrap();
-    let entry = json
+    let entry = json["hosts"]
         .as_array()
         .and_then(|hosts| hosts.iter().find(|h| h["host"] == host))
         .unwrap_or_else(|| panic!("no {host} in {json}"))
@@ -761,7 +761,71 @@ async fn gates_hold_or_stop_the_rollout_with_a_real_prometheus() {
     let fl = fleet_with("empty.toml", "app_error_ratio_that_does_not_exist");
     let (_, err) = hoist_expect(1, &["deploy", "web", "--ref", "main", "--fleet", &fl]);
     assert!(err.contains("the query returned no data"), "{err}");
-    assert_eq!(f.current(0), Some(v1));
+    assert!(
+        err.contains("append `or vector(0)` to the query, or set on_empty = \"pass\""),
+        "{err}"
+    );
+    assert_eq!(f.current(0), Some(v1.clone()));
+
+    // The runbook's error ratio before the first 5xx: empty. A named gate with
+    // on_empty = "pass" holds, and the bake shows the name, not the PromQL (which the
+    // plan and the JSON keep).
+    let ratio = "sum(rate(app_http_5xx_total[5m])) / sum(rate(app_http_total[5m]))";
+    let named = f.file(
+        "named.toml",
+        &format!(
+            "[deploy]\nstrategy = \"rolling\"\nbatch = 1\nbake = \"1s\"\n\n\
+             [[gate]]\nname = \"Error rate < 1%\"\nprometheus = \"{}\"\nquery = '{ratio}'\n\
+             max = 0.01\non_empty = \"pass\"\n",
+            prometheus.url()
+        ),
+    );
+    let (out, err) = hoist_expect(0, &["deploy", "web", "--ref", "main", "--fleet", &named]);
+    assert!(
+        out.contains("gate Error rate < 1%: no data (ok: on_empty = \"pass\")"),
+        "{out}{err}"
+    );
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("gate Error rate < 1%"))
+            .all(|l| !l.contains("app_http_5xx_total")),
+        "bake lines name the gate, not its query:\n{out}"
+    );
+    assert_ne!(f.current(0), Some(v1));
+    repo.commit_version("3", &[]);
+    let (out, _) = hoist_expect(
+        0,
+        &[
+            "deploy", "web", "--ref", "main", "--fleet", &named, "--json",
+        ],
+    );
+    let gates: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .filter(|e| e["kind"] == "gate")
+        .collect();
+    assert!(
+        !gates.is_empty()
+            && gates.iter().all(|g| g["name"] == "Error rate < 1%"
+                && g["query"] == ratio
+                && g["ok"] == true
+                && g["value"].is_null()),
+        "{gates:?}"
+    );
+
+    // The same ratio `or vector(0)`: a value, 0, without on_empty.
+    let zero = fleet_with("zero.toml", &format!("({ratio}) or vector(0)"));
+    repo.commit_version("4", &[]);
+    let (out, _) = hoist_expect(
+        0,
+        &["deploy", "web", "--ref", "main", "--fleet", &zero, "--json"],
+    );
+    assert!(
+        json_lines(&out)
+            .iter()
+            .filter(|e| e["kind"] == "gate")
+            .all(|g| g["ok"] == true && g["value"] == 0.0),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 use hoist_proto::v1::GetInfoRequest;
 use hoist_tests::{
     e2e,
-    harness::{AgentBuilder, Pki, Who, bin, hoist},
+    harness::{AgentBuilder, Pki, Who, bin, deployed_dir, hoist},
     services::promtool,
 };
 use nix::sys::signal::Signal;
@@ -164,9 +164,10 @@ async fn metrics_pass_promtool() {
         return;
     };
     let pki = Pki::new();
+    let deployed = deployed_dir();
     let agent = AgentBuilder::new(&pki)
         .health_interval("200ms")
-        .apps(APP)
+        .apps(&APP.replace("/var/www/web", &deployed.path().display().to_string()))
         .start()
         .await;
     let text = e2e::eventually("check metrics appear", Duration::from_secs(10), || async {
@@ -183,8 +184,23 @@ async fn metrics_pass_promtool() {
         "hoist_load15",
         "hoist_memory_used_bytes",
         "hoist_memory_total_bytes",
-        "hoist_disk_used_bytes{mount=",
-        "hoist_disk_total_bytes{mount=",
+        "hoist_disk_used_bytes{mountpoint=",
+        "hoist_disk_total_bytes{mountpoint=",
+        "hoist_app_deployed{app=\"web\"} 1",
+        "hoist_app_check_gate{app=\"web\",check=\"true\"} 1",
+        "hoist_deploys_total{app=\"web\",result=\"succeeded\"} 0",
+        "hoist_deploys_total{app=\"web\",result=\"rolled_back\"} 0",
+        "# TYPE hoist_deploy_duration_seconds histogram",
+        "hoist_deploy_duration_seconds_bucket{app=\"web\",le=\"+Inf\"} 0",
+        "hoist_deploy_duration_seconds_count{app=\"web\"} 0",
+        "hoist_app_lock_held{app=\"web\"} 0",
+        "hoist_app_job_running{app=\"web\"} 0",
+        "hoist_agent_certificate_expiry_timestamp_seconds ",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+        "process_open_fds ",
+        "process_max_fds ",
         "hoist_app_check_up{app=\"web\",check=\"true\"} 1",
         "hoist_app_check_duration_seconds{app=\"web\",check=\"true\"}",
         "hoist_agent_resident_memory_bytes",
@@ -214,7 +230,7 @@ async fn hoist_status_table_json_and_unreachable_hosts() {
         "web-1",
         "web-2",
         "web",
-        "(none)",
+        "not deployed",
         env!("CARGO_PKG_VERSION"),
     ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
@@ -223,6 +239,9 @@ async fn hoist_status_table_json_and_unreachable_hosts() {
     let (status, out, _) = hoist(&["status", "--fleet", fleet_s, "--json", "--hosts", "web-2"]);
     assert!(status.success());
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["kind"], "status");
+    assert_eq!(json["v"], 1);
+    let json = &json["hosts"];
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["host"], "web-2");
     assert_eq!(json[0]["reachable"], true);

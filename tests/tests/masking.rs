@@ -112,7 +112,10 @@ retries = 1
     // The stored log, attach and env list.
     let (_, log, _) = hoist(&["log", "carbex", "--json", "--fleet", &fl]);
     let jobs: serde_json::Value = serde_json::from_str(&log).unwrap();
-    let job = jobs[0]["jobs"][0]["job_id"].as_str().unwrap().to_string();
+    let job = jobs["hosts"][0]["jobs"][0]["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (_, text, _) = hoist(&["log", "carbex", "--job", &job, "--fleet", &fl]);
     hidden("hoist log --job", &text);
     assert!(text.contains(readable), "{text}");

@@ -151,7 +151,7 @@ cache_clear = ["echo clearing the cache", "echo cache cleared >&2; exit 3"]
     let (status, out, err) = hoist(&["log", "web", "--fleet", fl, "--json"]);
     assert!(status.success(), "{out}{err}");
     let log: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let tasks: Vec<&serde_json::Value> = log[0]["jobs"]
+    let tasks: Vec<&serde_json::Value> = log["hosts"][0]["jobs"]
         .as_array()
         .unwrap()
         .iter()
@@ -345,7 +345,7 @@ async fn a_running_job_can_be_found_and_answers_are_not_unreachable() {
     let (status, out, err) = hoist(&["status", "web", "--json", "--fleet", &fl]);
     assert!(status.success(), "{out}{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let app = &json[0]["apps"][0];
+    let app = &json["hosts"][0]["apps"][0];
     assert!(
         app["running_job"].as_str().unwrap().starts_with("task-"),
         "{app}"
@@ -360,8 +360,11 @@ async fn a_running_job_can_be_found_and_answers_are_not_unreachable() {
     let (status, out, _) = hoist(&["status", "web", "--json", "--fleet", &fl]);
     assert!(status.success());
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(json[0]["apps"][0]["running_job"].is_null(), "{out}");
-    assert!(json[0]["apps"][0]["lock"].is_null(), "{out}");
+    assert!(
+        json["hosts"][0]["apps"][0]["running_job"].is_null(),
+        "{out}"
+    );
+    assert!(json["hosts"][0]["apps"][0]["lock"].is_null(), "{out}");
 }
 
 /// A signal service is stopped by SIGTERM to its pidfile's pid; it cannot be started.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hoist_proto::v1::{AppStatus, ServiceState, StatusRequest, WatchStatusRequest};
 use hoist_tests::{
     e2e,
-    harness::{AgentBuilder, Pki, Who},
+    harness::{AgentBuilder, Pki, Who, deployed_dir},
     services::{
         http_health::HealthServer,
         supervisor::{Program, Supervisord},
@@ -69,12 +69,13 @@ async fn supervisor_programs_and_http_checks() {
     health.set(200, json!({"status": "healthy", "db": {"up": true}}));
 
     let pki = Pki::new();
+    let deployed = deployed_dir();
     let apps = format!(
         r#"
 [[app]]
 name = "web"
 repo = "/nonexistent.git"
-deploy_to = "/var/www/web"
+deploy_to = "{deploy_to}"
 
 [[app.services]]
 kind = "supervisor"
@@ -95,7 +96,8 @@ expect_json = {{ status = "healthy", "db.up" = true }}
 timeout = "2s"
 "#,
         url = supervisor.serverurl(),
-        health = health.url()
+        health = health.url(),
+        deploy_to = deployed.path().display(),
     );
     let agent = AgentBuilder::new(&pki)
         .health_interval("300ms")
@@ -105,7 +107,7 @@ timeout = "2s"
 
     // Services are probed for real.
     let app = app_status(&agent, &pki).await;
-    assert_eq!(app.current_release, "");
+    assert_eq!(app.current_release, "1");
     let worker = &app.services[0];
     assert_eq!(worker.state(), ServiceState::Running, "{worker:?}");
     assert!(

@@ -11,7 +11,7 @@ use std::{
 
 use hoist_tests::{
     e2e::{self, eventually},
-    harness::{Agent, AgentBuilder, Pki, Who, bin, hoist},
+    harness::{Agent, AgentBuilder, Pki, Who, bin, deployed_dir, hoist},
 };
 
 /// A healthy app: its one check passes.
@@ -44,6 +44,7 @@ command = "false"
 /// nothing listens on, in a fleet file in a temp dir.
 struct Fleet {
     _pki: Pki,
+    _deployed: [tempfile::TempDir; 2],
     _agents: [Agent; 2],
     dir: tempfile::TempDir,
     path: PathBuf,
@@ -52,8 +53,17 @@ struct Fleet {
 
 async fn fleet() -> Fleet {
     let pki = Pki::new();
-    let a = AgentBuilder::new(&pki).apps(WEB).start().await;
-    let b = AgentBuilder::new(&pki).apps(WEB).apps(API).start().await;
+    let deployed = [deployed_dir(), deployed_dir()];
+    let at = |app: &str| {
+        app.replace("/var/www/web", &deployed[0].path().display().to_string())
+            .replace("/var/www/api", &deployed[1].path().display().to_string())
+    };
+    let a = AgentBuilder::new(&pki).apps(&at(WEB)).start().await;
+    let b = AgentBuilder::new(&pki)
+        .apps(&at(WEB))
+        .apps(&at(API))
+        .start()
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fleet.toml");
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -68,6 +78,7 @@ async fn fleet() -> Fleet {
     std::fs::write(&path, text).unwrap();
     Fleet {
         _pki: pki,
+        _deployed: deployed,
         _agents: [a, b],
         dir,
         path,
@@ -177,7 +188,8 @@ async fn top_once_shows_hosts_resources_and_the_unreachable_host() {
     let (status, out, err) = hoist(&["top", "--once", "--json", "--fleet", f, "--timeout", "3s"]);
     assert_eq!(status.code(), Some(1), "{out}{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let hosts = json.as_array().unwrap();
+    assert_eq!((&json["kind"], &json["v"]), (&"status".into(), &1.into()));
+    let hosts = json["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 3);
     for (i, name) in ["web-1", "web-2"].into_iter().enumerate() {
         assert_eq!(hosts[i]["host"], name);

@@ -1,6 +1,6 @@
 //! `[[app.checks]]` entries: their raw keys and the validation of each kind.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -35,6 +35,8 @@ pub(super) struct RawCheck {
     pub(super) timeout: Option<Spanned<Timeout>>,
     pub(super) retries: Option<Spanned<Retries>>,
     pub(super) interval: Option<Spanned<Dur>>,
+    pub(super) gate: Option<Spanned<bool>>,
+    pub(super) ca: Option<Spanned<String>>,
 }
 
 /// The keys each kind of check takes besides `kind`.
@@ -49,20 +51,22 @@ pub(super) const CHECK_KEYS: &[(&str, &[&str])] = &[
             "timeout",
             "retries",
             "interval",
+            "gate",
+            "ca",
         ],
     ),
     (
         "tcp",
-        &["name", "address", "timeout", "retries", "interval"],
+        &["name", "address", "timeout", "retries", "interval", "gate"],
     ),
     (
         "command",
-        &["name", "command", "timeout", "retries", "interval"],
+        &["name", "command", "timeout", "retries", "interval", "gate"],
     ),
 ];
 
 impl RawCheck {
-    pub(super) fn validate(self, report: &mut Diagnostics<'_>) -> Option<Check> {
+    pub(super) fn validate(self, base: &Path, report: &mut Diagnostics<'_>) -> Option<Check> {
         let kind = *self.kind.get_ref();
         let what = format!("{} checks", kind.as_str());
         let allowed = keys_of(CHECK_KEYS, kind.as_str());
@@ -76,6 +80,8 @@ impl RawCheck {
             ("timeout", spanned(&self.timeout)),
             ("retries", spanned(&self.retries)),
             ("interval", spanned(&self.interval)),
+            ("gate", spanned(&self.gate)),
+            ("ca", spanned(&self.ca)),
         ];
         let before = report.errors.len();
         foreign_keys(report, &what, allowed, &present);
@@ -103,6 +109,18 @@ impl RawCheck {
                 Some(format!("e.g. {example}")),
             );
         }
+        if let (Some(ca), Some(url)) = (&self.ca, &self.url)
+            && url.get_ref().0.starts_with("http://")
+        {
+            report.error(
+                ca.span(),
+                format!(
+                    "`ca` is for https checks; {:?} is plain http",
+                    url.get_ref().0
+                ),
+                Some("drop `ca`, or use an https:// url".into()),
+            );
+        }
         if report.errors.len() > before {
             return None;
         }
@@ -115,33 +133,30 @@ impl RawCheck {
         let interval = self
             .interval
             .map_or(Duration::from_secs(2), |i| i.into_inner().0);
-        Some(match kind {
-            CheckKind::Http => Check::Http {
-                name,
+        let probe = match kind {
+            CheckKind::Http => Probe::Http {
                 url: self.url?.into_inner().0,
                 expect_status: self.expect_status.map_or(200, |s| s.into_inner().0),
                 expect_json: self
                     .expect_json
                     .map(Spanned::into_inner)
                     .unwrap_or_default(),
-                timeout,
-                retries,
-                interval,
+                ca: self.ca.map(|c| base.join(c.into_inner())),
             },
-            CheckKind::Tcp => Check::Tcp {
-                name,
+            CheckKind::Tcp => Probe::Tcp {
                 address: self.address?.into_inner().0,
-                timeout,
-                retries,
-                interval,
             },
-            CheckKind::Command => Check::Command {
-                name,
+            CheckKind::Command => Probe::Command {
                 command: self.command?.into_inner(),
-                timeout,
-                retries,
-                interval,
             },
+        };
+        Some(Check {
+            name,
+            gate: self.gate.is_none_or(Spanned::into_inner),
+            timeout,
+            retries,
+            interval,
+            probe,
         })
     }
 }

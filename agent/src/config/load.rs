@@ -260,7 +260,7 @@ impl RawApp {
         let mut check_names: HashMap<String, usize> = HashMap::new();
         for raw in self.checks {
             let span = raw.name.as_ref().map_or(raw.kind.span(), Spanned::span);
-            let Some(check) = raw.validate(report) else {
+            let Some(check) = raw.validate(base, report) else {
                 continue;
             };
             let check_name = check.name();

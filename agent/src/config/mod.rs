@@ -466,35 +466,38 @@ pub enum ComposeAction {
     Restart,
 }
 
-/// An `[[app.checks]]` entry: gates every deploy and runs every `health_interval`.
+/// An `[[app.checks]]` entry: runs every `health_interval`, and gates every deploy
+/// unless `gate = false` (a monitor-only check: exported and shown, never a verdict).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Check {
+pub struct Check {
+    pub name: Option<String>,
+    /// `false`: monitored only; a deploy neither runs nor waits for it, a bake ignores it.
+    pub gate: bool,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub interval: Duration,
+    pub probe: Probe,
+}
+
+/// What a check does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
     Http {
-        name: Option<String>,
-        /// Plain `http://`: checks target the app's local endpoint.
+        /// `http://` or `https://` (verified against the system's roots plus `ca`).
         url: String,
         expect_status: u16,
         /// Dotted paths into the response JSON and the values they must have.
         expect_json: BTreeMap<String, serde_json::Value>,
-        timeout: Duration,
-        retries: u32,
-        interval: Duration,
+        /// Extra PEM roots trusted for this check's https URL (a private CA).
+        ca: Option<PathBuf>,
     },
     Tcp {
-        name: Option<String>,
         /// `host:port`.
         address: String,
-        timeout: Duration,
-        retries: u32,
-        interval: Duration,
     },
     Command {
-        name: Option<String>,
         /// Run like a hook: as the app's user, in the current release.
         command: Command,
-        timeout: Duration,
-        retries: u32,
-        interval: Duration,
     },
 }
 
@@ -662,21 +665,21 @@ impl ComposeAction {
 impl Check {
     /// `http`, `tcp` or `command`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Check::Http { .. } => "http",
-            Check::Tcp { .. } => "tcp",
-            Check::Command { .. } => "command",
+        match self.probe {
+            Probe::Http { .. } => "http",
+            Probe::Tcp { .. } => "tcp",
+            Probe::Command { .. } => "command",
         }
     }
 
     /// The explicit `name`, else one derived from what the check does:
     /// `http GET /api/health`, `tcp 127.0.0.1:5432`, `command php artisan ...`.
     pub fn name(&self) -> String {
-        match self {
-            Check::Http { name: Some(n), .. }
-            | Check::Tcp { name: Some(n), .. }
-            | Check::Command { name: Some(n), .. } => n.clone(),
-            Check::Http { url, .. } => {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match &self.probe {
+            Probe::Http { url, .. } => {
                 let path = url
                     .parse::<http::Uri>()
                     .ok()
@@ -684,8 +687,8 @@ impl Check {
                     .unwrap_or_else(|| url.clone());
                 format!("http GET {path}")
             }
-            Check::Tcp { address, .. } => format!("tcp {address}"),
-            Check::Command { command, .. } => {
+            Probe::Tcp { address } => format!("tcp {address}"),
+            Probe::Command { command } => {
                 let line = command.display();
                 let mut short: String = line.chars().take(40).collect();
                 if short.len() < line.len() {
@@ -698,28 +701,16 @@ impl Check {
 
     /// How long one attempt may take.
     pub fn timeout(&self) -> Duration {
-        match self {
-            Check::Http { timeout, .. }
-            | Check::Tcp { timeout, .. }
-            | Check::Command { timeout, .. } => *timeout,
-        }
+        self.timeout
     }
 
     /// Attempts before the check counts as failed (at least 1).
     pub fn retries(&self) -> u32 {
-        match self {
-            Check::Http { retries, .. }
-            | Check::Tcp { retries, .. }
-            | Check::Command { retries, .. } => *retries,
-        }
+        self.retries
     }
 
     /// Pause between attempts.
     pub fn interval(&self) -> Duration {
-        match self {
-            Check::Http { interval, .. }
-            | Check::Tcp { interval, .. }
-            | Check::Command { interval, .. } => *interval,
-        }
+        self.interval
     }
 }

@@ -100,7 +100,7 @@ interval = "0s"
     assert_eq!(app.services[1].display_name(), "/etc/hoist/run/fpm.pid");
     assert_eq!(app.checks[0].name(), "http GET /api/health?deep=1");
     assert_eq!(app.checks[0].retries(), 3);
-    let Check::Http { expect_json, .. } = &app.checks[0] else {
+    let Probe::Http { expect_json, .. } = &app.checks[0].probe else {
         panic!("expected an http check");
     };
     assert_eq!(expect_json["checks.db"], serde_json::Value::Bool(true));
@@ -393,4 +393,48 @@ fn log_sources_and_secret_keys() {
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(text.iter().any(|t| t.contains(says)), "{bad}: {text:?}");
     }
+}
+
+#[test]
+fn https_checks_monitor_only_checks_and_ca() {
+    let config = parse_ok(&app(r#"
+[[app.checks]]
+kind = "http"
+name = "tls"
+url = "https://shop.example/health"
+ca = "internal-ca.pem"
+gate = false
+[[app.checks]]
+kind = "tcp"
+address = "127.0.0.1:5432"
+"#));
+    let checks = &config.apps[0].checks;
+    assert!(!checks[0].gate && checks[1].gate);
+    let Probe::Http { url, ca, .. } = &checks[0].probe else {
+        panic!("expected an http check");
+    };
+    assert_eq!(url, "https://shop.example/health");
+    assert_eq!(ca.as_deref(), Some(Path::new("/etc/hoist/internal-ca.pem")));
+
+    let errs = errors(&app(
+        "[[app.checks]]\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\nca = \"/etc/ca.pem\"\n\
+         [[app.checks]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nca = \"/etc/ca.pem\"\n",
+    ));
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter().any(|e| e.contains("`ca` is for https checks")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains("tcp checks") && e.contains("ca")),
+        "{text:?}"
+    );
+    let errs = errors(&app(
+        "[[app.checks]]\nkind = \"http\"\nurl = \"ftp://x/\"\n",
+    ));
+    assert!(
+        errs[0].to_string().contains("invalid check url"),
+        "{errs:?}"
+    );
 }

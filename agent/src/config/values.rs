@@ -211,14 +211,7 @@ checked_str!(ServerUrl(String), |s| {
 /// A plain-HTTP URL with a host.
 pub(super) struct HttpUrl(pub(super) String);
 checked_str!(HttpUrl(String), |s| {
-    if s.starts_with("https://") {
-        return Err(hinted(
-            format!("check url {s:?} uses https"),
-            "checks target the app's local endpoint over plain HTTP, e.g. \
-             \"http://127.0.0.1/health\"; TLS is terminated in front of it",
-        ));
-    }
-    let with_host = s.starts_with("http://")
+    let with_host = (s.starts_with("http://") || s.starts_with("https://"))
         && s.parse::<http::Uri>()
             .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
     if with_host {
@@ -226,7 +219,8 @@ checked_str!(HttpUrl(String), |s| {
     } else {
         Err(hinted(
             format!("invalid check url {s:?}"),
-            "use http://HOST[:PORT]/PATH, e.g. \"http://127.0.0.1/api/health\"",
+            "use http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH, e.g. \
+             \"http://127.0.0.1/api/health\"",
         ))
     }
 });

@@ -448,10 +448,11 @@ impl Ctx {
         Ok(())
     }
 
-    /// Runs every check with its retries; the first check that never passes fails the
-    /// step with its last output.
+    /// Runs every gating check with its retries; the first check that never passes
+    /// fails the step with its last output. Monitor-only checks (`gate = false`) are
+    /// left to the monitor: they are never a deploy's verdict.
     pub(super) async fn run_checks(&self) -> StepResult {
-        for check in &self.app.checks {
+        for check in self.app.checks.iter().filter(|c| c.gate) {
             let step = format!("check {}", check.name());
             let started = self.start(&step, check.name());
             let attempts = check.retries().max(1);

@@ -498,6 +498,7 @@ async fn execute<F: std::future::Future<Output = ()>>(
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;
+    let mut emptied = false;
     // After the exit: how long the pipes may stay open without output, and how long
     // output still coming is taken.
     let mut grace = deadline;
@@ -529,7 +530,7 @@ async fn execute<F: std::future::Future<Output = ()>>(
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
                 // (The child itself is reaped: its orphans carry the step's token.)
-                step.end(None, Signal::SIGKILL).await;
+                emptied = step.end(None, Signal::SIGKILL).await;
                 grace = Instant::now() + PIPE_GRACE;
                 drain_until = deadline.max(grace);
             },
@@ -545,8 +546,11 @@ async fn execute<F: std::future::Future<Output = ()>>(
             break;
         }
     }
-    // A descendant forked while the output drained.
-    step.end(None, Signal::SIGKILL).await;
+    // A descendant forked while the output drained (not when the step was seen empty:
+    // nothing is left that could fork).
+    if !emptied {
+        step.end(None, Signal::SIGKILL).await;
+    }
     let status = status.as_ref();
     Ok(Exit {
         code: status.and_then(ExitStatus::code),
@@ -598,25 +602,33 @@ impl Step {
 
     /// Sends `signal` to every process of the step (below `root`, or carrying its
     /// token), until none is left, reaping the ones re-parented to hoistd. Bounded:
-    /// [`KILL_ROUNDS`] rounds.
-    async fn end(&self, root: Option<i32>, signal: Signal) {
+    /// [`KILL_ROUNDS`] rounds. True when the step was seen with no process left (none
+    /// can appear after that: only a step's own processes fork into it).
+    async fn end(&self, root: Option<i32>, signal: Signal) -> bool {
         for _ in 0..KILL_ROUNDS {
-            let found = step_processes(root, &self.token);
-            reap_orphans();
+            if root.is_none() && no_children() {
+                // A subreaper keeps every descendant in its tree: no child, no process
+                // of the step anywhere (and no zombie to reap). Saves reading /proc.
+                return true;
+            }
+            let all = processes();
+            let found = step_processes(&all, root, &self.token);
+            reap_orphans(&all);
             if found.is_empty() {
-                return;
+                return true;
             }
             for pid in found {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
             tokio::time::sleep(KILL_ROUND_PAUSE).await;
         }
-        reap_orphans();
+        reap_orphans(&processes());
+        false
     }
 
     /// Signals the step's processes once (no waiting).
     fn signal_all(&self, root: Option<i32>, signal: Signal) {
-        for pid in step_processes(root, &self.token) {
+        for pid in step_processes(&processes(), root, &self.token) {
             let _ = kill(Pid::from_raw(pid), signal);
         }
     }
@@ -674,21 +686,39 @@ fn step_of(pid: i32) -> Option<String> {
     )
 }
 
-/// The live processes of the step with `token`: the ones below `root` (while it
-/// lives), the ones carrying the token anywhere, orphans re-parented to hoistd (as a
-/// subreaper) that belong to no running step, and everything below those.
-fn step_processes(root: Option<i32>, token: &str) -> Vec<i32> {
+/// The live processes of the step with `token` in the snapshot `all`: the ones below
+/// `root` (while it lives), the ones carrying the token, orphans re-parented to hoistd
+/// (as a subreaper) that belong to no running step, and everything below those.
+///
+/// As a subreaper hoistd keeps every descendant in its own tree (an orphan is
+/// re-parented to it, never out of it), so only its descendants' environments are read;
+/// a library user (the tests) reads every process's.
+fn step_processes(all: &[ProcEntry], root: Option<i32>, token: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let all = processes();
     let spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let live = LIVE_STEPS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for p in &all {
+    for p in all {
         children.entry(p.ppid).or_default().push(p.pid);
     }
+    let below = |from: Vec<i32>| {
+        let mut found = BTreeSet::new();
+        let mut seeds = from;
+        while let Some(pid) = seeds.pop() {
+            if pid == me || !found.insert(pid) {
+                continue;
+            }
+            seeds.extend(children.get(&pid).into_iter().flatten().copied());
+        }
+        found
+    };
+    let mine = is_subreaper().then(|| below(children.get(&me).cloned().unwrap_or_default()));
     let mut seeds: Vec<i32> = root.into_iter().collect();
     for p in all.iter().filter(|p| !p.zombie && p.pid != me) {
         if spawned.contains(&p.pid) && Some(p.pid) != root {
+            continue;
+        }
+        if mine.as_ref().is_some_and(|mine| !mine.contains(&p.pid)) {
             continue;
         }
         match step_of(p.pid) {
@@ -700,26 +730,35 @@ fn step_processes(root: Option<i32>, token: &str) -> Vec<i32> {
         }
     }
     let zombies: BTreeSet<i32> = all.iter().filter(|p| p.zombie).map(|p| p.pid).collect();
-    let mut found = BTreeSet::new();
-    while let Some(pid) = seeds.pop() {
-        if pid == me || !found.insert(pid) {
-            continue;
-        }
-        seeds.extend(children.get(&pid).into_iter().flatten().copied());
-    }
-    found.into_iter().filter(|p| !zombies.contains(p)).collect()
+    below(seeds)
+        .into_iter()
+        .filter(|p| !zombies.contains(p))
+        .collect()
+}
+
+/// Whether hoistd, as a subreaper, has no child process at all (running or exited).
+fn no_children() -> bool {
+    use nix::sys::wait::{Id, waitid};
+    is_subreaper()
+        && matches!(
+            waitid(
+                Id::All,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT
+            ),
+            Err(nix::errno::Errno::ECHILD)
+        )
 }
 
 /// Reaps hoistd's exited children that tokio does not wait for (orphans re-parented to
 /// it as a subreaper), so no zombie stays.
-fn reap_orphans() {
+fn reap_orphans(all: &[ProcEntry]) {
     if !is_subreaper() {
         // Orphans go to another reaper; our own children are tokio's (or the caller's).
         return;
     }
     let me = std::process::id() as i32;
     let spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
-    for p in processes() {
+    for p in all {
         if p.ppid == me && p.zombie && !spawned.contains(&p.pid) {
             let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
         }

@@ -117,6 +117,51 @@ pub fn wire(level: Level) -> WireLevel {
     }
 }
 
+/// The standard `process_*` figures of this process, from `/proc/self`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    /// Unix time.
+    pub start_time_seconds: f64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+}
+
+/// Reads [`ProcessStats`]; fields it cannot read stay 0.
+pub fn process_stats() -> ProcessStats {
+    let mut stats = ProcessStats {
+        resident_bytes: resident_memory_bytes(),
+        ..Default::default()
+    };
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // After the command name in parentheses (which may hold spaces): field 3 on.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        stats.cpu_seconds = (field(14).unwrap_or(0.0) + field(15).unwrap_or(0.0)) / ticks;
+        stats.virtual_bytes = field(23).unwrap_or(0.0) as u64;
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|b| b.trim().parse::<f64>().ok())
+        });
+        if let (Some(boot), Some(start)) = (boot, field(22)) {
+            stats.start_time_seconds = boot + start / ticks;
+        }
+    }
+    stats.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    stats.max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft);
+    stats
+}
+
 /// This process's resident set, from /proc/self/statm (pages × page size).
 pub fn resident_memory_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
@@ -132,4 +177,27 @@ pub fn resident_memory_bytes() -> u64 {
         .flatten()
         .unwrap_or(4096) as u64;
     pages * page
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read_from_proc() {
+        let s = process_stats();
+        assert!(
+            s.resident_bytes > 0 && s.virtual_bytes >= s.resident_bytes,
+            "{s:?}"
+        );
+        assert!(s.open_fds >= 3 && s.max_fds >= s.open_fds, "{s:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            s.start_time_seconds > 1.0e9 && s.start_time_seconds <= now + 1.0,
+            "{s:?}"
+        );
+    }
 }

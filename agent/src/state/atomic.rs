@@ -10,9 +10,28 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+/// How far a replacement is on disk when the write returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The rename is made durable too (the directory is fsynced): the new file
+    /// survives a power loss.
+    Durable,
+    /// The new file's content is fsynced before the rename (a crash, even a power loss,
+    /// leaves the old or the new file, never a torn one), but the rename itself becomes
+    /// durable only with the next fsync of the directory: for a record that another
+    /// durable write of the same file always follows (saves one fsync on the path of
+    /// every deploy).
+    Ordered,
+}
+
 /// Atomically replaces `path` with `bytes` (mode 0644).
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_with(path, bytes, |file| {
+    replace_file(path, bytes, Durability::Durable)
+}
+
+/// Atomically replaces `path` with `bytes` (mode 0644), as durable as `durability`.
+pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    replace(path, bytes, durability, |file| {
         file.set_permissions(fs::Permissions::from_mode(0o644))
     })
 }
@@ -24,6 +43,15 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn write_with(
     path: &Path,
     bytes: &[u8],
+    finish: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<()> {
+    replace(path, bytes, Durability::Durable, finish)
+}
+
+fn replace(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
     finish: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -48,7 +76,10 @@ pub fn write_with(
         finish(&file)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        match durability {
+            Durability::Durable => File::open(dir)?.sync_all(),
+            Durability::Ordered => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

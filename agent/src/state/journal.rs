@@ -74,10 +74,55 @@ pub struct Journal {
     /// Deploys ever finished, by result: never pruned, so it is a true counter.
     #[serde(default)]
     pub deploys: std::collections::BTreeMap<String, u64>,
+    /// Durations of the deploys that ran (refusals aside), never pruned: the
+    /// `hoist_deploy_duration_seconds` histogram.
+    #[serde(default)]
+    pub deploy_durations: Histogram,
     /// Release ids in the order they became current (a deploy that succeeded, a
     /// rollback), oldest first. "Previous" is read from here, not from id order.
     #[serde(default)]
     pub history: Vec<String>,
+}
+
+/// Upper bounds (seconds) of the deploy-duration buckets, `+Inf` aside.
+pub const DURATION_BUCKETS: [f64; 10] = [
+    5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// A cumulative-by-rendering histogram: how many observations fell into each bucket of
+/// [`DURATION_BUCKETS`] (the last slot is over the largest bound), their sum and count.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Per bucket, not cumulative; `DURATION_BUCKETS.len() + 1` slots once observed.
+    pub buckets: Vec<u64>,
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, ms: u64) {
+        self.buckets.resize(DURATION_BUCKETS.len() + 1, 0);
+        let seconds = ms as f64 / 1000.0;
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[slot] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        self.count += 1;
+    }
+
+    /// `(le, cumulative count)` for every bound, `+Inf` last.
+    pub fn cumulative(&self) -> Vec<(String, u64)> {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
+        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+            total += self.buckets.get(i).copied().unwrap_or(0);
+            out.push((bound.to_string(), total));
+        }
+        out.push(("+Inf".to_string(), self.count));
+        out
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -202,6 +247,9 @@ impl Journal {
             .any(|j| j.job_id == record.job_id && !j.running());
         if record.kind == "deploy" && !counted && !record.running() {
             *self.deploys.entry(record.result.clone()).or_default() += 1;
+            if record.result != result_name(JobResult::Refused) {
+                self.deploy_durations.observe(record.duration_ms);
+            }
         }
         self.jobs.retain(|j| j.job_id != record.job_id);
         self.jobs.push(record);
@@ -334,6 +382,15 @@ impl JournalFile {
 
     /// Applies `change` and writes the journal.
     pub fn apply(&mut self, change: Change) -> Result<(), JournalError> {
+        // A running job's release and the new current are always followed by another
+        // write of the journal in the same job (the release record, the job's end),
+        // which makes them durable; a job's records and releases are durable at once.
+        let durability = match change {
+            Change::Progress { .. } | Change::Current { .. } => atomic::Durability::Ordered,
+            Change::Job(_) | Change::Release { .. } | Change::Backup { .. } => {
+                atomic::Durability::Durable
+            }
+        };
         let journal = &mut self.journal;
         match change {
             Change::Job(record) => journal.record_job(record),
@@ -373,16 +430,16 @@ impl JournalFile {
                 }
             }
         }
-        self.save()
+        self.save(durability)
     }
 
-    fn save(&self) -> Result<(), JournalError> {
+    fn save(&self, durability: atomic::Durability) -> Result<(), JournalError> {
         let write = || {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let bytes = serde_json::to_vec_pretty(&self.journal).map_err(io::Error::other)?;
-            atomic::write_file(&self.path, &bytes)
+            atomic::replace_file(&self.path, &bytes, durability)
         };
         write().map_err(|source| JournalError {
             path: self.path.clone(),
@@ -510,6 +567,23 @@ mod tests {
             "a running record is never pruned"
         );
         assert_eq!(journal.deploys.get("interrupted"), Some(&2));
+        // Every deploy that ran is in the duration histogram, once; refusals are not.
+        assert_eq!(journal.deploy_durations.count, 3);
+        assert_eq!(journal.deploy_durations.cumulative().last().unwrap().1, 3);
+    }
+
+    #[test]
+    fn duration_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        for ms in [1_000, 5_000, 5_001, 4_000_000] {
+            h.observe(ms);
+        }
+        let c = h.cumulative();
+        assert_eq!(c[0], ("5".to_string(), 2));
+        assert_eq!(c[1], ("10".to_string(), 3));
+        assert_eq!(c[DURATION_BUCKETS.len() - 1], ("3600".to_string(), 3));
+        assert_eq!(c[DURATION_BUCKETS.len()], ("+Inf".to_string(), 4));
+        assert_eq!(h.sum_ms, 4_011_001);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Connections to agents: gRPC over mutual TLS with the operator's certificate.
 
 use std::{
+    collections::HashMap,
     error::Error as _,
     path::{Path, PathBuf},
     sync::Arc,
@@ -85,6 +86,10 @@ pub struct Credentials {
     pub not_after: i64,
     /// The certificate's common name: who the agents record as the operator.
     pub who: String,
+    /// The channels opened with this material, one per agent address and call timeout:
+    /// a command makes one TLS connection per host, whatever number of calls it makes
+    /// (lock, status, deploy, follow), multiplexed over HTTP/2.
+    channels: Arc<std::sync::Mutex<HashMap<String, Channel>>>,
 }
 
 struct Pem {
@@ -126,7 +131,25 @@ impl Credentials {
             pem: Arc::new(Pem { ca, cert, key }),
             cert_path: tls.cert.clone(),
             not_after,
+            channels: Arc::default(),
         })
+    }
+
+    /// Drops the channels to `address` (after a lost connection, so the next call
+    /// connects afresh instead of waiting on a dead one).
+    pub fn forget(&self, address: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(address);
+    }
+
+    fn cached(&self, address: &str) -> Option<Channel> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+            .cloned()
     }
 
     /// A warning when the certificate expires within [`EXPIRY_WARNING`].
@@ -377,13 +400,59 @@ fn with_hint(text: String) -> String {
     }
 }
 
-/// Opens a channel to one agent. `address` is `host:port`; the agent's certificate
-/// must carry `host` as a SAN.
+/// A client of one agent whose every request is bounded ([`Deadline`]).
+pub type Client = AgentClient<Deadline>;
+
+/// A channel whose requests each fail with tonic's "Timeout expired" (`Cancelled`)
+/// when no answer comes within `timeout`: one channel per agent serves calls with
+/// different bounds (a status call, a job that may take minutes to be accepted).
+#[derive(Clone)]
+pub struct Deadline {
+    channel: Channel,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for Deadline {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.channel.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let answer = self.channel.call(request);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(answer) => answer.map_err(Into::into),
+                Err(_) => Err(Box::new(tonic::TimeoutExpired(())) as BoxError),
+            }
+        })
+    }
+}
+
+/// A client of one agent. `address` is `host:port`; the agent's certificate must
+/// carry `host` as a SAN. The channel is opened once per command and address and
+/// shared by every later call ([`Credentials`]); `timeout` bounds the connection and
+/// each request of the returned client.
 pub async fn connect(
     address: &str,
     creds: &Credentials,
     timeout: Duration,
-) -> Result<AgentClient<Channel>, ConnectError> {
+) -> Result<Client, ConnectError> {
+    let client = |channel| AgentClient::new(Deadline { channel, timeout });
+    if let Some(channel) = creds.cached(address) {
+        return Ok(client(channel));
+    }
     let host = address
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
@@ -399,13 +468,18 @@ pub async fn connect(
             reason: chain(&e),
         })?
         .connect_timeout(timeout)
-        .timeout(timeout)
         .tcp_nodelay(true);
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| ConnectError::Transport(with_hint(chain(&e))))?;
-    Ok(AgentClient::new(channel))
+    creds
+        .channels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(address.to_string())
+        .or_insert_with(|| channel.clone());
+    Ok(client(channel))
 }
 
 /// An error and its sources on one line: tonic's top-level messages alone ("transport

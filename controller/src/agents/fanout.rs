@@ -9,8 +9,6 @@ use std::{
 };
 
 use futures_util::{StreamExt as _, stream};
-use hoist_proto::v1::agent_client::AgentClient;
-use tonic::transport::Channel;
 
 use crate::{
     agents::client::{self, Credentials},
@@ -147,7 +145,7 @@ pub async fn ask_one<T, F, Fut>(
     call: F,
 ) -> Result<T, CallError>
 where
-    F: FnOnce(AgentClient<Channel>) -> Fut,
+    F: FnOnce(client::Client) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     match tokio::time::timeout(timeout, ask_each(host, creds, timeout, call)).await {
@@ -168,7 +166,7 @@ pub async fn ask_each<T, F, Fut>(
     call: F,
 ) -> Result<T, CallError>
 where
-    F: FnOnce(AgentClient<Channel>) -> Fut,
+    F: FnOnce(client::Client) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let client = client::connect(&host.address, creds, timeout)
@@ -210,7 +208,7 @@ pub async fn ask_all<T, F, Fut>(
     call: F,
 ) -> Vec<Answer<T>>
 where
-    F: Fn(AgentClient<Channel>) -> Fut,
+    F: Fn(client::Client) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     ask_all_bounded(hosts, creds, timeout, CONCURRENCY, call).await
@@ -225,7 +223,7 @@ pub async fn ask_all_bounded<T, F, Fut>(
     call: F,
 ) -> Vec<Answer<T>>
 where
-    F: Fn(AgentClient<Channel>) -> Fut,
+    F: Fn(client::Client) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     ask_all_with(hosts, creds, timeout, concurrency, true, call).await
@@ -240,7 +238,7 @@ pub async fn ask_all_paged<T, F, Fut>(
     call: F,
 ) -> Vec<Answer<T>>
 where
-    F: Fn(AgentClient<Channel>) -> Fut,
+    F: Fn(client::Client) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     ask_all_with(hosts, creds, timeout, CONCURRENCY, false, call).await
@@ -255,7 +253,7 @@ async fn ask_all_with<T, F, Fut>(
     call: F,
 ) -> Vec<Answer<T>>
 where
-    F: Fn(AgentClient<Channel>) -> Fut,
+    F: Fn(client::Client) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let call = &call;

@@ -12,10 +12,9 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use hoist_proto::v1::{
     AttachRequest, DeployRequest, EnvSetRequest, EnvUnsetRequest, JobEvent, JobFinished, JobResult,
-    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
-    agent_client::AgentClient, job_event::Kind,
+    RestartRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest, job_event::Kind,
 };
-use tonic::{Code, Status, codec::Streaming, transport::Channel};
+use tonic::{Code, Status, codec::Streaming};
 
 use crate::{
     agents::client::{self, ConnectError, Credentials},
@@ -61,10 +60,7 @@ impl JobRequest {
     }
 
     /// Sends the request; the job's events follow on the returned stream.
-    pub async fn start(
-        self,
-        client: &mut AgentClient<Channel>,
-    ) -> Result<Streaming<JobEvent>, Status> {
+    pub async fn start(self, client: &mut client::Client) -> Result<Streaming<JobEvent>, Status> {
         let response = match self {
             JobRequest::Deploy(r) => client.deploy(r).await,
             JobRequest::Rollback(r) => client.rollback(r).await,
@@ -174,7 +170,7 @@ pub async fn connect(
     host: &Host,
     creds: &Credentials,
     timeout: Duration,
-) -> Result<AgentClient<Channel>, ConnectError> {
+) -> Result<client::Client, ConnectError> {
     let connect = client::connect(&host.address, creds, JOB_ACCEPT_TIMEOUT);
     match tokio::time::timeout(timeout, connect).await {
         Ok(result) => result,
@@ -305,6 +301,7 @@ async fn recover(
         "connection lost ({lost}); re-attaching to {job_id} ({attempt}/{REATTACH_ATTEMPTS})"
     )));
     tokio::time::sleep(Duration::from_secs(1 << attempt.saturating_sub(1).min(5))).await;
+    creds.forget(&host.address);
     let mut agent = connect(host, creds, timeout)
         .await
         .map_err(|e| JobOutcome::Lost(e.to_string()))?;

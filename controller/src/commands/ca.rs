@@ -4,7 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::{ca, commands::Failure};
+use serde_json::{Value, json};
+
+use crate::{
+    ca,
+    commands::{Failure, Global},
+    output::render,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum CaCommand {
@@ -57,12 +63,34 @@ pub struct IssueArgs {
     pub force: bool,
 }
 
-/// `hoist ca init`, `hoist ca issue` and `hoist ca revoke`.
-pub fn run(command: CaCommand) -> Result<(), Failure> {
+/// `hoist ca init`, `hoist ca issue` and `hoist ca revoke`; with `--json`, one
+/// document (`ca_init`, `ca_issue`, `ca_revoke`) instead of the sentence.
+pub fn run(global: &Global, command: CaCommand) -> Result<(), Failure> {
+    let print = |text: String, kind: &str, fields: Value| {
+        if global.json {
+            let mut doc = json!({ "kind": kind, "v": render::JSON_VERSION });
+            if let (Some(doc), Value::Object(fields)) = (doc.as_object_mut(), fields) {
+                doc.extend(fields);
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+            );
+        } else {
+            println!("{text}");
+        }
+    };
+    let until = |t: time::OffsetDateTime| {
+        jiff::Timestamp::from_second(t.unix_timestamp())
+            .map_or(Value::Null, |t| json!(t.to_string()))
+    };
     match command {
         CaCommand::Init { dir, force } => {
             let paths = ca::init(&dir, force).map_err(Failure::usage)?;
-            println!("{paths}");
+            let fields = json!({
+                "cert": paths.cert, "key": paths.key, "not_after": until(paths.not_after),
+            });
+            print(paths.to_string(), "ca_init", fields);
         }
         CaCommand::Issue(args) => {
             let issued = match (&args.agent, &args.user, args.role) {
@@ -83,11 +111,24 @@ pub fn run(command: CaCommand) -> Result<(), Failure> {
                 _ => unreachable!("clap requires --agent or --user with --role"),
             }
             .map_err(Failure::usage)?;
-            println!("{issued}");
+            let (name, role) = match (&args.agent, &args.user, args.role) {
+                (Some(agent), _, _) => (agent.clone(), "agent".to_string()),
+                (_, Some(user), Some(role)) => (user.clone(), role.as_str().to_string()),
+                _ => unreachable!("clap requires --agent or --user with --role"),
+            };
+            let fields = json!({
+                "name": name, "role": role, "cert": issued.cert, "key": issued.key,
+                "not_after": until(issued.not_after),
+            });
+            print(issued.to_string(), "ca_issue", fields);
         }
         CaCommand::Revoke { ca_dir, which } => {
             let revoked = ca::revoke(&ca_dir, &which).map_err(Failure::usage)?;
-            println!("{revoked}");
+            let fields = json!({
+                "serial": revoked.serial, "already": revoked.already, "crl": revoked.crl,
+                "revoked_count": revoked.count,
+            });
+            print(revoked.to_string(), "ca_revoke", fields);
         }
     }
     Ok(())

@@ -314,7 +314,7 @@ pub async fn list(
 ) -> Result<(), Failure> {
     let answers = fetch(hosts, creds, timeout, app, show).await;
     if out.json {
-        out.json_document(&list_json(&answers, show));
+        out.json_document("env_list", list_json(&answers, show));
     } else {
         let text = render_list(&answers, show, out.colour);
         out.text(&text);
@@ -367,7 +367,7 @@ pub async fn get(
                 Err(err) => json!({ "host": a.host, "key": key, "error": err.to_string() }),
             })
             .collect();
-        out.json_document(&Value::Array(hosts));
+        out.json_document("env_get", Value::Array(hosts));
     } else {
         let text = render_get(&answers, key, show, out.colour);
         out.text(&text);

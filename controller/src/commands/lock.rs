@@ -162,7 +162,7 @@ pub async fn lock(
     let refusal = match round {
         Ok(_) => {
             if out.json {
-                out.json_document(&Value::Array(rows));
+                out.json_document("lock", Value::Array(rows));
             } else {
                 out.text(&format!(
                     "deploys of {app} wait until `hoist unlock {app}` releases the lock\n"
@@ -191,7 +191,7 @@ pub async fn lock(
         }
     }
     if out.json {
-        out.json_document(&Value::Array(rows));
+        out.json_document("lock", Value::Array(rows));
     }
     let mut why = format!("cannot lock {app} on {name}: {err}");
     if kept.is_empty() {
@@ -285,7 +285,7 @@ pub async fn unlock(
         }
     }
     if out.json {
-        out.json_document(&Value::Array(rows));
+        out.json_document("unlock", Value::Array(rows));
     }
     if failed.is_empty() {
         Ok(())

@@ -222,7 +222,7 @@ pub async fn recent(
     })
     .await;
     if out.json {
-        out.json_document(&recent_json(&answers));
+        out.json_document("log", recent_json(&answers));
     } else {
         let text = render_recent(&answers, out.colour);
         out.text(&text);
@@ -331,7 +331,7 @@ pub async fn job(
                 })
             })
             .collect();
-        out.json_document(&Value::Array(logs));
+        out.json_document("job_log", Value::Array(logs));
     } else {
         for (i, (host, events, summary)) in found.iter().enumerate() {
             if i > 0 {

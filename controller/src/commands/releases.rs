@@ -140,7 +140,7 @@ pub async fn releases(
     })
     .await;
     if out.json {
-        out.json_document(&to_json(&answers));
+        out.json_document("releases", to_json(&answers));
     } else {
         let text = render(&answers, out.colour);
         out.text(&text);

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hoist_proto::v1::{
-    AppStatus, CheckStatus, HostResources, Level, LockInfo, ServiceState, StatusRequest,
-    StatusResponse,
+    AppStatus, HostResources, Level, LockInfo, ServiceState, StatusRequest, StatusResponse,
 };
 use serde_json::{Value, json};
 
@@ -45,9 +44,10 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<(), Failure> {
     )
     .await;
     if global.json {
-        let text = serde_json::to_string_pretty(&to_json(&reports))
-            .map_err(|e| Failure::failed(anyhow::Error::new(e).context("encoding JSON")))?;
-        println!("{text}");
+        println!(
+            "{}",
+            crate::output::render::document("status", to_json(&reports))
+        );
     } else {
         print!("{}", render(&reports, table::use_colour()));
     }
@@ -214,32 +214,38 @@ fn service_cell(app: &AppStatus) -> Cell {
     }
 }
 
-fn check_cell(checks: &[CheckStatus]) -> Cell {
+fn check_cell(app: &AppStatus) -> Cell {
+    let checks = &app.checks;
+    if app.current_release.is_empty() && app.running_job.is_empty() {
+        return Cell::new("not deployed", Tone::Dim);
+    }
     if checks.is_empty() {
         return Cell::new("-", Tone::Dim);
     }
-    let failing: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.has_run && !c.ok)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failing = |monitor_only: bool| -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| c.has_run && !c.ok && c.monitor_only == monitor_only)
+            .map(|c| c.name.as_str())
+            .collect()
+    };
+    let (gating, monitored) = (failing(false), failing(true));
     let passing = checks.iter().filter(|c| c.ok).count();
-    if !failing.is_empty() {
-        Cell::new(
-            format!(
-                "{passing}/{} ok (failing: {})",
-                checks.len(),
-                failing.join(", ")
-            ),
-            Tone::Bad,
-        )
+    let mut text = format!("{passing}/{} ok", checks.len());
+    if !gating.is_empty() {
+        text.push_str(&format!(" (failing: {})", gating.join(", ")));
+    }
+    if !monitored.is_empty() {
+        text.push_str(&format!(" (monitor failing: {})", monitored.join(", ")));
+    }
+    if !gating.is_empty() {
+        Cell::new(text, Tone::Bad)
+    } else if !monitored.is_empty() {
+        Cell::new(text, Tone::Warn)
     } else if checks.iter().any(|c| !c.has_run) {
-        Cell::new(
-            format!("{passing}/{} ok (pending)", checks.len()),
-            Tone::Warn,
-        )
+        Cell::new(format!("{text} (pending)"), Tone::Warn)
     } else {
-        Cell::new(format!("{passing}/{} ok", checks.len()), Tone::Good)
+        Cell::new(text, Tone::Good)
     }
 }
 
@@ -313,12 +319,12 @@ pub fn host_rows(
                 };
                 row.push(Cell::from(app.name.clone()));
                 row.push(if app.current_release.is_empty() {
-                    Cell::new("(none)", Tone::Dim)
+                    Cell::new("not deployed", Tone::Dim)
                 } else {
                     Cell::from(app.current_release.clone())
                 });
                 row.push(service_cell(app));
-                row.push(check_cell(&app.checks));
+                row.push(check_cell(app));
                 rows.push(row);
                 if !app.running_job.is_empty() {
                     notes.push(paint_note(
@@ -338,15 +344,20 @@ pub fn host_rows(
                     ));
                 }
                 for c in app.checks.iter().filter(|c| c.has_run && !c.ok) {
+                    let (what, tone) = if c.monitor_only {
+                        ("monitor-only check", Tone::Warn)
+                    } else {
+                        ("check", Tone::Bad)
+                    };
                     notes.push(paint_note(
                         &format!(
-                            "{} {}: check {} failing: {}",
+                            "{} {}: {what} {} failing: {}",
                             report.name,
                             app.name,
                             c.name,
                             c.output.trim()
                         ),
-                        Tone::Bad,
+                        tone,
                         colour,
                     ));
                 }
@@ -468,6 +479,7 @@ pub fn to_json(reports: &[HostReport]) -> Value {
                         },
                         "apps": s.apps.iter().map(|a| json!({
                             "name": a.name,
+                            "deployed": !a.current_release.is_empty(),
                             "current_release": a.current_release,
                             "current_commit": a.current_commit,
                             "running_job": if a.running_job.is_empty() {
@@ -482,6 +494,7 @@ pub fn to_json(reports: &[HostReport]) -> Value {
                             })).collect::<Vec<_>>(),
                             "checks": a.checks.iter().map(|c| json!({
                                 "name": c.name, "kind": c.kind, "ok": c.ok, "has_run": c.has_run,
+                                "gate": !c.monitor_only,
                                 "last_run": timestamp(&c.last_run),
                                 "duration_ms": c.duration_ms, "output": c.output,
                             })).collect::<Vec<_>>(),

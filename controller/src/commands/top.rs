@@ -191,9 +191,7 @@ async fn once(
     }
     let mut stdout = io::stdout().lock();
     let text = if json {
-        let json = serde_json::to_string_pretty(&status::to_json(&view.reports()))
-            .map_err(Failure::failed)?;
-        json + "\n"
+        crate::output::render::document("status", status::to_json(&view.reports())) + "\n"
     } else {
         let width = if io::stdout().is_terminal() {
             terminal::size().ok().map(|(w, _)| usize::from(w))

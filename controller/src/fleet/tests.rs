@@ -60,6 +60,13 @@ prometheus = \"http://127.0.0.1:9090\"
 query = 'sum(rate(http_requests_total{{status=~\"5..\"}}[5m])) / sum(rate(http_requests_total[5m]))'
 max = 0.01
 
+[[gate]]
+name = \"Error rate < 1%\"
+prometheus = \"http://127.0.0.1:9090\"
+query = 'sum(rate(http_requests_total{{status=~\"5..\"}}[5m])) / sum(rate(http_requests_total[5m]))'
+max = 0.01
+on_empty = \"pass\"
+
 [window]
 allow = [\"Tue-Thu 10:00-16:00\"]
 timezone = \"Asia/Dhaka\"
@@ -85,6 +92,10 @@ webhooks = [\"https://hooks.slack.com/services/T000/B000/XXXX\"]
         }
     );
     assert_eq!(fleet.gates[0].max, 0.01);
+    assert_eq!(fleet.gates[0].name, None);
+    assert_eq!(fleet.gates[0].on_empty, crate::fleet::OnEmpty::Fail);
+    assert_eq!(fleet.gates[1].name.as_deref(), Some("Error rate < 1%"));
+    assert_eq!(fleet.gates[1].on_empty, crate::fleet::OnEmpty::Pass);
     let window = fleet.window.expect("window");
     assert_eq!(window.allow[0].to_string(), "Tue-Thu 10:00-16:00");
     assert_eq!(window.timezone, "Asia/Dhaka");
@@ -274,7 +285,21 @@ fn diagnostics() {
                 "{}[[gate]]\nprometheus = \"http://p:9090\"\nquery = \"up\"\nmin = 1\n",
                 hosts()
             ),
-            "fleet.toml:21:1: unknown key `min`\n  hint: valid keys here: prometheus, query, max",
+            "fleet.toml:21:1: unknown key `min`\n  hint: valid keys here: name, prometheus, query, max, on_empty",
+        ),
+        (
+            &format!(
+                "{}[[gate]]\nprometheus = \"http://p:9090\"\nquery = \"up\"\nmax = 1\non_empty = \"skip\"\n",
+                hosts()
+            ),
+            "fleet.toml:22:12: unknown value `skip`\n  hint: valid values: fail or pass",
+        ),
+        (
+            &format!(
+                "{}[[gate]]\nname = \"\"\nprometheus = \"http://p:9090\"\nquery = \"up\"\nmax = 1\n",
+                hosts()
+            ),
+            "fleet.toml:19:8: invalid gate name \"\"",
         ),
         (
             &format!("{}[window]\nallow = [\"Tue-Thu 16:00-10:00\"]\n", hosts()),

@@ -558,18 +558,35 @@ impl<'a> Output<'a> {
         let _ = self.out.flush();
     }
 
-    /// One JSON value on one line.
+    /// One JSON-lines record: an object with a `kind`, given the contract's `"v"`.
     pub fn json_line(&mut self, value: &Value) {
-        let _ = writeln!(self.out, "{value}");
+        let _ = writeln!(self.out, "{}", versioned(value.clone()));
         let _ = self.out.flush();
     }
 
-    /// A pretty-printed JSON document (the answer of a query command).
-    pub fn json_document(&mut self, value: &Value) {
-        let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-        let _ = writeln!(self.out, "{text}");
+    /// The one document a query command prints: `{"kind", "v", "hosts": [...]}`.
+    pub fn json_document(&mut self, kind: &str, hosts: Value) {
+        let _ = writeln!(self.out, "{}", document(kind, hosts));
         let _ = self.out.flush();
     }
+}
+
+/// The version of the `--json` contract (docs/REFERENCE.md, "JSON output"): bumped when
+/// a field changes meaning or goes away; new fields and kinds do not bump it.
+pub const JSON_VERSION: u64 = 1;
+
+/// `value` with `"v": JSON_VERSION` (objects only).
+pub fn versioned(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.insert("v".into(), JSON_VERSION.into());
+    }
+    value
+}
+
+/// A pretty-printed document: `{"kind": KIND, "v": 1, "hosts": HOSTS}`.
+pub fn document(kind: &str, hosts: Value) -> String {
+    let value = json!({ "kind": kind, "v": JSON_VERSION, "hosts": hosts });
+    serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
 }
 
 #[cfg(test)]

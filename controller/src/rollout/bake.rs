@@ -33,8 +33,9 @@ use crate::{
 /// Attempts at (re)connecting a host's status stream before it counts as unreachable.
 const CONNECT_ATTEMPTS: u32 = 3;
 
-/// The first failing check in `status` for `app` whose run started at or after
-/// `since`: `check NAME failed: OUTPUT`.
+/// The first failing gating check in `status` for `app` whose run started at or after
+/// `since`: `check NAME failed: OUTPUT`. Monitor-only checks (`gate = false` in the
+/// agent's config) are never a verdict.
 pub fn failing_check(
     status: &StatusResponse,
     app: &str,
@@ -48,7 +49,7 @@ pub fn failing_check(
     let app = status.apps.iter().find(|a| a.name == app)?;
     app.checks
         .iter()
-        .find(|c| c.has_run && !c.ok && fresh(c.last_run.as_ref()))
+        .find(|c| c.has_run && !c.ok && !c.monitor_only && fresh(c.last_run.as_ref()))
         .map(|c| {
             let output = c.output.trim();
             let output = output.lines().next().unwrap_or(output);
@@ -289,7 +290,8 @@ pub(crate) async fn evaluate_gates(
             Some(json!({
                 "kind": "gate",
                 "phase": phase,
-                "prometheus": gate.prometheus,
+                "name": described,
+                "prometheus": crate::output::redact::userinfo(&gate.prometheus),
                 "query": gate.query,
                 "max": gate.max,
                 "value": verdict.value(),
@@ -359,5 +361,10 @@ mod tests {
         );
         assert_eq!(failing_check(&fresh, "other", since.as_ref()), None);
         assert!(failing_check(&stale, "web", None).is_some());
+        let monitored = status(vec![CheckStatus {
+            monitor_only: true,
+            ..check("tls expiry", false, true, 105)
+        }]);
+        assert_eq!(failing_check(&monitored, "web", since.as_ref()), None);
     }
 }

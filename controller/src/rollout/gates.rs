@@ -6,6 +6,11 @@
 //! A vector result with several series holds only when every series does, so the
 //! gate's value is the largest sample.
 //!
+//! An empty result or NaN (a ratio before the first error, or with no traffic) fails
+//! with a hint (`or vector(0)`, `on_empty = "pass"`) unless the gate says
+//! `on_empty = "pass"`. A gate is shown by its `name` when it has one; the query stays
+//! in `--json` and in the plan lines.
+//!
 //! `prometheus` may be `http://` or `https://` (verified against the system's root
 //! certificates; see [`crate::rollout::httpc`]).
 
@@ -14,7 +19,7 @@ use std::{fmt, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    fleet::Gate,
+    fleet::{Gate, OnEmpty},
     output::redact,
     rollout::httpc::{self, HttpError},
 };
@@ -29,25 +34,32 @@ pub enum Verdict {
     Pass(f64),
     /// The value, over max.
     Over(f64),
+    /// No data (an empty vector or NaN), and the gate says `on_empty = "pass"`.
+    Empty,
     /// Could not evaluate: why.
     Error(String),
 }
 
 impl Verdict {
     pub fn ok(&self) -> bool {
-        matches!(self, Verdict::Pass(_))
+        matches!(self, Verdict::Pass(_) | Verdict::Empty)
     }
 
     pub fn value(&self) -> Option<f64> {
         match self {
             Verdict::Pass(v) | Verdict::Over(v) => Some(*v),
-            Verdict::Error(_) => None,
+            Verdict::Empty | Verdict::Error(_) => None,
         }
     }
 }
 
-/// A gate as the operator reads it: `QUERY <= MAX`.
+/// A gate as the operator reads it: its `name`, else `QUERY <= MAX`.
 pub fn describe(gate: &Gate) -> String {
+    gate.name.clone().unwrap_or_else(|| rule(gate))
+}
+
+/// The gate's rule in full: `QUERY <= MAX`.
+pub fn rule(gate: &Gate) -> String {
     format!("{} <= {}", gate.query, gate.max)
 }
 
@@ -56,6 +68,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Pass(v) => write!(f, "{v} (ok)"),
             Verdict::Over(v) => write!(f, "{v}, over the max"),
+            Verdict::Empty => write!(f, "no data (ok: on_empty = \"pass\")"),
             Verdict::Error(why) => write!(f, "cannot evaluate: {why}"),
         }
     }
@@ -99,13 +112,21 @@ pub async fn evaluate(gate: &Gate) -> Verdict {
         Err(why) => return Verdict::Error(why.to_string()),
     };
     match httpc::get(&url, QUERY_TIMEOUT).await {
-        Ok(response) => judge(gate.max, response.status, &response.body),
+        Ok(response) => judge(gate.max, gate.on_empty, response.status, &response.body),
         Err(why) => Verdict::Error(format!("{}: {why}", redact::userinfo(&gate.prometheus))),
     }
 }
 
+/// What to do about a query that returned no data.
+const EMPTY_HINT: &str = "if no data means healthy here (a ratio before the first error), \
+     append `or vector(0)` to the query, or set on_empty = \"pass\" on the gate";
+
 /// The verdict on a query's answer.
-pub fn judge(max: f64, status: u16, body: &str) -> Verdict {
+pub fn judge(max: f64, on_empty: OnEmpty, status: u16, body: &str) -> Verdict {
+    let empty = |what: &str| match on_empty {
+        OnEmpty::Pass => Verdict::Empty,
+        OnEmpty::Fail => Verdict::Error(format!("{what}; {EMPTY_HINT}")),
+    };
     let excerpt = |body: &str| {
         let body = body.trim();
         match body.char_indices().nth(200) {
@@ -145,9 +166,7 @@ pub fn judge(max: f64, status: u16, body: &str) -> Verdict {
         None => return Verdict::Error(format!("no resultType in {}", excerpt(body))),
     };
     if samples.is_empty() {
-        return Verdict::Error(
-            "the query returned no data (an empty vector); a gate needs a value".into(),
-        );
+        return empty("the query returned no data (an empty vector)");
     }
     let mut worst = f64::NEG_INFINITY;
     for sample in samples {
@@ -161,7 +180,7 @@ pub fn judge(max: f64, status: u16, body: &str) -> Verdict {
             .ok_or_else(|| format!("not a sample value: {sample}"));
         match value {
             Ok(v) if v.is_nan() => {
-                return Verdict::Error("the query's value is NaN (no traffic to divide?)".into());
+                return empty("the query's value is NaN (no traffic to divide?)");
             }
             Ok(v) => worst = worst.max(v),
             Err(why) => return Verdict::Error(why.to_string()),
@@ -192,36 +211,62 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(judge(0.01, 200, &vector(&["0.002"])), Verdict::Pass(0.002));
-        assert_eq!(judge(0.01, 200, &vector(&["0.01"])), Verdict::Pass(0.01));
         assert_eq!(
-            judge(0.01, 200, &vector(&["0.002", "0.5"])),
+            judge(0.01, OnEmpty::Fail, 200, &vector(&["0.002"])),
+            Verdict::Pass(0.002)
+        );
+        assert_eq!(
+            judge(0.01, OnEmpty::Fail, 200, &vector(&["0.01"])),
+            Verdict::Pass(0.01)
+        );
+        assert_eq!(
+            judge(0.01, OnEmpty::Fail, 200, &vector(&["0.002", "0.5"])),
             Verdict::Over(0.5)
         );
         assert_eq!(
-            judge(1.0, 200, &vector(&["+Inf"])),
+            judge(1.0, OnEmpty::Fail, 200, &vector(&["+Inf"])),
             Verdict::Over(f64::INFINITY)
         );
         let scalar = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#;
-        assert_eq!(judge(5.0, 200, scalar), Verdict::Pass(3.0));
+        assert_eq!(judge(5.0, OnEmpty::Fail, 200, scalar), Verdict::Pass(3.0));
         let failing = |v: Verdict, needle: &str| match v {
             Verdict::Error(why) => assert!(why.contains(needle), "{why}"),
             other => panic!("{other:?}"),
         };
-        failing(judge(1.0, 200, &vector(&[])), "no data");
-        failing(judge(1.0, 200, &vector(&["NaN"])), "NaN");
+        failing(
+            judge(1.0, OnEmpty::Fail, 200, &vector(&[])),
+            "no data (an empty vector); if no data means healthy here (a ratio before the \
+             first error), append `or vector(0)` to the query, or set on_empty = \"pass\"",
+        );
+        assert_eq!(judge(1.0, OnEmpty::Pass, 200, &vector(&[])), Verdict::Empty);
+        assert_eq!(
+            judge(1.0, OnEmpty::Pass, 200, &vector(&["NaN"])),
+            Verdict::Empty
+        );
+        assert!(Verdict::Empty.ok());
+        // on_empty never hides a real value over the max.
+        assert_eq!(
+            judge(0.01, OnEmpty::Pass, 200, &vector(&["0.5"])),
+            Verdict::Over(0.5)
+        );
+        failing(judge(1.0, OnEmpty::Fail, 200, &vector(&["NaN"])), "NaN");
         failing(
             judge(
                 1.0,
+                OnEmpty::Fail,
                 400,
                 r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#,
             ),
             "HTTP 400: parse error",
         );
-        failing(judge(1.0, 502, "<html>bad gateway</html>"), "HTTP 502");
+        failing(
+            judge(1.0, OnEmpty::Fail, 502, "<html>bad gateway</html>"),
+            "HTTP 502",
+        );
         failing(
             judge(
                 1.0,
+                OnEmpty::Fail,
                 200,
                 r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
             ),
@@ -233,9 +278,11 @@ mod tests {
     async fn evaluates_over_http() {
         let prometheus = server(200, r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.25"]}]}}"#).await;
         let gate = Gate {
+            name: None,
             prometheus: format!("{}/", prometheus.url),
             query: "sum(rate(x[5m])) > 0".into(),
             max: 0.5,
+            on_empty: OnEmpty::Fail,
         };
         assert_eq!(evaluate(&gate).await, Verdict::Pass(0.25));
         let requests = prometheus.requests.lock().unwrap().clone();
@@ -250,10 +297,14 @@ mod tests {
 
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead = Gate {
+            name: Some("Agent up".into()),
             prometheus: format!("http://{}", closed.local_addr().unwrap()),
             query: "up".into(),
             max: 1.0,
+            on_empty: OnEmpty::Fail,
         };
+        assert_eq!(describe(&dead), "Agent up");
+        assert_eq!(rule(&dead), "up <= 1");
         drop(closed);
         assert!(matches!(evaluate(&dead).await, Verdict::Error(why) if why.contains("connect")));
         let https = Gate {

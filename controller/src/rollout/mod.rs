@@ -184,7 +184,7 @@ pub async fn run(
             "app": op.app(),
             "ref": match &op { Operation::Deploy(o) => json!(o.git_ref), Operation::Rollback(_) => Value::Null },
             "dry_run": rollout.dry_run,
-            "gates": gate_list.iter().map(|g| json!({"prometheus": crate::output::redact::userinfo(&g.prometheus), "query": g.query, "max": g.max})).collect::<Vec<_>>(),
+            "gates": gate_list.iter().map(|g| json!({"name": gates::describe(g), "prometheus": crate::output::redact::userinfo(&g.prometheus), "query": g.query, "max": g.max, "on_empty": match g.on_empty { crate::fleet::OnEmpty::Pass => "pass", crate::fleet::OnEmpty::Fail => "fail" }})).collect::<Vec<_>>(),
             "window": verdict.as_ref().map(|v| json!({"open": v.open, "now": v.now, "why": v.why, "next": v.next})),
             "forced": forced,
         }),

@@ -198,14 +198,20 @@ impl<'h> Plan<'h> {
     }
 }
 
-/// The gates as plan lines: `up <= 1 (http://...)`.
+/// The gates as plan lines: `up <= 1 (http://...)`, or with a name
+/// `Error rate < 1%: QUERY <= 0.01 (http://...)` (the plan is where the query is shown).
 pub fn gate_lines(gates: &[Gate]) -> Vec<String> {
     gates
         .iter()
         .map(|g| {
+            let name = g.name.as_ref().map_or(String::new(), |n| format!("{n}: "));
+            let empty = match g.on_empty {
+                crate::fleet::OnEmpty::Pass => ", no data passes",
+                crate::fleet::OnEmpty::Fail => "",
+            };
             format!(
-                "{} ({})",
-                gates::describe(g),
+                "{name}{} ({}{empty})",
+                gates::rule(g),
                 crate::output::redact::userinfo(&g.prometheus)
             )
         })
@@ -344,5 +350,32 @@ mod tests {
         assert_eq!(json["bake_ms"], 2000);
         let rollback = plan.json(false, json!({}));
         assert_eq!(rollback["migrates"], Value::Null);
+    }
+
+    #[test]
+    fn gate_lines_show_the_name_the_rule_and_on_empty() {
+        use crate::fleet::OnEmpty;
+        let plain = Gate {
+            name: None,
+            prometheus: "http://ops:s3cret@prom:9090".into(),
+            query: "up".into(),
+            max: 1.0,
+            on_empty: OnEmpty::Fail,
+        };
+        let named = Gate {
+            name: Some("Error rate < 1%".into()),
+            query: "sum(rate(e[5m])) / sum(rate(r[5m]))".into(),
+            max: 0.01,
+            on_empty: OnEmpty::Pass,
+            ..plain.clone()
+        };
+        assert_eq!(
+            gate_lines(&[plain, named]),
+            [
+                "up <= 1 (http://ops:***@prom:9090)",
+                "Error rate < 1%: sum(rate(e[5m])) / sum(rate(r[5m])) <= 0.01 \
+                 (http://ops:***@prom:9090, no data passes)",
+            ]
+        );
     }
 }

@@ -10,4 +10,5 @@ pub mod postgres;
 pub mod promtool;
 pub mod supervisor;
 pub mod systemd;
+pub mod tls;
 pub mod webhook;
