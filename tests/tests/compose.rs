@@ -339,14 +339,8 @@ async fn compose_agent(compose: &str, port: u16, extra: &str, who: Who) -> Compo
         .apps(&toml)
         .start()
         .await;
-    let fleet = deploy_root.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        format!("{}{}", pki.fleet_tls(who), agent.fleet_entry("web-1")),
-    )
-    .unwrap();
     Composed {
-        fleet: fleet.display().to_string(),
+        fleet: agent.one_host_fleet(&pki, who, deploy_root.path()),
         docker,
         agent,
         pki,

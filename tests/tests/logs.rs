@@ -126,16 +126,15 @@ path = "logs/*.log"
         supervisor.serverurl()
     );
     let agent = AgentBuilder::new(&pki).apps(&app).start().await;
-    let hosts = agent.fleet_entry("web-1");
-    let deployer = root.path().join("fleet.toml");
-    std::fs::write(
-        &deployer,
-        format!("{}{hosts}", pki.fleet_tls(Who::Deployer)),
-    )
-    .unwrap();
-    let viewer = root.path().join("viewer.toml");
-    std::fs::write(&viewer, format!("{}{hosts}", pki.fleet_tls(Who::Viewer))).unwrap();
-    let (fl, vw) = (deployer.display().to_string(), viewer.display().to_string());
+    let fleet = |who, dir: &str| {
+        let dir = root.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        agent.one_host_fleet(&pki, who, &dir)
+    };
+    let (fl, vw) = (
+        fleet(Who::Deployer, "deployer"),
+        fleet(Who::Viewer, "viewer"),
+    );
 
     let (status, out, err) = hoist(&["deploy", "shop", "--ref", "main", "--fleet", &fl]);
     assert!(status.success(), "{out}{err}");
