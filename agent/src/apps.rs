@@ -464,6 +464,7 @@ impl Owner {
                         previous_release: job.previous_release.clone(),
                         duration_ms: job.duration_ms,
                         error: job.error.clone(),
+                        commit: job.commit.clone(),
                     },
                 );
             }

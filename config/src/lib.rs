@@ -15,6 +15,9 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
+mod pattern;
+pub use pattern::{MAX_PATTERN, Pattern, PatternError};
+
 // === diagnostics ===
 
 /// One problem in a TOML file, at a 1-based line and column.

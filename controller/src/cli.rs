@@ -4,8 +4,8 @@
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{
-    Failure, Global, attach, backup, ca, completions, demo, deploy, env, lock, log, releases, run,
-    services, status, targets, top,
+    Failure, Global, attach, backup, ca, completions, demo, deploy, env, lock, log, logs, releases,
+    run, services, status, targets, top,
 };
 
 #[derive(Parser, Debug)]
@@ -58,6 +58,9 @@ pub enum Command {
     Log(log::LogArgs),
     /// Follow a job (running or finished) from its first event.
     Attach(attach::AttachArgs),
+    /// The last lines of an app's declared log sources ([[app.logs]]) on each host;
+    /// -f follows new ones.
+    Logs(logs::LogsArgs),
     /// Show or change an app's .env (values hidden unless --show).
     Env(env::EnvArgs),
     /// Stop deploys of an app until `hoist unlock`.
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stop(args) => services::run(&global, args, false).await,
         Command::Start(args) => services::run(&global, args, true).await,
         Command::Run(args) => run::run(&global, args).await,
+        Command::Logs(args) => logs::run(&global, args).await,
         Command::Releases(args) => releases::run(&global, args).await,
         Command::Backup(args) => backup::backup(&global, args).await,
         Command::Backups(args) => backup::backups(&global, args).await,

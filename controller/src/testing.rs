@@ -41,6 +41,7 @@ pub(crate) fn finished(result: JobResult, error: &str) -> JobFinished {
         previous_release: "20261121T090000Z-0f0f0f0".into(),
         duration_ms: 12_300,
         error: error.into(),
+        commit: String::new(),
     }
 }
 
@@ -161,6 +162,7 @@ impl Agent for Fake {
     type AttachStream = EventStream;
     type EnvSetStream = EventStream;
     type EnvUnsetStream = EventStream;
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<hoist_proto::v1::LogLine, Status>> + Send>>;
 
     async fn get_info(
         &self,
@@ -259,6 +261,12 @@ impl Agent for Fake {
         &self,
         _: Request<hoist_proto::v1::RunTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        not_in_the_fake()
+    }
+    async fn logs(
+        &self,
+        _: Request<hoist_proto::v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         not_in_the_fake()
     }
     async fn attach(

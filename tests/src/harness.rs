@@ -555,6 +555,16 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
+/// The `user`/`group` lines of an `[[app]]` whose hooks and tasks run as `nobody` when
+/// the tests run as root (as an agent's apps would), and nothing otherwise.
+pub fn app_user_lines() -> &'static str {
+    if nix::unistd::Uid::effective().is_root() {
+        "user = \"nobody\"\ngroup = \"nogroup\"\n"
+    } else {
+        ""
+    }
+}
+
 /// A `deploy_to` that a release was switched to (`releases/1`, `current` → it), for
 /// tests of background checks, which the agent runs only once an app is deployed.
 pub fn deployed_dir() -> TempDir {

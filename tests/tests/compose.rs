@@ -321,6 +321,44 @@ fn two_services(image: &str, api: u16, worker: u16) -> String {
     )
 }
 
+/// A private engine with image v1, and an agent deploying `compose` (the app's compose
+/// file) with `extra` appended to its `[[app]]`, checked on `port`; a fleet file for
+/// `who` naming it web-1.
+async fn compose_agent(compose: &str, port: u16, extra: &str, who: Who) -> Composed {
+    let docker = Docker::start().expect("start a private dockerd");
+    docker
+        .import_image(V1, &[("www/version", "v1\n")])
+        .expect("import v1");
+    let repo = AppRepo::new_static(&[("docker-compose.yml", compose)]);
+    let deploy_root = tempfile::tempdir().unwrap();
+    let deploy_to = deploy_root.path().join("shop");
+    let pki = Pki::new();
+    let toml = format!("{}{extra}", app_toml(&repo, &deploy_to, port));
+    let agent = AgentBuilder::new(&pki)
+        .env("DOCKER_HOST", &docker.host())
+        .apps(&toml)
+        .start()
+        .await;
+    Composed {
+        fleet: agent.one_host_fleet(&pki, who, deploy_root.path()),
+        docker,
+        agent,
+        pki,
+        _repo: repo,
+        _root: deploy_root,
+    }
+}
+
+/// What [`compose_agent`] made.
+struct Composed {
+    docker: Docker,
+    agent: Agent,
+    pki: Pki,
+    _repo: AppRepo,
+    _root: tempfile::TempDir,
+    fleet: String,
+}
+
 /// `hoist restart APP --service api` names a service of the app's compose project:
 /// only that one is recreated; `hoist stop`/`start --service` act on one too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,32 +366,9 @@ async fn one_compose_service_by_its_own_name() {
     let Some(()) = require_tools() else {
         return;
     };
-    let docker = Docker::start().expect("start a private dockerd");
-    docker
-        .import_image(V1, &[("www/version", "v1\n")])
-        .expect("import v1");
     let (api, worker) = (e2e::free_port(), e2e::free_port());
-    let repo = AppRepo::new_static(&[("docker-compose.yml", &two_services(V1, api, worker))]);
-    let deploy_root = tempfile::tempdir().unwrap();
-    let deploy_to = deploy_root.path().join("shop");
-    let pki = Pki::new();
-    let toml = app_toml(&repo, &deploy_to, api);
-    let agent = AgentBuilder::new(&pki)
-        .env("DOCKER_HOST", &docker.host())
-        .apps(&toml)
-        .start()
-        .await;
-    let fleet = deploy_root.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "{}{}",
-            pki.fleet_tls(Who::Deployer),
-            agent.fleet_entry("web-1")
-        ),
-    )
-    .unwrap();
-    let fl = fleet.to_str().unwrap();
+    let c = compose_agent(&two_services(V1, api, worker), api, "", Who::Deployer).await;
+    let (docker, agent, fl) = (&c.docker, &c.agent, c.fleet.as_str());
     let hoist = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--fleet", fl]);
@@ -402,4 +417,47 @@ async fn one_compose_service_by_its_own_name() {
         "worker up again"
     );
     assert_eq!(served(worker).await, "v1\n");
+}
+
+/// `hoist logs` of a compose service (`compose_service`): `docker logs` of its
+/// container through the private engine, masked, `--lines` and `--grep` applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_compose_service() {
+    let Some(()) = require_tools() else {
+        return;
+    };
+    let port = e2e::free_port();
+    let compose = format!(
+        r#"services:
+  web:
+    image: {V1}
+    network_mode: host
+    init: true
+    command: ["sh", "-c", "echo web starting with redis://app:Sekr3tPw@127.0.0.1:6379/0; echo web ready; exec httpd -f -p 127.0.0.1:{port} -h /www"]
+"#
+    );
+    let logs = format!("\n[[app.logs]]\nname = \"web\"\ncompose_service = \"{SERVICE}\"\n");
+    let c = compose_agent(&compose, port, &logs, Who::Viewer).await;
+    let (docker, agent, pki, fl) = (&c.docker, &c.agent, &c.pki, c.fleet.as_str());
+    deploy(agent, pki, docker, "d-logs", "main").await;
+
+    let (status, out, err) =
+        hoist_tests::harness::hoist(&["logs", "shop", "--source", "web", "--fleet", fl]);
+    assert!(status.success(), "{out}{err}\n{}", agent.log_text());
+    assert!(
+        out.contains("web-1 | web starting with redis://app:••••@127.0.0.1:6379/0"),
+        "{out}"
+    );
+    assert!(out.contains("web-1 | web ready"), "{out}");
+    assert!(!out.contains("Sekr3tPw"), "{out}");
+    let (_, out, _) = hoist_tests::harness::hoist(&[
+        "logs", "shop", "--source", "web", "--lines", "1", "--fleet", fl,
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(" | ")).collect();
+    assert_eq!(lines, ["web-1 | web ready"], "{out}");
+    let (_, out, _) =
+        hoist_tests::harness::hoist(&["logs", "shop", "--grep", "start", "--fleet", fl]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(" | ")).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].starts_with("web-1 web | web starting"), "{out}");
 }

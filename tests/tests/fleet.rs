@@ -11,23 +11,17 @@
 //! during the bake.
 
 use std::{
-    convert::Infallible,
     io::{BufRead as _, BufReader},
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use hoist_tests::{
     e2e,
     harness::{Agent, AgentBuilder, Pki, Who, bin, hoist},
-    services::{git::AppRepo, http_health::HealthServer, promtool::Prometheus},
+    services::{git::AppRepo, http_health::HealthServer, promtool::Prometheus, webhook::Receiver},
 };
-use http_body_util::{BodyExt as _, Full};
-use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 struct Fleet {
@@ -183,86 +177,7 @@ fn journal(fleet: &str, host: &str) -> Vec<Value> {
     entry["jobs"].as_array().cloned().unwrap_or_default()
 }
 
-// === a webhook receiver ===
-
-/// Records the bodies POSTed to it.
-struct Receiver {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Value>>>,
-    _thread: std::thread::JoinHandle<()>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let seen = bodies.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                while let Ok((stream, _)) = listener.accept().await {
-                    let seen = seen.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let seen = seen.clone();
-                            async move {
-                                let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                                if let Ok(body) = body
-                                    && let Ok(json) = serde_json::from_slice::<Value>(&body)
-                                {
-                                    seen.lock().unwrap().push(json);
-                                }
-                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
-                            }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        });
-        Receiver {
-            addr,
-            bodies,
-            _thread: thread,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/services/T0/B0/secret", self.addr)
-    }
-
-    /// The `event` field of every message so far, in order.
-    fn events(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| {
-                b["attachments"][0]["fields"][0]["value"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    }
-
-    fn texts(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b["text"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-}
+// === webhooks ===
 
 fn dead_url() -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -560,6 +475,20 @@ async fn failing_canary_rolls_everything_back_and_never_touches_later_batches() 
         "{:?}",
         hooks.texts()
     );
+    // The rollback message names who, the ref and what failed first, in its text.
+    let rollback = hooks
+        .texts()
+        .into_iter()
+        .find(|t| t.contains("rolled back web-1"))
+        .unwrap();
+    for part in [
+        "by dana",
+        "ref main → ",
+        "failed: web-2: rolled back",
+        "took ",
+    ] {
+        assert!(rollback.contains(part), "{part:?} not in {rollback}");
+    }
 
     // A canary that deploys fine but turns unhealthy during the bake: rolled back too.
     repo.commit_version("3", &[]);

@@ -61,7 +61,8 @@ async fn every_json_command_prints_versioned_kinds() {
     let agent = AgentBuilder::new(&pki)
         .apps(&format!(
             "[[app]]\nname = \"web\"\nrepo = \"{}\"\ndeploy_to = \"{}\"\n\
-             shared_files = [\".env\"]\n\n[app.tasks]\nhello = \"echo hello\"\n",
+             shared_files = [\".env\"]\n\n[app.tasks]\nhello = \"echo hello\"\n\n\
+             [[app.logs]]\nname = \"version\"\npath = \"VERSION\"\n",
             repo.url(),
             root.path().join("web").display()
         ))
@@ -86,6 +87,9 @@ async fn every_json_command_prints_versioned_kinds() {
     json(&["stop", "web", "--fleet", fl], 0, Lines);
     json(&["start", "web", "--fleet", fl], 0, Lines);
     json(&["run", "web", "hello", "--fleet", fl], 0, Lines);
+    let lines = json(&["logs", "web", "--fleet", fl], 0, Lines);
+    assert_eq!(lines[0]["kind"], "log_line", "{lines:?}");
+    assert_eq!(lines[0]["line"], "1", "{lines:?}");
     json(
         &["env", "web", "set", "GREETING=hi", "--fleet", fl],
         0,

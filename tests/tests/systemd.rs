@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use hoist_proto::v1::{
-    AppStatus, JobEvent, JobResult, RestartRequest, ServiceState, StartRequest, StatusRequest,
-    StopRequest, agent_client::AgentClient,
+    self as pb, AppStatus, JobEvent, JobResult, RestartRequest, ServiceState, StartRequest,
+    StatusRequest, StopRequest, agent_client::AgentClient,
 };
 use hoist_tests::{
     e2e,
@@ -20,6 +20,7 @@ use hoist_tests::{
     services::systemd::{self, ContainerAgent, Netns, RootFile, Setup, agent_config},
 };
 
+use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
 const DEMO: &str = "hoist-demo";
@@ -32,6 +33,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 /// The unit sends it with the shell's `kill`: minbase has no `/bin/kill` (procps).
 const DEMO_SCRIPT: &str = r#"#!/bin/sh
 echo $$ > /run/hoist-demo.pid
+echo "hoist-demo started as $$"
 trap 'echo $$ >> /var/lib/hoist-demo/reloads' HUP
 while :; do
     sleep 1 &
@@ -77,6 +79,10 @@ kind = "systemd"
 name = "hoist-demo"
 action = "reload"
 timeout = "30s"
+
+[[app.logs]]
+name = "journal"
+unit = "hoist-demo.service"
 
 [[app]]
 name = "broken"
@@ -228,6 +234,45 @@ async fn systemd_restart_reload_status_and_failure_in_a_container() {
         "{:?}",
         app.services
     );
+
+    // The unit's journal through the Logs RPC (a viewer's): both starts, and with a
+    // pattern only the matching lines.
+    let mut viewer = connect(&agent.grpc, &pki, Who::Viewer).await.unwrap();
+    let journal = |grep: &str| pb::LogsRequest {
+        app: "demo".into(),
+        source: "journal".into(),
+        lines: 50,
+        follow_ms: 0,
+        grep: grep.into(),
+    };
+    let lines: Vec<String> = viewer
+        .logs(journal(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|l| {
+            let l = l.unwrap();
+            format!("{}{}", l.line, l.notice)
+        })
+        .collect()
+        .await;
+    for pid in [old_pid, new_pid] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("hoist-demo started as {pid}"))),
+            "{lines:?}"
+        );
+    }
+    let matching: Vec<String> = viewer
+        .logs(journal("started as \\d+$"))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|l| l.unwrap().line)
+        .collect()
+        .await;
+    assert_eq!(matching.len(), 2, "{matching:?}");
 
     // `hoist stop` / `hoist start` through the agent: systemctl stop until inactive,
     // systemctl start until active (a new main pid).

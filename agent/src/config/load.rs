@@ -16,6 +16,7 @@ use super::*;
 use super::{
     check::{CHECK_KEYS, RawCheck},
     diagnostics::{Diagnostics, spanned},
+    logs::{RawLog, SecretKey},
     service::{RawService, SERVICE_KEYS},
     values::*,
 };
@@ -136,6 +137,10 @@ struct RawApp {
     deactivate: Option<Spanned<Command>>,
     #[serde(default)]
     tasks: BTreeMap<Name, Task>,
+    #[serde(default)]
+    logs: Vec<RawLog>,
+    #[serde(default)]
+    secret_keys: Vec<SecretKey>,
 }
 
 impl RawConfig {
@@ -247,7 +252,7 @@ impl RawApp {
             );
         }
 
-        let services = self
+        let services: Vec<Service> = self
             .services
             .into_iter()
             .filter_map(|s| s.validate(base, report))
@@ -274,6 +279,31 @@ impl RawApp {
             checks.push(check);
         }
 
+        let default_project = self
+            .project
+            .as_ref()
+            .map(|p| p.get_ref().0.clone())
+            .or_else(|| {
+                services.iter().find_map(|s| match s {
+                    Service::Compose { project, .. } => Some(project.clone()),
+                    _ => None,
+                })
+            });
+        let mut logs: Vec<LogSource> = Vec::with_capacity(self.logs.len());
+        for raw in self.logs {
+            if logs.iter().any(|l| l.name == raw.name()) {
+                report.error(
+                    raw.span(),
+                    format!("duplicate log source `{}` in app `{name}`", raw.name()),
+                    Some("log source names are unique within an app".into()),
+                );
+                continue;
+            }
+            if let Some(source) = raw.validate(default_project.as_deref(), report) {
+                logs.push(source);
+            }
+        }
+
         App {
             name,
             repo: self.repo.0,
@@ -295,6 +325,8 @@ impl RawApp {
             activate: self.activate.map(Spanned::into_inner),
             deactivate: self.deactivate.map(Spanned::into_inner),
             tasks: self.tasks.into_iter().map(|(k, v)| (k.0, v)).collect(),
+            logs,
+            secret_keys: self.secret_keys.into_iter().map(|k| k.0).collect(),
         }
     }
 }

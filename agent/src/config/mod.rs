@@ -15,6 +15,7 @@
 mod check;
 mod diagnostics;
 mod load;
+mod logs;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use serde::{
 };
 
 pub use load::{load, parse};
+pub use logs::{LogKind, LogRoot, LogSource, glob};
 use values::{de_metrics_listen, de_socket_addr, de_timeout};
 
 // === errors ===
@@ -211,6 +213,63 @@ pub struct App {
     pub deactivate: Option<Command>,
     /// `[app.tasks]`: one-off commands operators may run (`hoist run APP TASK`).
     pub tasks: BTreeMap<String, Task>,
+    /// `[[app.logs]]`: what `hoist logs APP` reads.
+    pub logs: Vec<LogSource>,
+    /// `.env` keys (or `*` patterns) whose values are masked in output, besides
+    /// [`DEFAULT_SECRET_KEYS`].
+    pub secret_keys: Vec<String>,
+}
+
+/// `.env` keys whose values are masked in output whatever `secret_keys` says
+/// (case-insensitive; `*` is any run of characters).
+pub const DEFAULT_SECRET_KEYS: &[&str] = &[
+    "*PASSWORD*",
+    "*PASSWD*",
+    "*PASS",
+    "*PWD",
+    "*SECRET*",
+    "*TOKEN*",
+    "*_KEY",
+    "*CREDENTIALS*",
+    "*PRIVATE*",
+    "DATABASE_URL",
+    "*_DSN",
+];
+
+impl App {
+    /// Whether the values of `.env` key `key` are masked in output.
+    pub fn is_secret_key(&self, key: &str) -> bool {
+        let key = key.to_ascii_uppercase();
+        DEFAULT_SECRET_KEYS
+            .iter()
+            .copied()
+            .chain(self.secret_keys.iter().map(String::as_str))
+            .any(|p| glob(&p.to_ascii_uppercase(), &key))
+    }
+
+    /// The declared log source `name`, or why there is none (naming the declared ones).
+    pub fn log_source(&self, name: &str) -> Result<&LogSource, UnknownLogSource> {
+        self.logs
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| UnknownLogSource {
+                app: self.name.clone(),
+                source_name: name.to_string(),
+                known: self.logs.iter().map(|l| l.name.clone()).collect(),
+            })
+    }
+}
+
+/// A request named a log source the app does not declare.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "app {app} declares no log source {source_name:?}; {}",
+    if known.is_empty() { "it declares none: add [[app.logs]] entries to the agent config".to_string() } else { format!("its log sources: {}", known.join(", ")) }
+)]
+pub struct UnknownLogSource {
+    pub app: String,
+    pub source_name: String,
+    pub known: Vec<String>,
 }
 
 /// One `[app.tasks]` entry: a command run like a hook in the current release, and the

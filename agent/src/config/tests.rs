@@ -309,6 +309,93 @@ fn tasks_take_a_command_or_a_table_with_a_role() {
 }
 
 #[test]
+fn log_sources_and_secret_keys() {
+    let config = parse_ok(&app("secret_keys = [\"STRIPE_*\"]\n\
+         [[app.services]]\nkind = \"compose\"\nproject = \"shop\"\n\
+         [[app.logs]]\nname = \"laravel\"\npath = \"storage/logs/laravel-*.log\"\n\
+         [[app.logs]]\nname = \"env\"\npath = \".env*\"\nroot = \"shared\"\n\
+         [[app.logs]]\nname = \"nginx\"\npath = \"/var/log/nginx/*.log\"\n\
+         [[app.logs]]\nname = \"worker\"\nunit = \"shop-worker.service\"\n\
+         [[app.logs]]\nname = \"api\"\ncompose_service = \"api\"\n"));
+    let shop = &config.apps[0];
+    assert_eq!(
+        shop.logs[0].kind,
+        LogKind::Files {
+            root: LogRoot::Current,
+            dir: "storage/logs".into(),
+            pattern: "laravel-*.log".into()
+        }
+    );
+    assert_eq!(
+        shop.logs[1].kind,
+        LogKind::Files {
+            root: LogRoot::Shared,
+            dir: String::new(),
+            pattern: ".env*".into()
+        }
+    );
+    assert_eq!(
+        shop.logs[2].kind,
+        LogKind::Files {
+            root: LogRoot::Absolute("/var/log/nginx".into()),
+            dir: String::new(),
+            pattern: "*.log".into()
+        }
+    );
+    assert_eq!(
+        shop.logs[4].kind,
+        LogKind::Compose {
+            project: "shop".into(),
+            service: "api".into()
+        }
+    );
+    assert!(shop.is_secret_key("STRIPE_SK") && shop.is_secret_key("db_password"));
+    assert!(!shop.is_secret_key("DB_HOST") && !shop.is_secret_key("APP_ENV"));
+    let err = shop.log_source("mail").unwrap_err().to_string();
+    assert!(
+        err.contains("its log sources: laravel, env, nginx, worker, api"),
+        "{err}"
+    );
+
+    for (bad, says) in [
+        ("[[app.logs]]\nname = \"x\"\n", "says nowhere to read"),
+        (
+            "[[app.logs]]\nname = \"x\"\npath = \"a.log\"\nunit = \"u\"\n",
+            "has path and unit",
+        ),
+        (
+            "[[app.logs]]\nname = \"x\"\npath = \"../etc/*.log\"\n",
+            "invalid log path",
+        ),
+        (
+            "[[app.logs]]\nname = \"x\"\npath = \"logs/*/a.log\"\n",
+            "wildcard outside",
+        ),
+        (
+            "[[app.logs]]\nname = \"x\"\npath = \"/var/log/a.log\"\nroot = \"shared\"\n",
+            "is absolute",
+        ),
+        (
+            "[[app.logs]]\nname = \"x\"\nunit = \"u\"\nroot = \"shared\"\n",
+            "`root` only goes with `path`",
+        ),
+        (
+            "[[app.logs]]\nname = \"x\"\ncompose_service = \"api\"\n",
+            "needs the compose `project`",
+        ),
+        (
+            "[[app.logs]]\nname = \"x\"\nunit = \"u\"\n[[app.logs]]\nname = \"x\"\nunit = \"v\"\n",
+            "duplicate log source `x`",
+        ),
+        ("secret_keys = [\"BAD KEY\"]\n", "invalid secret key"),
+    ] {
+        let errs = errors(&app(bad));
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains(says)), "{bad}: {text:?}");
+    }
+}
+
+#[test]
 fn https_checks_monitor_only_checks_and_ca() {
     let config = parse_ok(&app(r#"
 [[app.checks]]

@@ -334,6 +334,7 @@ async fn finish(
         previous_release: outcome.previous.clone(),
         duration_ms,
         error: outcome.error.clone(),
+        commit: outcome.commit.clone(),
     }));
     tracing::info!(app = %ctx.app.name, job = %ctx.job.id, result = journal::result_name(outcome.result),
         release = %outcome.release, "job finished");

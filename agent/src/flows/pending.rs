@@ -38,14 +38,8 @@ pub async fn check(app: &App) -> PendingMigrationsResponse {
         },
         None => None,
     };
-    let secrets = super::step::secrets_of(&layout);
-    let redact = |line: &str| {
-        let mut line = line.to_string();
-        for s in &secrets {
-            line = line.replace(s.as_str(), "••••");
-        }
-        line
-    };
+    let secrets = super::step::secrets_of(app, &layout);
+    let redact = |line: &str| secrets.mask(line);
     let dir = layout.release(&current);
     let mut env = app.env.clone();
     env.insert("HOIST_APP".into(), app.name.clone());

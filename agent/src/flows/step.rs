@@ -23,14 +23,15 @@ use crate::{
         process::{self, Piece, RunAs, Stream},
         services,
     },
-    state::{envfile::EnvFile, journal::Change, release::Layout},
+    state::{journal::Change, release::Layout, secrets::Secrets},
 };
 
 /// The most stdout of one of the agent's own tools (git) that it keeps to parse.
 const MAX_TOOL_STDOUT: usize = 1 << 20;
 
-/// Shortest secret that is masked in step output (shorter values would mask noise).
-const MIN_SECRET_LEN: usize = 6;
+/// How much of a line cut in two is held back so a URL's password across the cut is
+/// still masked (a longer `user:password@host` is not masked across a 64 KiB cut).
+const MAX_URL_AUTHORITY: usize = 256;
 
 /// A step that failed: which, and why (with the tool's output tail).
 #[derive(Debug)]
@@ -51,7 +52,7 @@ pub struct Ctx {
     pub(super) journal: JournalHandle,
     pub(super) layout: Layout,
     pub(super) run_as: Option<RunAs>,
-    pub(super) secrets: Vec<String>,
+    pub(super) secrets: Secrets,
     pub(super) vars: BTreeMap<String, String>,
 }
 
@@ -64,7 +65,7 @@ impl Ctx {
         journal: JournalHandle,
     ) -> Ctx {
         let layout = Layout::new(&app.deploy_to);
-        let secrets = secrets_of(&layout);
+        let secrets = secrets_of(&app, &layout);
         Ctx {
             state_dir: state_dir.to_path_buf(),
             layout,
@@ -133,18 +134,12 @@ impl Ctx {
 
     /// Re-reads the values to mask after `shared/.env` changed.
     pub(super) fn reload_secrets(&mut self) {
-        self.secrets = secrets_of(&self.layout);
+        self.secrets = secrets_of(&self.app, &self.layout);
     }
 
-    /// Masks values of `shared/.env` wherever they appear in output.
+    /// Masks the app's secrets ([`Secrets`]) wherever they appear in output.
     pub(super) fn redact(&self, line: &str) -> String {
-        let mut line = line.to_string();
-        for secret in &self.secrets {
-            if line.contains(secret.as_str()) {
-                line = line.replace(secret.as_str(), "••••");
-            }
-        }
-        line
+        self.secrets.mask(line)
     }
 
     /// Runs `f` while forwarding output pieces into the job's events under `step`,
@@ -157,10 +152,8 @@ impl Ctx {
         Fut: std::future::Future<Output = T>,
     {
         let (tx, mut rx) = mpsc::channel::<Piece>(process::PIECES_IN_FLIGHT);
-        let hold = self
-            .secrets
-            .first()
-            .map_or(0, |s| s.len().saturating_sub(1));
+        // (A URL password is masked once its URL's authority is whole: held too.)
+        let hold = self.secrets.longest().max(MAX_URL_AUTHORITY);
         let forward = async {
             // Per stream: the masked end of the last continued piece, not sent yet.
             let (mut out_carry, mut err_carry) = (String::new(), String::new());
@@ -565,23 +558,8 @@ impl Ctx {
     }
 }
 
-/// The values of `shared/.env` worth masking, read by the one `.env` parser (never
-/// through a link).
-pub(super) fn secrets_of(layout: &Layout) -> Vec<String> {
-    let Some(env) = layout
-        .shared_dir()
-        .ok()
-        .and_then(|shared| EnvFile::read_from(&shared, ".env").ok().flatten())
-    else {
-        return Vec::new();
-    };
-    let mut secrets: Vec<String> = env
-        .keys()
-        .iter()
-        .filter_map(|k| env.get(k))
-        .filter(|v| v.len() >= MIN_SECRET_LEN)
-        .collect();
-    // Longest first, so a value containing another is masked whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets
+/// The secrets of `shared/.env` ([`Secrets`]), read beneath `shared/` (never through a
+/// link).
+pub(super) fn secrets_of(app: &App, layout: &Layout) -> Secrets {
+    Secrets::read(app, layout.shared_dir().ok().as_ref())
 }

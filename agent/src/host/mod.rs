@@ -2,6 +2,7 @@
 //! checks, and resource sampling.
 
 pub mod checks;
+pub mod logs;
 pub mod process;
 pub mod resources;
 pub mod services;

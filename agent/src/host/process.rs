@@ -354,6 +354,31 @@ pub async fn run_tool(
     deadline: Instant,
     mut sink: impl FnMut(Stream, String),
 ) -> Result<Exit, ProcessError> {
+    let sink = move |piece: Piece| {
+        sink(piece.stream, piece.text);
+        std::future::ready(())
+    };
+    execute_tool(argv, cwd, deadline, sink).await
+}
+
+/// Like [`run_tool`], but each output piece goes to `pieces` (waiting while the channel
+/// is full): for tools that run long and print much, like `journalctl -f`. Dropping the
+/// future kills the tool.
+pub async fn stream_tool(
+    argv: &[&str],
+    deadline: Instant,
+    pieces: Pieces,
+) -> Result<Exit, ProcessError> {
+    execute_tool(argv, None, deadline, to_channel(pieces)).await
+}
+
+/// A service tool, as the agent, with [`tool_env`].
+async fn execute_tool<F: std::future::Future<Output = ()>>(
+    argv: &[&str],
+    cwd: Option<&Path>,
+    deadline: Instant,
+    sink: impl FnMut(Piece) -> F,
+) -> Result<Exit, ProcessError> {
     let label = argv.join(" ");
     let env = tool_env();
     let child = Spawn {
@@ -363,10 +388,6 @@ pub async fn run_tool(
         env: &env,
         run_as: None,
         umask: None,
-    };
-    let sink = move |piece: Piece| {
-        sink(piece.stream, piece.text);
-        std::future::ready(())
     };
     execute(child, deadline, sink).await
 }

@@ -19,7 +19,7 @@ pub fn required_role(path: &str) -> Option<Role> {
     match service {
         "hoist.v1.Agent" => match method {
             "GetInfo" | "Status" | "WatchStatus" | "Attach" | "JobLog" | "ListReleases"
-            | "PlanRollback" | "EnvList" | "ListBackups" => Some(Role::Viewer),
+            | "PlanRollback" | "EnvList" | "ListBackups" | "Logs" => Some(Role::Viewer),
             // Runs the app's commands (read-only by contract) as its user.
             "PendingMigrations" => Some(Role::Deployer),
             "Backup" | "Restore" => Some(Role::Deployer),

@@ -11,7 +11,9 @@
 //! - reasons ≤ 1 KiB (they are shown in tables and kept in the journal);
 //! - lock ttl ≤ 30 days (0 = until unlocked); WatchStatus interval ≤ 1 h (0: the
 //!   agent's `health_interval`; below 200 ms the agent sends every 200 ms, as it always
-//!   did); JobLog limit ≤ 1000 jobs.
+//!   did); JobLog limit ≤ 1000 jobs;
+//! - Logs: lines ≤ 10000, follow ≤ 24 h, grep ≤ 256 bytes and one of the patterns
+//!   `hoist_config::Pattern` takes.
 //!
 //! The whole request is also bounded by the server's decoding limit
 //! ([`MAX_REQUEST_BYTES`]).
@@ -38,6 +40,8 @@ pub const MAX_LOCK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(3600);
 pub const MAX_JOB_LOG_LIMIT: u32 = 1000;
+pub const MAX_LOG_LINES: u32 = 10_000;
+pub const MAX_LOG_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 /// How much of an offending value an error message quotes.
 const QUOTE_CHARS: usize = 32;
 
@@ -367,6 +371,42 @@ impl Bounded for pb::JobLogRequest {
     }
 }
 
+impl Bounded for pb::LogsRequest {
+    fn check(&self) -> Result<(), OutOfBounds> {
+        let pb::LogsRequest {
+            app,
+            source,
+            lines,
+            follow_ms,
+            grep,
+        } = self;
+        name("app", app)?;
+        name("source", source)?;
+        if *lines > MAX_LOG_LINES {
+            return Err(OutOfBounds {
+                field: "lines",
+                why: format!("{lines} is more than {MAX_LOG_LINES}; ask for fewer"),
+            });
+        }
+        if Duration::from_millis(*follow_ms) > MAX_LOG_FOLLOW {
+            return Err(OutOfBounds {
+                field: "follow_ms",
+                why: format!("{follow_ms} is more than 24 h; follow again after that"),
+            });
+        }
+        text("grep", grep, hoist_config::MAX_PATTERN)?;
+        if !grep.is_empty()
+            && let Err(e) = hoist_config::Pattern::parse(grep)
+        {
+            return Err(OutOfBounds {
+                field: "grep",
+                why: format!("{}: {e}", quote(grep)),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Bounded for pb::ListReleasesRequest {
     fn check(&self) -> Result<(), OutOfBounds> {
         let pb::ListReleasesRequest { app } = self;
@@ -626,5 +666,17 @@ mod tests {
             ..Default::default()
         };
         assert!(refusal.check().is_err());
+        let logs = |lines, follow_ms, grep: &str| pb::LogsRequest {
+            app: "web".into(),
+            source: String::new(),
+            lines,
+            follow_ms,
+            grep: grep.into(),
+        };
+        assert!(logs(10_000, 24 * 3600 * 1000, "ERROR|WARN").check().is_ok());
+        assert!(logs(10_001, 0, "").check().is_err());
+        assert!(logs(1, 24 * 3600 * 1000 + 1, "").check().is_err());
+        assert!(logs(1, 0, &"x".repeat(257)).check().is_err());
+        assert!(logs(1, 0, "(a|b)").check().is_err());
     }
 }

@@ -15,7 +15,10 @@ use crate::{
     apps::Apps,
     config::{App, Config, TaskRole},
     flows::{self, events, events::Job},
-    host::services::{self, Toggle},
+    host::{
+        logs,
+        services::{self, Toggle},
+    },
     monitor,
     rpc::{
         bounds,
@@ -44,7 +47,12 @@ pub struct AgentService {
     /// Becomes true when the agent starts draining: live streams end then.
     stopping: watch::Receiver<bool>,
     started_at: SystemTime,
+    /// `hoist logs` streams at once (each may hold a tool or open files).
+    log_streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most `Logs` streams served at once.
+pub const MAX_LOG_STREAMS: usize = 16;
 
 impl AgentService {
     pub fn new(
@@ -59,6 +67,7 @@ impl AgentService {
             apps,
             stopping,
             started_at: SystemTime::now(),
+            log_streams: Arc::new(tokio::sync::Semaphore::new(MAX_LOG_STREAMS)),
         }
     }
 
@@ -397,6 +406,65 @@ impl Agent for AgentService {
             flows::Request::Task { task: req.task },
         )
         .await
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = bounds::checked(request)?.into_inner();
+        let app = find_app(&self.config.borrow().clone(), &req.app)?.clone();
+        let sources = if req.source.is_empty() {
+            if app.logs.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "app {} declares no log sources; add [[app.logs]] entries (path, unit or \
+                     compose_service) to the agent config",
+                    app.name
+                )));
+            }
+            app.logs.clone()
+        } else {
+            vec![
+                app.log_source(&req.source)
+                    .map_err(|e| Status::not_found(e.to_string()))?
+                    .clone(),
+            ]
+        };
+        let grep = match req.grep.as_str() {
+            "" => None,
+            // (Checked by the bounds already.)
+            text => Some(
+                hoist_config::Pattern::parse(text)
+                    .map_err(|e| Status::invalid_argument(format!("grep: {e}")))?,
+            ),
+        };
+        let opts = logs::Options {
+            lines: match req.lines {
+                0 => 100,
+                n => n as usize,
+            },
+            follow: (req.follow_ms > 0).then(|| Duration::from_millis(req.follow_ms)),
+            grep,
+        };
+        let permit = self.log_streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this agent already serves {MAX_LOG_STREAMS} log streams; end one (or wait for \
+                 a -f to reach its --for) and ask again"
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let closed = tx.clone();
+            tokio::select! {
+                () = logs::read(&app, &sources, &opts, tx) => {}
+                () = closed.closed() => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
     type AttachStream = EventStream;

@@ -136,6 +136,11 @@ pub struct Stat {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Device and inode: which file it is (a log rotated under its name is another).
+    pub dev: u64,
+    pub ino: u64,
+    /// Last modification, seconds since the epoch.
+    pub mtime: i64,
 }
 
 impl From<FileStat> for Stat {
@@ -153,6 +158,9 @@ impl From<FileStat> for Stat {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mtime: st.st_mtime,
         }
     }
 }
@@ -248,17 +256,9 @@ impl Dir {
     /// Reads the regular file at `rel` (at most `max` bytes); `None` when it does not
     /// exist. A link, a hard-linked file or anything but a regular file is an error.
     pub fn read(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        let fd = match self.resolve(rel, flags, Mode::empty(), "open") {
-            Ok(fd) => fd,
-            Err(e) if e.not_found() => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((file, st)) = self.open_read(rel)? else {
+            return Ok(None);
         };
-        let file = File::from(fd);
-        let st: Stat = nix::sys::stat::fstat(&file)
-            .map_err(|e| self.io("stat", rel, e))?
-            .into();
-        self.expect_file(rel, &st)?;
         if st.len > max {
             return Err(BeneathError::TooLarge {
                 name: self.name(rel),
@@ -280,6 +280,28 @@ impl Dir {
             });
         }
         Ok(Some(bytes))
+    }
+
+    /// Opens the regular file at `rel` for reading, with its `fstat`; `None` when it does
+    /// not exist. A link, a hard-linked file or anything but a regular file is an error.
+    pub fn open_read(&self, rel: &str) -> Result<Option<(File, Stat)>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = match self.resolve(rel, flags, Mode::empty(), "open") {
+            Ok(fd) => fd,
+            Err(e) if e.not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file = File::from(fd);
+        let st = self.fstat(&file, rel)?;
+        self.expect_file(rel, &st)?;
+        Ok(Some((file, st)))
+    }
+
+    /// `fstat` of a file opened beneath this directory at `rel`.
+    pub fn fstat(&self, file: &File, rel: &str) -> Result<Stat> {
+        Ok(nix::sys::stat::fstat(file)
+            .map_err(|e| self.io("stat", rel, e))?
+            .into())
     }
 
     /// Creates a new regular file at `rel` (`O_EXCL|O_NOFOLLOW`: never an existing file

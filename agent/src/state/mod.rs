@@ -10,4 +10,5 @@ pub mod lock;
 pub mod release;
 pub mod reload;
 pub mod running;
+pub mod secrets;
 pub mod sweep;

@@ -84,6 +84,8 @@ pub struct Credentials {
     pub cert_path: PathBuf,
     /// When the client certificate expires (Unix seconds).
     pub not_after: i64,
+    /// The certificate's common name: who the agents record as the operator.
+    pub who: String,
     /// The channels opened with this material, one per agent address and call timeout:
     /// a command makes one TLS connection per host, whatever number of calls it makes
     /// (lock, status, deploy, follow), multiplexed over HTTP/2.
@@ -121,7 +123,9 @@ impl Credentials {
                 why,
             }
         })?;
+        let who = common_name(&cert).unwrap_or_default();
         Ok(Credentials {
+            who,
             ca: Certificate::from_pem(&ca),
             identity: Identity::from_pem(&cert, &key),
             pem: Arc::new(Pem { ca, cert, key }),
@@ -168,6 +172,15 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The subject common name of the first certificate in `pem`.
+fn common_name(pem: &[u8]) -> Option<String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let der = CertificateDer::from_pem_slice(pem).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 /// `YYYY-MM-DD` of a Unix time, UTC.

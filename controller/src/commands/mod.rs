@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod env;
 pub mod lock;
 pub mod log;
+pub mod logs;
 pub mod releases;
 pub mod run;
 pub mod services;

@@ -75,7 +75,7 @@ use crate::{
         plan::{Plan, Shape},
         progress::Progress,
         state::{Record, Setup, State, Stop},
-        webhooks::{Event, Notifier},
+        webhooks::{Event, Facts, Notifier},
     },
 };
 
@@ -258,6 +258,7 @@ async fn execute(
         .map(|h| ids::host_job_id(&base, &h.name))
         .collect();
     let forced = matches!(op, Operation::Deploy(o) if o.force);
+    let began = std::time::Instant::now();
 
     // The window.
     if let Some(v) = verdict.as_ref().filter(|v| !v.open && !forced) {
@@ -485,25 +486,27 @@ async fn execute(
                     .filter(|r| !r.is_empty());
             }
         }
-        let mut fields = vec![
-            ("app", app.clone()),
-            ("hosts", plan.hosts.len().to_string()),
-            ("plan", plan.describe_shape()),
-        ];
-        if let Operation::Deploy(o) = op {
-            fields.push(("ref", o.git_ref.clone()));
-            if let Some(reason) = o.reason.as_ref().filter(|_| o.force) {
-                fields.push(("forced", reason.clone()));
-            }
-        }
+        let facts = Facts {
+            who: rollout.creds.who.clone(),
+            app: app.clone(),
+            git_ref: op.deploy().map(|o| o.git_ref.clone()),
+            hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
+            forced: op
+                .deploy()
+                .and_then(|o| o.forced_reason())
+                .map(str::to_string),
+            ..Facts::default()
+        };
+        let mut fields = facts.fields();
+        fields.push(("plan", plan.describe_shape()));
         notifier
             .send(
                 Event::Start,
-                &format!(
+                &facts.text(&format!(
                     "hoist: {title} started on {} host(s): {}",
                     plan.hosts.len(),
                     plan.describe_shape()
-                ),
+                )),
                 &fields,
             )
             .await;
@@ -543,36 +546,63 @@ async fn execute(
     // The end.
     let (text, summary_json, failure) = summary::summary(&setup, &state);
     state.view.summary(&text, &summary_json);
+    let facts = |failed: Option<String>| Facts {
+        who: rollout.creds.who.clone(),
+        app: app.clone(),
+        git_ref: op.deploy().map(|o| o.git_ref.clone()),
+        commit: state
+            .records
+            .iter()
+            .find_map(|r| r.commit.as_deref())
+            .map(|c| render::short_commit(c).to_string()),
+        hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
+        duration_ms: Some(began.elapsed().as_millis() as u64),
+        failed,
+        forced: op
+            .deploy()
+            .and_then(|o| o.forced_reason())
+            .map(str::to_string),
+    };
+    // What failed first: a host's check or step, or a gate.
+    let first_failure = state
+        .failures
+        .first()
+        .map(|(what, why)| format!("{what}: {why}"));
     if !undone.is_empty() {
         let names = undone.join(", ");
+        let facts = facts(first_failure.clone());
         notifier
             .send(
                 Event::Rollback,
-                &format!("hoist: {title} rolled back {names} to their previous releases"),
-                &[("app", app.clone()), ("hosts", names.clone())],
+                &facts.text(&format!(
+                    "hoist: {title} rolled back {names} to their previous releases"
+                )),
+                &facts.fields(),
             )
             .await;
     }
     match failure {
         None => {
+            let facts = facts(None);
             notifier
                 .send(
                     Event::Success,
-                    &format!(
+                    &facts.text(&format!(
                         "hoist: {title} succeeded on {}",
                         succeeded_hosts(&state).join(", ")
-                    ),
-                    &[("app", app.clone())],
+                    )),
+                    &facts.fields(),
                 )
                 .await;
             Ok(())
         }
         Some(why) => {
+            let facts = facts(first_failure);
             notifier
                 .send(
                     Event::Failure,
-                    &format!("hoist: {why}"),
-                    &[("app", app.clone())],
+                    &facts.text(&format!("hoist: {why}")),
+                    &facts.fields(),
                 )
                 .await;
             Err(RolloutError::Failed(why))

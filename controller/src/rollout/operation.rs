@@ -8,8 +8,9 @@
 
 use hoist_proto::v1::{
     BackupRequest, DeployRequest, EnvSetRequest, EnvUnsetRequest, EnvVar, JobKind,
-    ListBackupsRequest, ListReleasesRequest, PendingMigrationsRequest, RecordRefusalRequest,
-    RestartRequest, RestoreRequest, RollbackRequest, RunTaskRequest, StartRequest, StopRequest,
+    ListBackupsRequest, ListReleasesRequest, LogsRequest, PendingMigrationsRequest,
+    RecordRefusalRequest, RestartRequest, RestoreRequest, RollbackRequest, RunTaskRequest,
+    StartRequest, StopRequest,
 };
 
 use crate::{
@@ -487,6 +488,86 @@ impl TaskOptions {
     }
 }
 
+// === logs ===
+
+/// The most lines `hoist logs --lines` asks of each source (the agents' limit).
+pub const MAX_LOG_LINES: u32 = 10_000;
+/// The longest `hoist logs -f --for` (the agents' limit).
+pub const MAX_LOG_FOLLOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `hoist logs APP [--source NAME] [--lines N] [-f [--for D]] [--grep PATTERN]`,
+/// checked where it is built.
+#[derive(Clone, Debug)]
+pub struct LogsOptions {
+    pub app: String,
+    pub source: Option<String>,
+    pub lines: u32,
+    pub follow: Option<std::time::Duration>,
+    pub grep: Option<String>,
+}
+
+/// `hoist logs` options no agent would take: a usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsOptionsError {
+    #[error("--lines {0} is more than {MAX_LOG_LINES}; ask for fewer")]
+    TooManyLines(u32),
+    #[error("--lines 0 shows nothing; ask for 1 to {MAX_LOG_LINES} lines")]
+    NoLines,
+    #[error("--for is at most 24h; follow again after that")]
+    FollowTooLong,
+    #[error("--grep {pattern:?}: {error}")]
+    Grep {
+        pattern: String,
+        error: hoist_config::PatternError,
+    },
+}
+
+impl LogsOptions {
+    pub fn new(
+        app: String,
+        source: Option<String>,
+        lines: u32,
+        follow: Option<std::time::Duration>,
+        grep: Option<String>,
+    ) -> Result<LogsOptions, LogsOptionsError> {
+        if lines > MAX_LOG_LINES {
+            return Err(LogsOptionsError::TooManyLines(lines));
+        }
+        if lines == 0 {
+            return Err(LogsOptionsError::NoLines);
+        }
+        if follow.is_some_and(|f| f > MAX_LOG_FOLLOW) {
+            return Err(LogsOptionsError::FollowTooLong);
+        }
+        if let Some(pattern) = &grep
+            && let Err(error) = hoist_config::Pattern::parse(pattern)
+        {
+            let shown: String = pattern.chars().take(40).collect();
+            return Err(LogsOptionsError::Grep {
+                pattern: shown,
+                error,
+            });
+        }
+        Ok(LogsOptions {
+            app,
+            source,
+            lines,
+            follow,
+            grep,
+        })
+    }
+
+    pub fn request(&self) -> LogsRequest {
+        LogsRequest {
+            app: self.app.clone(),
+            source: self.source.clone().unwrap_or_default(),
+            lines: self.lines,
+            follow_ms: self.follow.map_or(0, |f| f.as_millis().max(1) as u64),
+            grep: self.grep.clone().unwrap_or_default(),
+        }
+    }
+}
+
 // === env ===
 
 /// `hoist env APP set|unset ... [--restart]`: parsed and checked by `commands::env`.
@@ -824,5 +905,34 @@ mod tests {
             (r.app.as_str(), r.service.as_str(), r.job_id.as_str()),
             ("carbex", "php8.2-fpm", "restart-z-web-3")
         );
+    }
+
+    #[test]
+    fn logs_options_are_checked_where_they_are_built() {
+        let opts = |lines, follow: Option<u64>, grep: Option<&str>| {
+            LogsOptions::new(
+                "shop".into(),
+                Some("laravel".into()),
+                lines,
+                follow.map(std::time::Duration::from_secs),
+                grep.map(String::from),
+            )
+        };
+        let request = opts(50, Some(90), Some("ERROR|WARN")).unwrap().request();
+        assert_eq!(request.app, "shop");
+        assert_eq!(request.source, "laravel");
+        assert_eq!(request.lines, 50);
+        assert_eq!(request.follow_ms, 90_000);
+        assert_eq!(request.grep, "ERROR|WARN");
+        assert_eq!(opts(1, None, None).unwrap().request().follow_ms, 0);
+        for (bad, says) in [
+            (opts(0, None, None), "--lines 0"),
+            (opts(10_001, None, None), "more than 10000"),
+            (opts(1, Some(24 * 3600 + 1), None), "--for is at most 24h"),
+            (opts(1, None, Some("(a|b)")), "not supported by --grep"),
+        ] {
+            let err = bad.unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 }

@@ -60,6 +60,8 @@ pub(crate) struct Record {
     /// and the first that failed: how a failure is named.
     pub(crate) steps: Vec<String>,
     pub(crate) failed_step: Option<String>,
+    /// The commit the forward job deployed (from its start or finish event).
+    pub(crate) commit: Option<String>,
 }
 
 impl Record {
@@ -159,8 +161,16 @@ impl State<'_, '_, '_> {
     pub(crate) fn on_update(&mut self, i: usize, update: Update, undo: bool) {
         if !undo && let Update::Event(event) = &update {
             match &event.kind {
-                Some(Kind::Finished(_)) => self.records[i].finished_at = event.at,
+                Some(Kind::Finished(finished)) => {
+                    self.records[i].finished_at = event.at;
+                    if !finished.commit.is_empty() {
+                        self.records[i].commit = Some(finished.commit.clone());
+                    }
+                }
                 Some(Kind::StepStarted(step)) => self.records[i].steps.push(step.step.clone()),
+                Some(Kind::Started(started)) if !started.commit.is_empty() => {
+                    self.records[i].commit = Some(started.commit.clone());
+                }
                 Some(Kind::StepFinished(step)) if !step.ok => {
                     let record = &mut self.records[i];
                     record.failed_step.get_or_insert_with(|| step.step.clone());

@@ -253,6 +253,7 @@ mod tests {
             previous_release: previous.into(),
             duration_ms: 1200,
             error: error.into(),
+            commit: String::new(),
         })
     }
 

@@ -51,6 +51,70 @@ impl Event {
     }
 }
 
+/// What a message about a rollout says besides its headline: who ran it (the
+/// operator's certificate name), the app, the ref and the commit it resolved to, the
+/// hosts, how long it took, what failed first (a host's check or step, or a gate) and
+/// the reason of a forced deploy. All of it is in the text, and repeated as fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub who: String,
+    pub app: String,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub hosts: Vec<String>,
+    pub duration_ms: Option<u64>,
+    pub failed: Option<String>,
+    pub forced: Option<String>,
+}
+
+impl Facts {
+    /// `HEADLINE — by WHO; app APP; ref REF → COMMIT; hosts H1, H2; took 1m 5s;
+    /// failed: WHAT; forced: REASON` (parts without a value left out).
+    pub fn text(&self, headline: &str) -> String {
+        let mut parts = Vec::new();
+        if !self.who.is_empty() {
+            parts.push(format!("by {}", self.who));
+        }
+        parts.push(format!("app {}", self.app));
+        match (&self.git_ref, &self.commit) {
+            (Some(r), Some(c)) => parts.push(format!("ref {r} → {c}")),
+            (Some(r), None) => parts.push(format!("ref {r}")),
+            (None, Some(c)) => parts.push(format!("commit {c}")),
+            (None, None) => {}
+        }
+        if !self.hosts.is_empty() {
+            parts.push(format!("hosts {}", self.hosts.join(", ")));
+        }
+        if let Some(ms) = self.duration_ms {
+            parts.push(format!(
+                "took {}",
+                crate::output::render::human_duration(ms)
+            ));
+        }
+        if let Some(failed) = &self.failed {
+            parts.push(format!("failed: {failed}"));
+        }
+        if let Some(reason) = &self.forced {
+            parts.push(format!("forced: {reason}"));
+        }
+        format!("{headline} — {}", parts.join("; "))
+    }
+
+    /// The same as attachment fields.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("app", self.app.clone()), ("who", self.who.clone())];
+        fields.push(("ref", self.git_ref.clone().unwrap_or_default()));
+        fields.push(("commit", self.commit.clone().unwrap_or_default()));
+        fields.push(("hosts", self.hosts.join(", ")));
+        if let Some(ms) = self.duration_ms {
+            fields.push(("duration", crate::output::render::human_duration(ms)));
+        }
+        fields.push(("failed", self.failed.clone().unwrap_or_default()));
+        fields.push(("forced", self.forced.clone().unwrap_or_default()));
+        fields
+    }
+}
+
 /// The Slack-compatible body: `text` says it all; the attachment repeats it as fields.
 pub fn payload(event: Event, text: &str, fields: &[(&str, String)]) -> Value {
     let mut all = vec![json!({"title": "event", "value": event.key(), "short": true})];
@@ -156,6 +220,33 @@ mod tests {
         Notify {
             webhooks: hooks.webhooks,
         }
+    }
+
+    #[test]
+    fn messages_name_who_what_where_how_long_what_failed_and_why_forced() {
+        let facts = Facts {
+            who: "alice".into(),
+            app: "shop".into(),
+            git_ref: Some("v2.3".into()),
+            commit: Some("a1b2c3d".into()),
+            hosts: vec!["web-1".into(), "web-2".into()],
+            duration_ms: Some(65_000),
+            failed: Some("gate Error rate < 1%: 3.2% > 1%".into()),
+            forced: Some("hotfix INC-42".into()),
+        };
+        assert_eq!(
+            facts.text("hoist: deploy of shop v2.3 failed"),
+            "hoist: deploy of shop v2.3 failed — by alice; app shop; ref v2.3 → a1b2c3d; hosts \
+             web-1, web-2; took 1m05s; failed: gate Error rate < 1%: 3.2% > 1%; forced: hotfix INC-42"
+        );
+        let fields = facts.fields();
+        assert!(fields.contains(&("forced", "hotfix INC-42".into())));
+        assert!(fields.contains(&("commit", "a1b2c3d".into())));
+        let plain = Facts {
+            app: "shop".into(),
+            ..Facts::default()
+        };
+        assert_eq!(plain.text("hoist: x"), "hoist: x — app shop");
     }
 
     #[tokio::test]

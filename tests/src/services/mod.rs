@@ -11,3 +11,4 @@ pub mod promtool;
 pub mod supervisor;
 pub mod systemd;
 pub mod tls;
+pub mod webhook;

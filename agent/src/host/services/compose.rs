@@ -16,14 +16,14 @@ pub(super) const DOCKER_PS_FORMAT: &str =
     "{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Status}}";
 
 /// The `docker ps` filter selecting a compose project's containers.
-pub(super) fn compose_filter(project: &str) -> String {
+pub(crate) fn compose_filter(project: &str) -> String {
     format!("label=com.docker.compose.project={project}")
 }
 
 /// The `docker ps` filter leaving out one-off containers (`compose run`, e.g. a
 /// migration): they carry the service's label, but an exited one is not the service
 /// being down.
-pub(super) const COMPOSE_NOT_ONEOFF: &str = "label=com.docker.compose.oneoff=False";
+pub(crate) const COMPOSE_NOT_ONEOFF: &str = "label=com.docker.compose.oneoff=False";
 
 /// `docker ps` arguments listing a compose project's service containers (`filter` is
 /// [`compose_filter`]'s).

@@ -7,6 +7,7 @@
 //! is really back.
 
 mod compose;
+pub(crate) use compose::{COMPOSE_NOT_ONEOFF, compose_filter};
 mod signal;
 mod supervisor;
 mod systemd;

@@ -120,6 +120,7 @@ fn rolled_back_deploy() -> Vec<JobEvent> {
             previous_release: "20261121T090000Z-0f0f0f0".into(),
             duration_ms: ms as u64,
             error: "check http failed: GET http://127.0.0.1/health: 500".into(),
+            commit: String::new(),
         }),
     ));
     events

@@ -114,6 +114,7 @@ pub(crate) fn failed_deploy() -> Vec<JobEvent> {
                 previous_release: "20261121T090000Z-0f0f0f0".into(),
                 duration_ms: 4100,
                 error: "step migrate failed".into(),
+                commit: String::new(),
             }),
         ),
     ]
@@ -167,6 +168,7 @@ fn finished_lines() {
                 previous_release: "20261121T090000Z-0f0f0f0".into(),
                 duration_ms: 12_300,
                 error: error.into(),
+                commit: String::new(),
             },
             false,
         )
