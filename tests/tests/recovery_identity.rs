@@ -636,9 +636,11 @@ build = "true"
             &fl,
         ],
     );
+    // Refused either way: no host holds a backup, and the app declares no restore.
+    let text = format!("{out}{err}");
     assert!(
-        format!("{out}{err}").contains("no restore step"),
-        "{out}{err}"
+        text.contains("no restore step") || text.contains("no selected host holds a backup"),
+        "{text}"
     );
     let (_, err) = hoist_expect(
         1,
