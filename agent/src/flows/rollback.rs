@@ -102,8 +102,6 @@ pub enum RollbackRefusal {
     NoMigrateRollback,
     #[error("--restore-db: this app declares no restore step")]
     NoRestore,
-    #[error("--restore-db: no backup is recorded for release {0}; nothing to restore")]
-    NoBackup(String),
 }
 
 /// Where a rollback to `to` (empty: the previous release; else a release id, a ref
@@ -145,13 +143,8 @@ pub fn plan(
             reverse.push(current.clone());
         }
     }
-    if restore_db {
-        if app.steps.restore.is_none() {
-            return Err(RollbackRefusal::NoRestore);
-        }
-        if record.backup_file.is_none() {
-            return Err(RollbackRefusal::NoBackup(target));
-        }
+    if restore_db && app.steps.restore.is_none() {
+        return Err(RollbackRefusal::NoRestore);
     }
     let maintenance = (!reverse.is_empty() || restore_db) && app.steps.maintenance_on.is_some();
     if !reverse.is_empty() && app.steps.backup.is_some() {
@@ -163,10 +156,13 @@ pub fn plan(
     for id in &reverse {
         steps.push(format!("migrate_rollback (from {id})"));
     }
-    if let Some(file) = &record.backup_file
-        && restore_db
-    {
-        steps.push(format!("restore ({file})"));
+    if restore_db {
+        // A host that took no backup (it did not migrate) switches code only; the
+        // controller refuses when no selected host holds one.
+        steps.push(match &record.backup_file {
+            Some(file) => format!("restore ({file})"),
+            None => "restore: no backup recorded here (code only)".into(),
+        });
     }
     steps.push("switch".into());
     if app.strategy == config::Strategy::Command && app.activate.is_some() {

@@ -236,6 +236,13 @@ pub async fn resolve(
     concurrency: usize,
     op: &Operation,
 ) -> Result<Operation, String> {
+    // Reversing migrations where they are (`--of`, or releases left ahead by an
+    // automatic rollback): every host stays on its current release.
+    if let Operation::Rollback(o) = op
+        && (o.of_release.is_some() || o.ahead_only)
+    {
+        return Ok(op.clone());
+    }
     let answers = ask(hosts, creds, timeout, concurrency, op, |_| false).await;
     Ok(match op {
         Operation::Deploy(o) => {

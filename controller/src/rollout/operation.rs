@@ -279,11 +279,14 @@ impl RollbackOptions {
     /// The request for `host`: to the release its agent resolved, if it did.
     pub fn request(&self, host: &str, job_id: String) -> JobRequest {
         let resolved = self.targets.iter().find(|(h, _)| h == host);
+        // `--of` and `ahead_only` keep every host on its current release.
+        let stays = self.of_release.is_some() || self.ahead_only;
         JobRequest::Rollback(RollbackRequest {
             app: self.app.clone(),
             to_release: resolved
                 .map(|(_, release)| release.clone())
                 .or_else(|| self.to_release.clone())
+                .filter(|_| !stays)
                 .unwrap_or_default(),
             job_id,
             migrate: self.migrate,
