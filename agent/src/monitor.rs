@@ -47,9 +47,11 @@ pub fn current_release(app: &App) -> (String, String) {
     (release, commit)
 }
 
-/// Whether `deploy_to/current` exists, i.e. a release was ever switched to here.
+/// Whether `deploy_to/current` names a release, i.e. one was ever switched to here.
 pub fn deployed(app: &App) -> bool {
-    std::fs::symlink_metadata(app.deploy_to.join("current")).is_ok()
+    crate::state::release::Layout::new(&app.deploy_to)
+        .current()
+        .is_some()
 }
 
 /// Takes the first resource sample, so status answers carry real figures from the

@@ -10,8 +10,8 @@ use std::{
 };
 
 use hoist_proto::v1::{
-    DeployRequest, EnvListRequest, EnvSetRequest, EnvVar, JobEvent, JobResult, StatusRequest,
-    agent_client::AgentClient,
+    DeployRequest, EnvListRequest, EnvSetRequest, EnvVar, JobEvent, JobResult, ListReleasesRequest,
+    PlanRollbackRequest, RollbackRequest, StatusRequest, agent_client::AgentClient,
 };
 use hoist_tests::{
     harness::{Agent, AgentBuilder, Pki, Who},
@@ -571,5 +571,83 @@ async fn a_hook_that_escapes_its_group_ends_with_its_step() {
         zombies_of(&agent).is_empty(),
         "hoistd left zombies: {:?}",
         zombies_of(&agent)
+    );
+}
+
+#[tokio::test]
+async fn a_release_link_planted_in_releases_is_no_release() {
+    let site = Site::new();
+    let repo = AppRepo::new_static(&[("index.html", "hi\n")]);
+    repo.commit_version("1", &[]);
+    let steps = "[app.steps]\nmigrate = \"true\"\nmigrate_rollback = \"touch ROLLED_BACK_HERE\"\n";
+    let (_pki, _agent, mut client) = start(&repo, &site, steps).await;
+    let events = deploy(&mut client, "v1", false).await;
+    assert_eq!(
+        result(&events).0,
+        JobResult::Succeeded,
+        "{}",
+        output(&events)
+    );
+    repo.commit_version("2", &[]);
+    let events = deploy(&mut client, "v2", false).await;
+    let (res, serving, err) = result(&events);
+    assert_eq!(res, JobResult::Succeeded, "{err}");
+    // Whoever can write releases/ (a hook) plants a "release" that is a link out.
+    let fake = "20261201T000000Z-abc1234";
+    #[allow(clippy::disallowed_methods)] // the attacker's link
+    std::os::unix::fs::symlink(site.outside(), site.deploy_to().join("releases").join(fake))
+        .unwrap();
+    let before = site.snapshot();
+
+    let listed = client
+        .list_releases(ListReleasesRequest { app: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.releases.iter().all(|r| r.id != fake),
+        "a link is listed as a release: {listed:?}"
+    );
+    let plan = client
+        .plan_rollback(PlanRollbackRequest {
+            app: "web".into(),
+            to: fake.into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        plan.is_err(),
+        "a rollback to the link was planned: {plan:?}"
+    );
+    for (id, to, of) in [("to-link", fake, ""), ("of-link", "", fake)] {
+        let stream = client
+            .rollback(RollbackRequest {
+                app: "web".into(),
+                to_release: to.into(),
+                of_release: of.into(),
+                migrate: !of.is_empty(),
+                job_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let events = collect(stream).await;
+        let (res, _, err) = result(&events);
+        assert_eq!(res, JobResult::Failed, "{id}: {err}\n{}", output(&events));
+        assert!(
+            err.contains(fake),
+            "{id}: the error names the release: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(site.deploy_to().join("current")).unwrap(),
+        Path::new("releases").join(&serving),
+        "current moved"
+    );
+    assert_eq!(
+        site.snapshot(),
+        before,
+        "something outside deploy_to changed"
     );
 }

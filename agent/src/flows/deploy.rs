@@ -333,9 +333,9 @@ fn choose_release(ctx: &Ctx, chosen: &str, r#ref: &str, commit: &str) -> StepRes
                 ),
             );
         }
-        let releases = ctx.layout.releases();
-        let exists = |name: String| std::fs::symlink_metadata(releases.join(name)).is_ok();
-        if exists(chosen.to_string()) || exists(format!("{chosen}.tmp")) {
+        if ctx.layout.release_entry_exists(chosen)
+            || ctx.layout.release_entry_exists(&format!("{chosen}.tmp"))
+        {
             let had = ctx.layout.revision(chosen);
             return ctx.fail(
                 step,

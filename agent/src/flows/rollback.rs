@@ -229,7 +229,7 @@ fn schema_only(
         ));
     }
     let Some(record) = journal.release(of) else {
-        if ctx.layout.release(of).is_dir() {
+        if ctx.layout.has_release(of) {
             ctx.notice(format!(
                 "release {of} has no migrations recorded on this host; nothing to reverse here"
             ));
@@ -315,7 +315,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
                 "there is no previous release to roll back to".into(),
             );
         }
-        if !ctx.layout.release(&target).is_dir() {
+        if !ctx.layout.has_release(&target) {
             return fail(
                 "rollback",
                 format!(
@@ -351,10 +351,7 @@ pub(super) async fn rollback(ctx: &mut Ctx, ask: Ask<'_>) -> Outcome {
             "this app declares no migrate_rollback step".into(),
         );
     }
-    if let Some(gone) = to_reverse
-        .iter()
-        .find(|id| !ctx.layout.release(id).is_dir())
-    {
+    if let Some(gone) = to_reverse.iter().find(|id| !ctx.layout.has_release(id)) {
         return fail(
             "migrate_rollback",
             format!(

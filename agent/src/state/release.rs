@@ -222,6 +222,21 @@ impl Layout {
         self.releases_dir()?.open_root(id, Root::Release)
     }
 
+    /// Whether `releases/NAME` exists at all (a directory, a link, anything), looked
+    /// up beneath `deploy_to` without following links.
+    pub fn release_entry_exists(&self, name: &str) -> bool {
+        self.releases_dir()
+            .ok()
+            .and_then(|dir| dir.lstat(name).ok().flatten())
+            .is_some()
+    }
+
+    /// Whether `releases/ID` is a release directory, opened beneath `deploy_to`
+    /// without following a link.
+    pub fn has_release(&self, id: &str) -> bool {
+        self.release_dir(id).is_ok()
+    }
+
     /// `shared/`, opened beneath `deploy_to`.
     pub fn shared_dir(&self) -> Result<Dir, BeneathError> {
         self.root_dir()?.open_root("shared", Root::Shared)
@@ -266,7 +281,9 @@ impl Layout {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.path().is_dir())
+            // A directory itself, never one a link points at (a planted
+            // `releases/X -> /etc` is no release).
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.ends_with(".tmp") && !n.starts_with('.'))
             .collect();
