@@ -72,6 +72,21 @@ impl AgentService {
     }
 
     /// Starts (or finds, by id) a job and streams its events from the first.
+    /// The app named `name`, its directories and its journal: what the read-only
+    /// calls about releases and backups start from.
+    async fn app_on_disk(
+        &self,
+        name: &str,
+    ) -> Result<(App, release::Layout, journal::Journal), Status> {
+        let app = {
+            let config = self.config.borrow().clone();
+            find_app(&config, name)?.clone()
+        };
+        let layout = release::Layout::new(&app.deploy_to);
+        let journal = self.apps.journal(&app.name).await?;
+        Ok((app, layout, journal))
+    }
+
     async fn run_job(
         &self,
         app: &str,
@@ -541,10 +556,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         let request = bounds::checked(request)?;
         let req = request.into_inner();
-        let config = self.config.borrow().clone();
-        let app = find_app(&config, &req.app)?;
-        let layout = release::Layout::new(&app.deploy_to);
-        let journal = self.apps.journal(&app.name).await?;
+        let (_, layout, journal) = self.app_on_disk(&req.app).await?;
         let releases = journal.list(
             &layout.list(),
             &layout.current().unwrap_or_default(),
@@ -572,10 +584,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
         let request = bounds::checked(request)?;
         let req = request.into_inner();
-        let config = self.config.borrow().clone();
-        let app = find_app(&config, &req.app)?;
-        let layout = release::Layout::new(&app.deploy_to);
-        let journal = self.apps.journal(&app.name).await?;
+        let (_, layout, journal) = self.app_on_disk(&req.app).await?;
         let backups = journal.list_backups(
             &layout.backup_files(),
             &layout.current().unwrap_or_default(),
@@ -664,12 +673,15 @@ impl Agent for AgentService {
         if !req.to.is_empty() {
             release::validate_ref(&req.to)?;
         }
-        let config = self.config.borrow().clone();
-        let app = find_app(&config, &req.app)?;
-        let layout = release::Layout::new(&app.deploy_to);
-        let journal = self.apps.journal(&app.name).await?;
-        let plan =
-            flows::plan_rollback(app, &layout, &journal, &req.to, req.migrate, req.restore_db)?;
+        let (app, layout, journal) = self.app_on_disk(&req.app).await?;
+        let plan = flows::plan_rollback(
+            &app,
+            &layout,
+            &journal,
+            &req.to,
+            req.migrate,
+            req.restore_db,
+        )?;
         Ok(Response::new(pb::PlanRollbackResponse {
             release: plan.target,
             commit: plan.commit,
